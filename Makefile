@@ -1,0 +1,38 @@
+# SONIC in Python. `make demo` and `make test` each set up everything on a fresh clone.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp-install
+MODELS := examples/model_repository/mlp/1/model.onnx
+
+.PHONY: setup models demo test lint bench-server clean
+
+setup: $(STAMP) $(VENV)/bin/perf_analyzer $(MODELS)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/bin/perf_analyzer: scripts/install_perf_analyzer.sh $(STAMP)
+	VENV=$(VENV) bash scripts/install_perf_analyzer.sh
+
+$(MODELS): $(STAMP) src/sonic/repository/examples.py
+	$(VENV)/bin/sonic repo examples examples/model_repository
+
+models: $(MODELS)
+
+demo: setup
+	$(VENV)/bin/sonic demo --model-repository examples/model_repository
+
+test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

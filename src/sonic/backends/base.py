@@ -1,0 +1,67 @@
+"""The one interface every backend implements.
+
+A backend class loads one *instance* of one model version.  The scheduler
+calls :meth:`BackendInstance.execute` from a worker thread with a whole batch,
+so a backend whose runtime releases the GIL (onnxruntime does) runs instances
+truly in parallel.  Adding a backend means one module and one line in
+:mod:`sonic.backends.registry`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from sonic.repository.autocomplete import IOSpec
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePlacement:
+    """Where one instance runs: ``kind`` is ``"CPU"`` or ``"GPU"``, ``device`` the GPU id."""
+
+    name: str
+    kind: str = "CPU"
+    device: int = 0
+
+
+class BackendInstance(abc.ABC):
+    """One loaded copy of a model version, able to run one batch at a time."""
+
+    #: Names this backend answers to in ``config.pbtxt`` ``backend``.
+    backend_name: ClassVar[str]
+    #: ``platform`` values that select this backend.
+    platforms: ClassVar[tuple[str, ...]] = ()
+    #: The file Triton looks for in a version directory.
+    default_filename: ClassVar[str]
+    #: The ``platform`` string reported in model metadata.
+    platform: ClassVar[str]
+    #: Default count of a KIND_CPU instance group that states none.
+    default_cpu_instance_count: ClassVar[int] = 1
+
+    def __init__(
+        self, model: str, config: mc.ModelConfig, version_dir: Path, placement: InstancePlacement
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.version_dir = version_dir
+        self.placement = placement
+
+    @classmethod
+    def model_path(cls, config: mc.ModelConfig, version_dir: Path) -> Path:
+        return version_dir / (config.default_model_filename or cls.default_filename)
+
+    @abc.abstractmethod
+    def signature(self) -> tuple[list[IOSpec], list[IOSpec]]:
+        """Inputs and outputs as the model file declares them (dims include batch)."""
+
+    @abc.abstractmethod
+    def execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """Run one batch; called from a worker thread."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release runtime resources; the default has none to release."""

@@ -1,0 +1,202 @@
+"""The ``sonic`` command.
+
+``sonic serve`` accepts the tritonserver flags that existing scripts, Helm
+charts and CMSSW's ``cmsTriton`` pass, in both ``--flag=value`` and
+``--flag value`` forms; boolean flags take ``true``/``false`` (or nothing,
+meaning true).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from sonic import __version__
+
+_TRUE = {"1", "true", "yes", "on", "t", "y"}
+_FALSE = {"0", "false", "no", "off", "f", "n"}
+
+
+class _Bool(click.ParamType):
+    """tritonserver-style boolean: ``--allow-http=false``."""
+
+    name = "boolean"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        self.fail(f"{value!r} is not a boolean; use true or false", param, ctx)
+
+
+BOOL = _Bool()
+
+
+def _bool_option(name: str, default: bool, help: str) -> click.Option:
+    return click.option(
+        name,
+        type=BOOL,
+        default=default,
+        is_flag=False,
+        flag_value="true",
+        show_default=True,
+        help=help,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sonic")
+def main() -> None:
+    """SONIC in Python: inference as a service for particle-physics computing."""
+
+
+@main.command(context_settings={"show_default": True})
+@click.option(
+    "--model-repository",
+    "--model-store",
+    "model_repository",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Model repository directory (repeatable).",
+)
+@click.option("--http-port", type=int, default=8000)
+@click.option("--grpc-port", type=int, default=8001)
+@click.option("--metrics-port", type=int, default=8002)
+@click.option("--http-address", default="0.0.0.0")
+@click.option("--grpc-address", default="0.0.0.0")
+@click.option("--metrics-address", default="0.0.0.0")
+@click.option(
+    "--model-control-mode",
+    type=click.Choice(["none", "poll", "explicit"]),
+    default="none",
+    help="How models are loaded and unloaded.",
+)
+@click.option(
+    "--load-model",
+    multiple=True,
+    help="Model to load at start in explicit mode (repeatable; '*' for all).",
+)
+@click.option(
+    "--repository-poll-secs",
+    type=float,
+    default=15.0,
+    help="Seconds between repository scans in poll mode.",
+)
+@_bool_option("--strict-model-config", False, "Require complete configs (no auto-complete).")
+@_bool_option("--disable-auto-complete-config", False, "Same as --strict-model-config=true.")
+@_bool_option("--strict-readiness", False, "Ready only while every known model is READY.")
+@click.option(
+    "--exit-timeout-secs",
+    type=float,
+    default=30.0,
+    help="Longest wait for requests in flight on SIGTERM/SIGINT.",
+)
+@_bool_option("--allow-http", True, "Serve HTTP/REST.")
+@_bool_option("--allow-grpc", True, "Serve gRPC.")
+@_bool_option("--allow-metrics", True, "Serve Prometheus metrics.")
+@click.option(
+    "--http-max-input-size", type=int, default=1 << 26, help="Largest HTTP request body, in bytes."
+)
+@click.option("--log-verbose", type=int, default=0, help="Verbose logging level (0 = off).")
+@_bool_option("--log-info", True, "Log informational messages.")
+@click.option(
+    "--backend-config",
+    multiple=True,
+    help="backend,setting=value; default-max-batch-size is honoured.",
+)
+def serve(**opts: object) -> None:
+    """Serve a Triton model repository over gRPC and HTTP (tritonserver's flags)."""
+    from sonic.server.app import serve as run_server
+    from sonic.server.manager import ControlMode
+    from sonic.server.settings import ServerSettings
+
+    verbose = int(opts["log_verbose"])  # type: ignore[call-overload]
+    level = logging.DEBUG if verbose else (logging.INFO if opts["log_info"] else logging.WARNING)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
+
+    default_mbs = 4
+    for item in opts["backend_config"]:  # type: ignore[union-attr]
+        _, _, setting = str(item).partition(",")
+        key, _, value = setting.partition("=")
+        if key == "default-max-batch-size":
+            default_mbs = int(value)
+
+    settings = ServerSettings(
+        model_repositories=list(opts["model_repository"]),  # type: ignore[call-overload]
+        load_models=list(opts["load_model"]),  # type: ignore[call-overload]
+        model_control_mode=ControlMode(opts["model_control_mode"]),
+        repository_poll_secs=float(opts["repository_poll_secs"]),  # type: ignore[arg-type]
+        strict_model_config=bool(
+            opts["strict_model_config"] or opts["disable_auto_complete_config"]
+        ),
+        strict_readiness=bool(opts["strict_readiness"]),
+        exit_timeout_secs=float(opts["exit_timeout_secs"]),  # type: ignore[arg-type]
+        http_address=str(opts["http_address"]),
+        http_port=int(opts["http_port"]),  # type: ignore[call-overload]
+        grpc_address=str(opts["grpc_address"]),
+        grpc_port=int(opts["grpc_port"]),  # type: ignore[call-overload]
+        metrics_address=str(opts["metrics_address"]),
+        metrics_port=int(opts["metrics_port"]),  # type: ignore[call-overload]
+        allow_http=bool(opts["allow_http"]),
+        allow_grpc=bool(opts["allow_grpc"]),
+        allow_metrics=bool(opts["allow_metrics"]),
+        http_max_input_size=int(opts["http_max_input_size"]),  # type: ignore[call-overload]
+        default_max_batch_size=default_mbs,
+        log_verbose=verbose,
+    )
+    for repo in settings.model_repositories:
+        if not repo.is_dir():
+            raise click.BadParameter(
+                f"'{repo}' is not a directory", param_hint="--model-repository"
+            )
+    run_server(settings)
+
+
+@main.group()
+def repo() -> None:
+    """Model-repository tools."""
+
+
+@repo.command("examples")
+@click.argument("directory", type=click.Path(path_type=Path), default="examples/model_repository")
+def repo_examples(directory: Path) -> None:
+    """Write the example models (mlp, simple) into DIRECTORY."""
+    from sonic.repository.examples import write_example_repository
+
+    write_example_repository(directory)
+    click.echo(f"wrote example models under {directory}")
+
+
+@main.command()
+@click.option(
+    "--model-repository",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=Path("examples/model_repository"),
+    show_default=True,
+)
+@click.option(
+    "--requests",
+    "n_requests",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Inference requests per protocol.",
+)
+def demo(model_repository: Path, n_requests: int) -> None:
+    """Start a local server on free ports, run inference through it, compare with direct."""
+    from sonic.demo import run_demo
+
+    raise SystemExit(run_demo(model_repository, n_requests))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

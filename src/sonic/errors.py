@@ -1,0 +1,122 @@
+"""Transport-free errors of the SONIC server and tools.
+
+Every error the data plane raises carries one :class:`Status`, the same
+classes Triton's core uses (``TRITONSERVER_ERROR_*``).  The gRPC and HTTP front
+ends map a status to their own codes with one table each, so that no module
+below the front ends imports a transport library.
+
+Exception tree::
+
+    SonicError                 (status)
+    ├── InvalidArgument        INVALID_ARG   -> gRPC INVALID_ARGUMENT, HTTP 400
+    ├── NotFound               NOT_FOUND     -> gRPC NOT_FOUND, HTTP 404
+    │   └── ModelNotFound      names the closest known models
+    ├── Unavailable            UNAVAILABLE   -> gRPC UNAVAILABLE, HTTP 503
+    ├── Unsupported            UNSUPPORTED   -> gRPC UNIMPLEMENTED, HTTP 501
+    ├── AlreadyExists          ALREADY_EXISTS-> gRPC ALREADY_EXISTS, HTTP 409
+    ├── Internal               INTERNAL      -> gRPC INTERNAL, HTTP 500
+    └── ModelConfigError       INVALID_ARG, names the model and the config field
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from collections.abc import Iterable
+
+
+class Status(enum.Enum):
+    """Error classes, as Triton's core reports them."""
+
+    INVALID_ARG = "INVALID_ARG"
+    NOT_FOUND = "NOT_FOUND"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNSUPPORTED = "UNSUPPORTED"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    INTERNAL = "INTERNAL"
+    CANCELLED = "CANCELLED"
+
+
+class SonicError(Exception):
+    """Base of every error that carries a protocol status."""
+
+    status: Status = Status.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(SonicError):
+    status = Status.INVALID_ARG
+
+
+class NotFound(SonicError):
+    status = Status.NOT_FOUND
+
+
+class Unavailable(SonicError):
+    status = Status.UNAVAILABLE
+
+
+class Unsupported(SonicError):
+    status = Status.UNSUPPORTED
+
+
+class AlreadyExists(SonicError):
+    status = Status.ALREADY_EXISTS
+
+
+class Internal(SonicError):
+    status = Status.INTERNAL
+
+
+def closest(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:
+    """Return up to ``limit`` candidates that look like ``name`` (typo help)."""
+    return difflib.get_close_matches(name, list(candidates), n=limit, cutoff=0.5)
+
+
+def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    near = closest(name, candidates)
+    return f"; did you mean {', '.join(repr(c) for c in near)}?" if near else ""
+
+
+class ModelNotFound(NotFound):
+    """An unknown model or version; the message lists the nearest known names."""
+
+    def __init__(
+        self, model: str, version: str | int | None = None, known: Iterable[str] = ()
+    ) -> None:
+        self.model = model
+        self.version = str(version) if version not in (None, "", -1) else ""
+        known = list(known)
+        if self.version:
+            text = f"Request for unknown model: '{model}' version {self.version} is not found"
+        else:
+            text = f"Request for unknown model: '{model}' is not found"
+        super().__init__(text + _did_you_mean(model, known))
+
+
+class UnknownTensor(InvalidArgument):
+    """An input or output name the model does not have."""
+
+    def __init__(self, kind: str, name: str, model: str, known: Iterable[str]) -> None:
+        self.name = name
+        known = list(known)
+        super().__init__(
+            f"unexpected inference {kind} '{name}' for model '{model}'"
+            f" (the model has {', '.join(repr(k) for k in known) or 'none'})"
+            + _did_you_mean(name, known)
+        )
+
+
+class ModelConfigError(InvalidArgument):
+    """A config.pbtxt that contradicts itself or the model file; names the field."""
+
+    def __init__(self, model: str, field: str, message: str) -> None:
+        self.model = model
+        self.field = field
+        super().__init__(f"model '{model}': {field}: {message}")

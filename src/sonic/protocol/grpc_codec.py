@@ -1,0 +1,160 @@
+"""gRPC codec: ``inference.ModelInferRequest``/``Response`` <-> protocol types.
+
+Uses the generated messages that ``tritonclient`` ships, so field numbers are
+Triton's by construction.  Decoding follows Triton's ``infer_handler.cc``: raw
+contents are consumed in input order by the inputs that have neither typed
+``contents`` nor a shared-memory region, and mixing raw with typed contents is
+an error.  Responses always carry raw output bytes, as Triton's do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from sonic.errors import InvalidArgument
+from sonic.protocol.datatypes import check_datatype, to_numpy_dtype
+from sonic.protocol.tensors import (
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    Tensor,
+    element_count,
+    from_raw,
+    to_raw,
+)
+
+# Typed ``InferTensorContents`` field that carries each datatype.
+_CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+SHM_REGION = "shared_memory_region"
+
+
+def params_from_proto(params: Any) -> dict[str, Any]:
+    """``map<string, InferParameter>`` -> plain dict of Python values."""
+    out: dict[str, Any] = {}
+    for key, p in params.items():
+        kind = p.WhichOneof("parameter_choice")
+        out[key] = getattr(p, kind) if kind else None
+    return out
+
+
+def params_to_proto(values: dict[str, Any], target: Any) -> None:
+    """Plain dict -> ``map<string, InferParameter>`` (bool before int: bool is an int)."""
+    for key, v in values.items():
+        p = target[key]
+        if isinstance(v, bool):
+            p.bool_param = v
+        elif isinstance(v, int):
+            p.int64_param = v
+        elif isinstance(v, float):
+            p.double_param = v
+        else:
+            p.string_param = str(v)
+
+
+def _from_contents(inp: Any, shape: tuple[int, ...], model: str) -> np.ndarray:
+    field = _CONTENTS_FIELD.get(inp.datatype)
+    if field is None:
+        raise InvalidArgument(
+            f"input '{inp.name}' for model '{model}': {inp.datatype} data must be sent "
+            "in raw_input_contents, there is no typed contents field for it"
+        )
+    values = getattr(inp.contents, field)
+    count = element_count(shape, inp.name)
+    if len(values) != count:
+        raise InvalidArgument(
+            f"unexpected number of elements {len(values)} in {field} for input "
+            f"'{inp.name}' for model '{model}', expecting {count} (shape {list(shape)})"
+        )
+    if inp.datatype == "BYTES":
+        arr = np.empty(count, dtype=object)
+        arr[:] = list(values)
+        return arr.reshape(shape)
+    return np.asarray(values, dtype=to_numpy_dtype(inp.datatype)).reshape(shape)
+
+
+def decode_request(msg: pb.ModelInferRequest) -> InferRequest:
+    """Decode a ``ModelInferRequest``; tensors in shared memory keep ``data`` empty."""
+    model = msg.model_name
+    raw = msg.raw_input_contents
+    raw_index = 0
+    inputs: list[Tensor] = []
+    for inp in msg.inputs:
+        check_datatype(inp.datatype)
+        shape = tuple(inp.shape)
+        params = params_from_proto(inp.parameters) if inp.parameters else {}
+        has_contents = inp.HasField("contents")
+        if has_contents and len(raw) > 0:
+            raise InvalidArgument(
+                f"contents field must not be specified when using raw_input_contents for "
+                f"'{inp.name}' for model '{model}'"
+            )
+        if SHM_REGION in params:
+            element_count(shape, inp.name)
+            data = np.empty(0)
+        elif has_contents:
+            data = _from_contents(inp, shape, model)
+        else:
+            if raw_index >= len(raw):
+                raise InvalidArgument(
+                    f"expected {raw_index + 1} or more raw_input_contents for model "
+                    f"'{model}', got {len(raw)}: input '{inp.name}' has no data"
+                )
+            data = from_raw(inp.name, inp.datatype, shape, raw[raw_index])
+            raw_index += 1
+        inputs.append(Tensor(inp.name, inp.datatype, shape, data, params))
+    if raw_index != len(raw):
+        raise InvalidArgument(
+            f"expected {raw_index} raw_input_contents for model '{model}', got {len(raw)}"
+        )
+    outputs = (
+        [
+            RequestedOutput(o.name, params_from_proto(o.parameters) if o.parameters else {})
+            for o in msg.outputs
+        ]
+        if len(msg.outputs) > 0
+        else None
+    )
+    return InferRequest(
+        model_name=model,
+        model_version=msg.model_version,
+        id=msg.id,
+        parameters=params_from_proto(msg.parameters) if msg.parameters else {},
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+def encode_response(resp: InferResponse) -> pb.ModelInferResponse:
+    """Encode a response with raw output bytes (empty for outputs in shared memory)."""
+    msg = pb.ModelInferResponse(
+        model_name=resp.model_name, model_version=resp.model_version, id=resp.id
+    )
+    if resp.parameters:
+        params_to_proto(resp.parameters, msg.parameters)
+    raw = msg.raw_output_contents
+    for t in resp.outputs:
+        out = msg.outputs.add()
+        out.name = t.name
+        out.datatype = t.datatype
+        out.shape.extend(t.shape)
+        if t.parameters:
+            params_to_proto(t.parameters, out.parameters)
+        raw.append(b"" if SHM_REGION in t.parameters else to_raw(t.data, t.datatype))
+    return msg

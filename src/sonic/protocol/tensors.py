@@ -1,0 +1,132 @@
+"""Transport-free inference requests and responses, and raw tensor bytes.
+
+The gRPC and HTTP codecs both decode into :class:`InferRequest` and encode
+from :class:`InferResponse`, so the data plane sees one shape of request
+whatever the wire.  Raw bytes follow Triton's layout: flattened, row-major,
+little-endian; BYTES elements are a 4-byte little-endian length followed by
+the bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sonic.errors import InvalidArgument
+from sonic.protocol.datatypes import element_size, to_numpy_dtype
+
+_LEN = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class Tensor:
+    """A named tensor with its wire datatype; ``data`` has exactly ``shape``."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    model_name: str
+    model_version: str = ""
+    id: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    inputs: list[Tensor] = field(default_factory=list)
+    # None means "every output of the model", as in the protocol.
+    outputs: list[RequestedOutput] | None = None
+
+
+@dataclass(slots=True)
+class InferResponse:
+    model_name: str
+    model_version: str
+    id: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    outputs: list[Tensor] = field(default_factory=list)
+
+
+def element_count(shape: tuple[int, ...] | list[int], name: str) -> int:
+    """Number of elements of ``shape``, rejecting negative dims by name."""
+    for d in shape:
+        if d < 0:
+            raise InvalidArgument(
+                f"input '{name}' has invalid shape {list(shape)}: dims must be >= 0"
+            )
+    return math.prod(shape)
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    """BYTES tensor -> length-prefixed concatenation, row-major."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        if isinstance(item, str):
+            item = item.encode("utf-8")
+        elif not isinstance(item, bytes | bytearray | memoryview):
+            item = str(item).encode("utf-8")
+        parts.append(_LEN.pack(len(item)))
+        parts.append(bytes(item))
+    return b"".join(parts)
+
+
+def deserialize_bytes(buf: bytes | memoryview, count: int, name: str) -> np.ndarray:
+    """Length-prefixed BYTES -> object array of ``count`` elements, checked."""
+    out = np.empty(count, dtype=object)
+    view = memoryview(buf)
+    pos, n = 0, len(view)
+    for i in range(count):
+        if pos + 4 > n:
+            raise InvalidArgument(f"BYTES input '{name}': data ends after {i} of {count} elements")
+        (length,) = _LEN.unpack_from(view, pos)
+        pos += 4
+        if pos + length > n:
+            raise InvalidArgument(
+                f"BYTES input '{name}': element {i} claims {length} bytes, only {n - pos} remain"
+            )
+        out[i] = bytes(view[pos : pos + length])
+        pos += length
+    if pos != n:
+        raise InvalidArgument(
+            f"BYTES input '{name}': {n - pos} unexpected bytes after {count} elements"
+        )
+    return out
+
+
+def from_raw(
+    name: str, datatype: str, shape: tuple[int, ...], buf: bytes | memoryview
+) -> np.ndarray:
+    """Decode raw tensor bytes into an array of ``shape``, zero-copy when fixed-size."""
+    count = element_count(shape, name)
+    size = element_size(datatype)
+    if size is None:
+        return deserialize_bytes(buf, count, name).reshape(shape)
+    expected = count * size
+    if len(buf) != expected:
+        raise InvalidArgument(
+            f"unexpected total byte size {len(buf)} for input '{name}', expecting "
+            f"{expected} (shape {list(shape)}, datatype {datatype})"
+        )
+    return np.frombuffer(buf, dtype=to_numpy_dtype(datatype)).reshape(shape)
+
+
+def to_raw(array: np.ndarray, datatype: str) -> bytes:
+    """Encode an array as raw tensor bytes in Triton's layout."""
+    if datatype == "BYTES":
+        return serialize_bytes(array)
+    dtype = to_numpy_dtype(datatype)
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    return np.ascontiguousarray(array).tobytes()

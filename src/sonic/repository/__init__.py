@@ -1,0 +1,7 @@
+"""Model repositories in Triton's layout.
+
+- :mod:`~sonic.repository.config`: ``config.pbtxt`` parsing, JSON form, structural checks.
+- :mod:`~sonic.repository.versions`: version directories and version policies.
+- :mod:`~sonic.repository.layout`: finding model directories under repository roots.
+- :mod:`~sonic.repository.autocomplete`: completing a config from the model file.
+"""

@@ -1,0 +1,58 @@
+"""Triton's repository layout: ``<repo>/<model>/config.pbtxt`` and ``<repo>/<model>/<version>/``.
+
+Several repositories may be given; a model name must be unique across them.
+Names never reach the file system unchecked: a name is only ever matched
+against directory entries that a scan found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sonic.errors import ModelConfigError, ModelNotFound
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLocation:
+    name: str
+    path: Path
+
+
+class ModelRepository:
+    """The set of model directories under one or more repository roots."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = [Path(r).resolve() for r in roots]
+        for root in self.roots:
+            if not root.is_dir():
+                raise FileNotFoundError(f"model repository '{root}' is not a directory")
+
+    def scan(self) -> tuple[dict[str, ModelLocation], dict[str, ModelConfigError]]:
+        """Every model directory, and the names that appear in several roots."""
+        found: dict[str, ModelLocation] = {}
+        clashes: dict[str, ModelConfigError] = {}
+        for root in self.roots:
+            for entry in sorted(root.iterdir()):
+                if not entry.is_dir() or entry.name.startswith("."):
+                    continue
+                if entry.name in found:
+                    clashes[entry.name] = ModelConfigError(
+                        entry.name,
+                        "name",
+                        f"found in two repositories: {found[entry.name].path} and {entry}",
+                    )
+                    continue
+                found[entry.name] = ModelLocation(entry.name, entry)
+        for name in clashes:
+            found.pop(name, None)
+        return found, clashes
+
+    def find(self, name: str) -> ModelLocation:
+        found, clashes = self.scan()
+        if name in clashes:
+            raise clashes[name]
+        try:
+            return found[name]
+        except KeyError:
+            raise ModelNotFound(name, known=found) from None

@@ -1,0 +1,130 @@
+"""Assemble and run a server: model manager, data plane, gRPC, HTTP and metrics.
+
+Everything runs on one asyncio event loop (uvloop): ``grpc.aio`` and uvicorn
+share it, and model executions run on per-instance threads.  SIGTERM/SIGINT
+start a drain: readiness goes false, new requests are refused, requests in
+flight finish (up to ``--exit-timeout-secs``), then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+
+from sonic.repository.layout import ModelRepository
+from sonic.server.dataplane import DataPlane
+from sonic.server.grpc_frontend import build_server
+from sonic.server.http_frontend import HttpFrontend
+from sonic.server.loader import LoadOptions
+from sonic.server.manager import ControlMode, ModelManager
+from sonic.server.settings import ServerSettings
+
+log = logging.getLogger("sonic.server")
+
+
+def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    # The server owns signal handling; uvicorn must not install its own.
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server
+
+
+class Server:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.manager = ModelManager(
+            ModelRepository(settings.model_repositories),
+            settings.model_control_mode,
+            LoadOptions(
+                strict_config=settings.strict_model_config,
+                default_max_batch_size=settings.default_max_batch_size,
+            ),
+            settings.load_models,
+        )
+        self.dataplane = DataPlane(self.manager, strict_readiness=settings.strict_readiness)
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+        await self.manager.startup()
+
+        grpc_server = None
+        http_servers: list[uvicorn.Server] = []
+        if s.allow_grpc:
+            grpc_server, port = build_server(self.dataplane, f"{s.grpc_address}:{s.grpc_port}")
+            await grpc_server.start()
+            log.info("Started GRPCInferenceService at %s:%d", s.grpc_address, port)
+        if s.allow_http:
+            front = HttpFrontend(self.dataplane, s.http_max_input_size)
+            http_servers.append(_uvicorn(front.app(), s.http_address, s.http_port))
+        if s.allow_metrics:
+            from sonic.server.metrics import metrics_app
+
+            http_servers.append(
+                _uvicorn(metrics_app(self.manager), s.metrics_address, s.metrics_port)
+            )
+        http_tasks = [asyncio.create_task(srv.serve()) for srv in http_servers]
+        poller = None
+        if s.model_control_mode is ControlMode.POLL:
+            poller = asyncio.create_task(self.manager.poll_forever(s.repository_poll_secs))
+
+        # Wait until every HTTP listener is up (or one failed) before going ready.
+        while any(not srv.started for srv in http_servers):
+            for t in http_tasks:
+                if t.done():
+                    await t  # re-raises a bind failure
+                    raise OSError("an HTTP listener stopped during start-up")
+            await asyncio.sleep(0.01)
+        self.dataplane.accepting = True
+        print("sonic server ready", flush=True)
+
+        await self._stop.wait()
+        log.info("stopping: draining requests in flight (up to %ss)", s.exit_timeout_secs)
+        if poller is not None:
+            poller.cancel()
+        if not await self.dataplane.drain(s.exit_timeout_secs):
+            log.warning(
+                "exit timeout reached with %d request(s) in flight", self.dataplane.inflight
+            )
+        if grpc_server is not None:
+            await grpc_server.stop(grace=0.5)
+        for srv in http_servers:
+            srv.should_exit = True
+        if http_tasks:
+            await asyncio.wait(http_tasks, timeout=5)
+        await self.manager.close()
+        log.info("server stopped")
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run the server until SIGTERM/SIGINT; returns after a clean drain."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+    runner(Server(settings).run())

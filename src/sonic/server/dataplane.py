@@ -1,0 +1,139 @@
+"""The data plane: every protocol operation, once, for all front ends.
+
+The gRPC and HTTP front ends only translate the wire format and call these
+methods; they never reach into models or the manager.  The data plane also
+owns the server-wide state the protocol exposes: liveness, readiness, and the
+drain on shutdown (new requests are refused with UNAVAILABLE while accepted
+ones finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from sonic import __version__
+from sonic.errors import InvalidArgument, Unavailable
+from sonic.protocol.tensors import InferRequest, InferResponse
+from sonic.server.manager import ControlMode, ModelManager
+from sonic.server.statistics import ModelStatistics
+
+EXTENSIONS = [
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+]
+
+
+class DataPlane:
+    def __init__(self, manager: ModelManager, *, strict_readiness: bool = False) -> None:
+        self.manager = manager
+        self.strict_readiness = strict_readiness
+        self.accepting = False
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- health and metadata -----------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        if not self.accepting:
+            return False
+        if self.strict_readiness:
+            return all(e.versions for e in self.manager.models.values())
+        return True
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "triton", "version": __version__, "extensions": EXTENSIONS}
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        return self.manager.ready(name, version)
+
+    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        model = self.manager.get(name, version)
+        entry = self.manager.models[name]
+        return {
+            "name": name,
+            "versions": [str(v) for v in sorted(entry.versions)],
+            "platform": model.config.platform,
+            "inputs": model.metadata_tensors("inputs"),
+            "outputs": model.metadata_tensors("outputs"),
+        }
+
+    def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
+        return self.manager.get(name, version).config
+
+    # -- inference -----------------------------------------------------------
+    async def infer(self, request: InferRequest, start_ns: int | None = None) -> InferResponse:
+        start = time.perf_counter_ns() if start_ns is None else start_ns
+        if not self.accepting:
+            raise Unavailable("the server is shutting down and accepts no new requests")
+        model = self.manager.get(request.model_name, request.model_version)
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            return await model.infer(request, start)
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop accepting, then wait for accepted requests; False if time ran out."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- statistics -------------------------------------------------------------
+    def statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
+        if not name:
+            return sorted(
+                (m.stats for m in self.manager.serving()), key=lambda s: (s.name, int(s.version))
+            )
+        if version:
+            return [self.manager.get(name, version).stats]
+        self.manager.get(name)  # NOT_FOUND / UNAVAILABLE for a model not serving
+        entry = self.manager.models[name]
+        return [entry.versions[v].stats for v in sorted(entry.versions)]
+
+    # -- model repository ------------------------------------------------------
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        return self.manager.index(ready_only)
+
+    def _check_control(self) -> None:
+        if self.manager.mode is not ControlMode.EXPLICIT:
+            raise Unavailable(
+                "explicit model load / unload is not allowed: start the server with "
+                f"--model-control-mode=explicit (it runs in '{self.manager.mode.value}' mode)"
+            )
+
+    async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        self._check_control()
+        params = parameters or {}
+        config = params.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidArgument("load parameter 'config' must be a JSON string")
+        files: dict[str, bytes] = {}
+        for key, value in params.items():
+            if key.startswith("file:"):
+                if not isinstance(value, bytes | bytearray):
+                    raise InvalidArgument(f"load parameter '{key}' must carry bytes")
+                files[key[len("file:") :]] = bytes(value)
+        await self.manager.load(name, config, files or None)
+
+    async def unload(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        self._check_control()
+        await self.manager.unload(name)

@@ -1,0 +1,222 @@
+"""gRPC front end (``grpc.aio``): ``inference.GRPCInferenceService`` and ``grpc.health.v1``.
+
+Each method decodes the message, calls the data plane, and encodes the
+answer; errors map to gRPC status codes through one table, as Triton maps its
+``TRITONSERVER_ERROR_*`` codes.  Unexpected exceptions become INTERNAL with
+their message and are logged; they never take the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from sonic.errors import SonicError, Status
+from sonic.protocol.grpc_codec import decode_request, encode_response, params_from_proto
+from sonic.server.dataplane import DataPlane
+
+log = logging.getLogger("sonic.server.grpc")
+
+STATUS_CODES: dict[Status, grpc.StatusCode] = {
+    Status.INVALID_ARG: grpc.StatusCode.INVALID_ARGUMENT,
+    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
+    Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Status.INTERNAL: grpc.StatusCode.INTERNAL,
+    Status.CANCELLED: grpc.StatusCode.CANCELLED,
+}
+
+R = TypeVar("R")
+
+
+def _rpc(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """Map :class:`SonicError` (and anything unexpected) to a gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except SonicError as err:
+            await context.abort(STATUS_CODES[err.status], err.message)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as err:
+            log.exception("internal error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+        raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+
+    return wrapper
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dp = dataplane
+
+    @_rpc
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.dp.live())
+
+    @_rpc
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.dp.ready())
+
+    @_rpc
+    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version))
+
+    @_rpc
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**self.dp.server_metadata())
+
+    @_rpc
+    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        meta = self.dp.model_metadata(request.name, request.version)
+        msg = pb.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"]
+        )
+        for key, target in (("inputs", msg.inputs), ("outputs", msg.outputs)):
+            for t in meta[key]:
+                target.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        return msg
+
+    @_rpc
+    async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=self.dp.model_config(request.name, request.version))
+
+    @_rpc
+    async def ModelStatistics(self, request: Any, context: Any) -> pb.ModelStatisticsResponse:
+        stats = self.dp.statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(model_stats=[s.to_proto() for s in stats])
+
+    @_rpc
+    async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
+        start = time.perf_counter_ns()
+        return encode_response(await self.dp.infer(decode_request(request), start))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently; each response or error goes back as it completes."""
+        results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(msg: Any) -> None:
+            start = time.perf_counter_ns()
+            try:
+                resp = encode_response(await self.dp.infer(decode_request(msg), start))
+                results.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
+            except SonicError as err:
+                results.put_nowait(
+                    pb.ModelStreamInferResponse(
+                        error_message=err.message,
+                        infer_response=pb.ModelInferResponse(
+                            model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+                        ),
+                    )
+                )
+            except Exception as err:
+                log.exception("internal error in ModelStreamInfer")
+                results.put_nowait(
+                    pb.ModelStreamInferResponse(error_message=f"{type(err).__name__}: {err}")
+                )
+
+        async def reader() -> None:
+            async for msg in request_iterator:
+                task = asyncio.create_task(one(msg))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*list(pending))
+            results.put_nowait(None)
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while (item := await results.get()) is not None:
+                yield item
+        finally:
+            read_task.cancel()
+
+    @_rpc
+    async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
+        rows = self.dp.repository_index(request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows]
+        )
+
+    @_rpc
+    async def RepositoryModelLoad(
+        self, request: Any, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        await self.dp.load(request.model_name, params_from_proto(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc
+    async def RepositoryModelUnload(
+        self, request: Any, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self.dp.unload(request.model_name, params_from_proto(request.parameters))
+        return pb.RepositoryModelUnloadResponse()
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """``grpc.health.v1``: SERVING while the server is ready."""
+
+    SERVICES = ("", "inference.GRPCInferenceService")
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dp = dataplane
+
+    def _status(self, service: str) -> int:
+        if self.dp.ready():
+            return health_pb2.HealthCheckResponse.SERVING
+        return health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def Check(self, request: Any, context: Any) -> health_pb2.HealthCheckResponse:
+        if request.service not in self.SERVICES:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
+        return health_pb2.HealthCheckResponse(status=self._status(request.service))
+
+    async def Watch(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        last = None
+        while True:
+            status = (
+                self._status(request.service)
+                if request.service in self.SERVICES
+                else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            )
+            if status != last:
+                yield health_pb2.HealthCheckResponse(status=status)
+                last = status
+            await asyncio.sleep(1.0)
+
+
+def build_server(
+    dataplane: DataPlane, address: str, *, max_message_bytes: int = 2**31 - 1
+) -> tuple[grpc.aio.Server, int]:
+    """A ``grpc.aio`` server bound to ``address`` (``host:port``); returns it and its port."""
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind the gRPC server to {address}")
+    return server, port

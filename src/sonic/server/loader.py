@@ -1,0 +1,149 @@
+"""Turn a model directory into servable versions (blocking; run it in a thread).
+
+The steps are Triton's: read ``config.pbtxt`` (or start empty), check its
+structure, pick versions by policy, choose the backend, load one instance to
+learn the model's signature, complete the config from it unless strict, check
+config against model, then load the remaining instances.  Any failure raises
+an error naming the model and the field; nothing is half-registered.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from sonic.backends.base import BackendInstance, InstancePlacement
+from sonic.backends.registry import select_backend
+from sonic.errors import InvalidArgument, ModelConfigError
+from sonic.repository.autocomplete import check_against_model, complete
+from sonic.repository.config import check_structure, config_from_json, load_config
+from sonic.repository.versions import available_versions, select_versions
+from sonic.server.model import LoadedModel
+from sonic.server.scheduler import DirectScheduler, InstancePool
+from sonic.server.statistics import ModelStatistics
+
+
+@dataclass(slots=True)
+class LoadOptions:
+    strict_config: bool = False
+    default_max_batch_size: int = 4
+    gpus: tuple[int, ...] = ()
+
+
+def placements(
+    config: mc.ModelConfig, backend: type[BackendInstance], gpus: tuple[int, ...], model: str
+) -> list[InstancePlacement]:
+    """Instances to create, completing ``instance_group`` as Triton reports it."""
+    if not config.instance_group:
+        group = config.instance_group.add()
+        group.kind = mc.ModelInstanceGroup.KIND_GPU if gpus else mc.ModelInstanceGroup.KIND_CPU
+        group.count = 1
+    out: list[InstancePlacement] = []
+    for i, group in enumerate(config.instance_group):
+        if not group.name:
+            group.name = f"{model}_{i}"
+        if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
+            group.kind = mc.ModelInstanceGroup.KIND_GPU if gpus else mc.ModelInstanceGroup.KIND_CPU
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU:
+            devices = list(group.gpus) or list(gpus) or [0]
+            if not group.gpus and gpus:
+                group.gpus.extend(devices)
+            count = group.count or 1
+            group.count = count
+            for dev in devices:
+                for j in range(count):
+                    out.append(InstancePlacement(f"{group.name}_{dev}_{j}", "GPU", dev))
+        elif group.kind in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_MODEL):
+            count = group.count or backend.default_cpu_instance_count
+            group.count = count
+            out.extend(InstancePlacement(f"{group.name}_{j}", "CPU") for j in range(count))
+        else:
+            raise ModelConfigError(
+                model,
+                f"instance_group[{i}].kind",
+                f"{mc.ModelInstanceGroup.Kind.Name(group.kind)} is not supported",
+            )
+    return out
+
+
+def load_model(
+    name: str,
+    model_dir: Path,
+    options: LoadOptions,
+    config_json: str | None = None,
+) -> tuple[mc.ModelConfig, dict[int, LoadedModel]]:
+    """Load every version the policy selects; returns the completed config and versions."""
+    if config_json is not None:
+        config = config_from_json(config_json, name)
+    else:
+        config = load_config(model_dir, required=options.strict_config)
+    if not config.name:
+        config.name = name
+    check_structure(config, name)
+    versions = select_versions(config, available_versions(model_dir), name)
+    if not config.HasField("version_policy"):
+        config.version_policy.latest.num_versions = 1
+    backend = select_backend(name, config, model_dir / str(versions[0]))
+    if not config.default_model_filename:
+        config.default_model_filename = backend.default_filename
+    where = placements(config, backend, options.gpus, name)
+
+    loaded: dict[int, LoadedModel] = {}
+    created: list[BackendInstance] = []
+    try:
+        for v in versions:
+            vdir = model_dir / str(v)
+            first = backend(name, config, vdir, where[0])
+            created.append(first)
+            if v == versions[0]:
+                ins, outs = first.signature()
+                if not options.strict_config:
+                    complete(
+                        config, ins, outs, default_max_batch_size=options.default_max_batch_size
+                    )
+                check_against_model(config, ins, outs, name)
+                check_structure(config, name)
+            rest = [backend(name, config, vdir, p) for p in where[1:]]
+            created.extend(rest)
+            stats = ModelStatistics(name, str(v))
+            scheduler = DirectScheduler(InstancePool([first, *rest], name), stats)
+            loaded[v] = LoadedModel(name, v, config, scheduler, stats, model_dir)
+    except BaseException:
+        for inst in created:
+            inst.close()
+        raise
+    return config, loaded
+
+
+def materialize_files(name: str, files: dict[str, bytes]) -> Path:
+    """Write ``file:<path>`` load parameters into a fresh model directory.
+
+    Paths are checked to stay inside that directory: no absolute paths, no
+    ``..``; the caller removes the directory with :func:`remove_materialized`.
+    """
+    root = Path(tempfile.mkdtemp(prefix="sonic-model-"))
+    model_dir = root / name
+    model_dir.mkdir()
+    try:
+        for rel, content in files.items():
+            path = PurePosixPath(rel)
+            if path.is_absolute() or ".." in path.parts or not path.parts:
+                raise InvalidArgument(
+                    f"file parameter 'file:{rel}' must be a relative path inside the model "
+                    "directory, such as 'file:1/model.onnx'"
+                )
+            target = model_dir.joinpath(*path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return model_dir
+
+
+def remove_materialized(model_dir: Path) -> None:
+    shutil.rmtree(model_dir.parent, ignore_errors=True)

@@ -1,0 +1,252 @@
+"""One loaded model version: request validation, execution and response building.
+
+Validation is done here, against the (completed) config, before anything
+reaches a backend, so every client mistake becomes INVALID_ARGUMENT with a
+message naming the tensor and the expected and given values, never a backend
+crash.  The version counts its in-flight requests so that an unload or reload
+can wait for them and no accepted request is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from sonic.errors import InvalidArgument, UnknownTensor
+from sonic.protocol.datatypes import from_config_type
+from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
+from sonic.server.scheduler import DirectScheduler
+from sonic.server.statistics import ModelStatistics, RequestTiming
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    dims: tuple[int, ...]  # as in config.pbtxt: without the batch dim
+    reshape: tuple[int, ...] | None = None
+    optional: bool = False
+    ragged: bool = False
+    labels: tuple[str, ...] = ()
+
+    def shape_with_batch(self, batching: bool) -> list[int]:
+        return ([-1] if batching else []) + list(self.dims)
+
+
+def _specs(tensors: Any, model_dir: Path | None = None) -> dict[str, TensorSpec]:
+    out: dict[str, TensorSpec] = {}
+    for t in tensors:
+        labels: tuple[str, ...] = ()
+        label_file = getattr(t, "label_filename", "")
+        if label_file and model_dir is not None and (model_dir / label_file).is_file():
+            labels = tuple((model_dir / label_file).read_text().splitlines())
+        out[t.name] = TensorSpec(
+            name=t.name,
+            datatype=from_config_type(mc.DataType.Name(t.data_type)),
+            dims=tuple(t.dims),
+            reshape=tuple(t.reshape.shape) if t.HasField("reshape") else None,
+            optional=getattr(t, "optional", False),
+            ragged=getattr(t, "allow_ragged_batch", False),
+            labels=labels,
+        )
+    return out
+
+
+def _matches(dims: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    return len(dims) == len(expected) and all(
+        e == -1 or d == e for d, e in zip(dims, expected, strict=True)
+    )
+
+
+def _classify(array: np.ndarray, k: int, batching: bool, labels: tuple[str, ...]) -> np.ndarray:
+    """Triton's classification extension: top-k "value:index[:label]" per batch row."""
+    rows = array.reshape(array.shape[0], -1) if batching else array.reshape(1, -1)
+    k = min(k, rows.shape[1])
+    out = np.empty((rows.shape[0], k), dtype=object)
+    for r, row in enumerate(rows):
+        order = np.argsort(-row.astype(np.float64), kind="stable")[:k]
+        for j, idx in enumerate(order):
+            text = f"{float(row[idx]):f}:{int(idx)}"
+            if idx < len(labels):
+                text += f":{labels[idx]}"
+            out[r, j] = text.encode()
+    return out if batching else out.reshape(k)
+
+
+class LoadedModel:
+    """A servable model version and everything needed to answer requests for it."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: mc.ModelConfig,
+        scheduler: DirectScheduler,
+        stats: ModelStatistics,
+        model_dir: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.version_str = str(version)
+        self.config = config
+        self.scheduler = scheduler
+        self.stats = stats
+        self.max_batch_size = config.max_batch_size
+        self.batching = config.max_batch_size > 0
+        self.inputs = _specs(config.input, model_dir)
+        self.outputs = _specs(config.output, model_dir)
+        self.required = [n for n, s in self.inputs.items() if not s.optional]
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- metadata -----------------------------------------------------------
+    def metadata_tensors(self, kind: str) -> list[dict[str, Any]]:
+        specs = self.inputs if kind == "inputs" else self.outputs
+        return [
+            {"name": s.name, "datatype": s.datatype, "shape": s.shape_with_batch(self.batching)}
+            for s in specs.values()
+        ]
+
+    # -- inference ----------------------------------------------------------
+    def _validate(self, req: InferRequest) -> tuple[dict[str, np.ndarray], int]:
+        feed: dict[str, np.ndarray] = {}
+        batch = 0
+        for t in req.inputs:
+            spec = self.inputs.get(t.name)
+            if spec is None:
+                raise UnknownTensor("input", t.name, self.name, self.inputs)
+            if t.name in feed:
+                raise InvalidArgument(f"input '{t.name}' is given more than once")
+            if t.datatype != spec.datatype:
+                raise InvalidArgument(
+                    f"inference input '{t.name}' data-type is '{t.datatype}', but model "
+                    f"'{self.name}' expects '{spec.datatype}'"
+                )
+            shape = t.shape
+            if self.batching:
+                if not shape:
+                    raise InvalidArgument(
+                        f"input '{t.name}' for model '{self.name}' needs a batch dim: expected "
+                        f"shape {spec.shape_with_batch(True)}, got []"
+                    )
+                if batch and shape[0] != batch and not spec.ragged:
+                    raise InvalidArgument(
+                        f"input '{t.name}' has batch size {shape[0]}, but other inputs of the "
+                        f"request have batch size {batch}"
+                    )
+                batch = batch or shape[0]
+                dims = shape[1:]
+            else:
+                dims = shape
+            if not _matches(dims, spec.dims):
+                raise InvalidArgument(
+                    f"unexpected shape for input '{t.name}' for model '{self.name}'. Expected "
+                    f"{spec.shape_with_batch(self.batching)}, got {list(shape)}"
+                )
+            data = t.data
+            if spec.reshape is not None:
+                data = data.reshape(((shape[0],) if self.batching else ()) + spec.reshape)
+            feed[t.name] = data
+        missing = [n for n in self.required if n not in feed]
+        if missing:
+            raise InvalidArgument(
+                f"expected {len(self.required)} inputs but got {len(feed)} inputs for model "
+                f"'{self.name}'. Got input(s) {sorted(feed)}, but missing required input(s) "
+                f"{missing}. Please provide all required input(s)."
+            )
+        if self.batching and (batch < 1 or batch > self.max_batch_size):
+            raise InvalidArgument(
+                f"inference request batch-size must be <= {self.max_batch_size} for "
+                f"'{self.name}', got {batch}"
+                if batch > 0
+                else f"inference request batch-size must be >= 1 for '{self.name}', got {batch}"
+            )
+        return feed, max(batch, 1)
+
+    def _requested_outputs(self, req: InferRequest) -> list[tuple[str, dict[str, Any]]]:
+        if req.outputs is None:
+            return [(n, {}) for n in self.outputs]
+        seen = set()
+        out = []
+        for o in req.outputs:
+            if o.name not in self.outputs:
+                raise UnknownTensor("output", o.name, self.name, self.outputs)
+            if o.name in seen:
+                raise InvalidArgument(f"output '{o.name}' is requested more than once")
+            seen.add(o.name)
+            out.append((o.name, o.parameters))
+        return out
+
+    async def infer(self, req: InferRequest, start_ns: int) -> InferResponse:
+        """Validate, execute and build the response; record statistics either way."""
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            try:
+                feed, batch = self._validate(req)
+                requested = self._requested_outputs(req)
+                execution = await self.scheduler.execute(
+                    feed,
+                    [n for n, _ in requested],
+                    batch,
+                    int(req.parameters.get("priority", 0) or 0),
+                    int(req.parameters.get("timeout", 0) or 0),
+                )
+                t_out = time.perf_counter_ns()
+                outputs = self._build_outputs(requested, execution.outputs)
+                end = time.perf_counter_ns()
+            except BaseException:
+                self.stats.record_failure(time.perf_counter_ns() - start_ns)
+                raise
+            self.stats.record_success(
+                RequestTiming(
+                    request_ns=end - start_ns,
+                    queue_ns=execution.queue_ns,
+                    compute_input_ns=execution.compute_input_ns,
+                    compute_infer_ns=execution.compute_infer_ns,
+                    compute_output_ns=execution.compute_output_ns + end - t_out,
+                ),
+                batch,
+            )
+            return InferResponse(
+                model_name=self.name, model_version=self.version_str, id=req.id, outputs=outputs
+            )
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    def _build_outputs(
+        self, requested: list[tuple[str, dict[str, Any]]], results: dict[str, np.ndarray]
+    ) -> list[Tensor]:
+        outputs = []
+        for name, params in requested:
+            spec = self.outputs[name]
+            array = results[name]
+            datatype = spec.datatype
+            k = params.get("classification")
+            if k:
+                array = _classify(array, int(k), self.batching, spec.labels)
+                datatype = "BYTES"
+            out_params = {
+                key: v
+                for key, v in params.items()
+                if key
+                in ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
+            }
+            outputs.append(Tensor(name, datatype, tuple(array.shape), array, out_params))
+        return outputs
+
+    async def drain(self) -> None:
+        """Wait until no request is in flight on this version."""
+        await self._idle.wait()
+
+    def close(self) -> None:
+        self.scheduler.close()
