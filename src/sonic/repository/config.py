@@ -63,6 +63,13 @@ def config_from_json(text: str, model: str) -> mc.ModelConfig:
     return config
 
 
+def _repeated(fd: FieldDescriptor) -> bool:
+    # protobuf 6 deprecates ``label`` in favour of ``is_repeated``.
+    if hasattr(fd, "is_repeated"):
+        return bool(fd.is_repeated)
+    return fd.label == FieldDescriptor.LABEL_REPEATED  # pragma: no cover - protobuf < 6
+
+
 def _fix_int64(message: Any, data: dict[str, Any]) -> None:
     """protobuf's JSON writes int64 as strings; Triton writes numbers. Undo it."""
     for fd in message.DESCRIPTOR.fields:
@@ -78,7 +85,7 @@ def _fix_int64(message: Any, data: dict[str, Any]) -> None:
                         _fix_int64(getattr(message, key)[k], v)
                     elif vfd.type in _INT64_TYPES:
                         value[k] = int(v)
-            elif fd.label == FieldDescriptor.LABEL_REPEATED:
+            elif _repeated(fd):
                 for sub, d in zip(getattr(message, key), value, strict=False):
                     _fix_int64(sub, d)
             else:

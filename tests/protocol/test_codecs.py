@@ -1,0 +1,109 @@
+"""Protocol codecs without a server: raw bytes, BYTES layout, JSON and binary bodies."""
+
+from __future__ import annotations
+
+import json
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from sonic.errors import InvalidArgument
+from sonic.protocol import datatypes
+from sonic.protocol.http_codec import binary_outputs, decode_request, encode_response
+from sonic.protocol.tensors import (
+    InferResponse,
+    Tensor,
+    deserialize_bytes,
+    from_raw,
+    serialize_bytes,
+    to_raw,
+)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "dtype"),
+    [("FP32", np.float32), ("BF16", ml_dtypes.bfloat16), ("BOOL", np.bool_), ("UINT64", np.uint64)],
+)
+def test_datatype_table_round_trips(datatype: str, dtype: type) -> None:
+    assert datatypes.to_numpy_dtype(datatype) == np.dtype(dtype)
+    assert datatypes.from_numpy_dtype(np.dtype(dtype)) == datatype
+    cfg = datatypes.to_config_type(datatype)
+    assert datatypes.from_config_type(cfg) == datatype
+
+
+def test_unknown_datatypes_are_named() -> None:
+    with pytest.raises(InvalidArgument, match="'FLOAT32'.*FP32"):
+        datatypes.check_datatype("FLOAT32")
+    with pytest.raises(InvalidArgument, match="TYPE_FLOAT"):
+        datatypes.from_config_type("TYPE_FLOAT")
+    assert datatypes.to_config_type("BYTES") == "TYPE_STRING"
+
+
+def test_bytes_layout_is_length_prefixed_little_endian() -> None:
+    arr = np.array([b"ab", b"", "é"], dtype=object)
+    raw = serialize_bytes(arr)
+    assert raw == b"\x02\x00\x00\x00ab" + b"\x00\x00\x00\x00" + b"\x02\x00\x00\x00\xc3\xa9"
+    back = deserialize_bytes(raw, 3, "x")
+    assert list(back) == [b"ab", b"", "é".encode()]
+
+
+@pytest.mark.parametrize(
+    ("raw", "count", "words"),
+    [
+        (b"\x05\x00\x00\x00ab", 1, "claims 5 bytes"),
+        (b"\x01\x00", 1, "ends after 0 of 1"),
+        (b"\x01\x00\x00\x00ab", 1, "unexpected bytes"),
+    ],
+)
+def test_bad_bytes_tensors(raw: bytes, count: int, words: str) -> None:
+    with pytest.raises(InvalidArgument, match=words):
+        deserialize_bytes(raw, count, "x")
+
+
+def test_raw_fixed_size() -> None:
+    x = np.arange(6, dtype=np.float16).reshape(2, 3)
+    assert np.array_equal(from_raw("x", "FP16", (2, 3), to_raw(x, "FP16")), x)
+    with pytest.raises(InvalidArgument, match="unexpected total byte size 10 for input 'x'"):
+        from_raw("x", "FP16", (2, 3), b"\0" * 10)
+    with pytest.raises(InvalidArgument, match="dims must be >= 0"):
+        from_raw("x", "FP32", (2, -3), b"")
+
+
+def test_json_nested_and_flat_data_agree() -> None:
+    base = {"name": "x", "datatype": "INT32", "shape": [2, 2]}
+    nested = json.dumps({"inputs": [{**base, "data": [[1, 2], [3, 4]]}]}).encode()
+    flat = json.dumps({"inputs": [{**base, "data": [1, 2, 3, 4]}]}).encode()
+    a = decode_request(nested, None, "m", "").inputs[0].data
+    b = decode_request(flat, None, "m", "").inputs[0].data
+    assert np.array_equal(a, b) and a.dtype == np.int32
+
+
+def test_binary_output_precedence() -> None:
+    body = json.dumps(
+        {"inputs": [], "parameters": {"binary_data_output": True},
+         "outputs": [{"name": "a"}, {"name": "b", "parameters": {"binary_data": False}}]}
+    ).encode()  # fmt: skip
+    req = decode_request(body, None, "m", "")
+    assert binary_outputs(req, ["a", "b"]) == {"a"}
+    plain = decode_request(b'{"inputs": []}', None, "m", "")
+    assert binary_outputs(plain, ["a", "b"]) == set()
+
+
+def test_encode_response_json_and_binary() -> None:
+    resp = InferResponse(
+        "m", "1", "id7",
+        outputs=[
+            Tensor("a", "FP32", (2,), np.array([1.5, 2.5], dtype=np.float32)),
+            Tensor("b", "BF16", (1,), np.array([1.5], dtype=ml_dtypes.bfloat16)),
+            Tensor("c", "BYTES", (1,), np.array([b"hi"], dtype=object)),
+        ],
+    )  # fmt: skip
+    body, n = encode_response(resp, {"a"})
+    assert n is not None
+    header = json.loads(body[:n])
+    assert header["id"] == "id7"
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 8
+    assert header["outputs"][1]["data"] == [1.5]
+    assert header["outputs"][2]["data"] == ["hi"]
+    assert body[n:] == np.array([1.5, 2.5], dtype=np.float32).tobytes()
