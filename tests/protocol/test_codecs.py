@@ -33,7 +33,7 @@ def test_datatype_table_round_trips(datatype: str, dtype: type) -> None:
 
 
 def test_unknown_datatypes_are_named() -> None:
-    with pytest.raises(InvalidArgument, match="'FLOAT32'.*FP32"):
+    with pytest.raises(InvalidArgument, match=r"'FLOAT32'.*FP32"):
         datatypes.check_datatype("FLOAT32")
     with pytest.raises(InvalidArgument, match="TYPE_FLOAT"):
         datatypes.from_config_type("TYPE_FLOAT")

@@ -64,7 +64,7 @@ def test_version_policies(tmp_path: Path) -> None:
     assert pick("version_policy { latest { num_versions: 2 } }") == [2, 10]
     assert pick("version_policy { all {} }") == [1, 2, 10]
     assert pick("version_policy { specific { versions: [2] } }") == [2]
-    with pytest.raises(ModelConfigError, match="version_policy.specific.versions"):
+    with pytest.raises(ModelConfigError, match=r"version_policy\.specific\.versions"):
         pick("version_policy { specific { versions: [3] } }")
     with pytest.raises(ModelConfigError, match="at least one version"):
         select_versions(mc.ModelConfig(), [], "m")
@@ -112,7 +112,7 @@ def test_config_contradicting_model_names_the_field(text: str, field: str) -> No
 
 def test_fixed_batch_dim_with_max_batch_size() -> None:
     cfg = parse_config('max_batch_size: 4 input [{name: "x" data_type: TYPE_FP32 dims: [8]}]', "m")
-    with pytest.raises(ModelConfigError, match="max_batch_size.*fixed first dim"):
+    with pytest.raises(ModelConfigError, match=r"max_batch_size.*fixed first dim"):
         check_against_model(cfg, [IOSpec("x", "FP32", (1, 8))], [], "m")
 
 

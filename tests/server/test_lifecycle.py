@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -125,7 +126,7 @@ def test_reload_under_load_loses_nothing(fresh_repo: Path) -> None:
             w.start()
         for i in range(5):
             time.sleep(0.2)
-            control.load_model("mlp", config='{"max_batch_size": %d}' % (64 + i))
+            control.load_model("mlp", config=json.dumps({"max_batch_size": 64 + i}))
         stop.set()
         for w in workers:
             w.join(30)

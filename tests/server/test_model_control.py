@@ -108,7 +108,7 @@ def test_bad_config_is_unavailable_and_others_serve(fresh_repo: Path) -> None:
         assert c.is_model_ready("simple")
         with pytest.raises(InferenceServerException) as info:
             _infer_mlp(c, grpcclient)
-        assert "StatusCode.UNAVAILABLE" == info.value.status()
+        assert info.value.status() == "StatusCode.UNAVAILABLE"
         assert "63" in info.value.message()
 
 
