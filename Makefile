@@ -28,11 +28,11 @@ demo: setup
 	$(VENV)/bin/sonic demo --model-repository examples/model_repository
 
 test: setup
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
