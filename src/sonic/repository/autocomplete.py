@@ -53,9 +53,12 @@ def complete(
         if not full_rank:
             config.max_batch_size = default_max_batch_size
     skip = 1 if config.max_batch_size > 0 else 0
+    generated = {b.target_name[0] for b in config.batch_input if b.target_name}
     for specs, tensors in ((inputs, config.input), (outputs, config.output)):
         present = {t.name: t for t in tensors}
         for spec in specs:
+            if spec.name in generated:
+                continue
             t = present.get(spec.name)
             if t is None:
                 t = tensors.add(name=spec.name)
@@ -74,6 +77,8 @@ def check_against_model(
 ) -> None:
     """Every stated input/output must exist in the model with the same type and dims."""
     batching = config.max_batch_size > 0
+    # Inputs Triton generates per batch (``batch_input``) are not client inputs.
+    generated = {b.target_name[0] for b in config.batch_input if b.target_name}
     for kind, specs, tensors in (
         ("input", inputs, config.input),
         ("output", outputs, config.output),
@@ -97,6 +102,10 @@ def check_against_model(
                     f"{to_config_type(spec.datatype)}",
                 )
             model_dims = spec.dims
+            ragged = getattr(t, "allow_ragged_batch", False)
+            if ragged and batching and len(model_dims) == 1:
+                # Ragged inputs reach the model flattened into one 1-D tensor.
+                continue
             if batching:
                 if not model_dims or model_dims[0] != -1:
                     raise ModelConfigError(
@@ -122,7 +131,8 @@ def check_against_model(
                     + f", the model file has {list(model_dims)}",
                 )
         if kind == "input":
-            missing = [s.name for s in specs if s.name not in {t.name for t in tensors}]
+            listed = {t.name for t in tensors} | generated
+            missing = [s.name for s in specs if s.name not in listed]
             if missing:
                 raise ModelConfigError(
                     model,

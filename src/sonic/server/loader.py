@@ -22,8 +22,9 @@ from sonic.errors import InvalidArgument, ModelConfigError
 from sonic.repository.autocomplete import check_against_model, complete
 from sonic.repository.config import check_structure, config_from_json, load_config
 from sonic.repository.versions import available_versions, select_versions
+from sonic.server.batching import batch_input_specs
 from sonic.server.model import LoadedModel
-from sonic.server.scheduler import DirectScheduler, InstancePool
+from sonic.server.scheduler import BatchShape, DirectScheduler, DynamicBatcher, InstancePool
 from sonic.server.statistics import ModelStatistics
 
 
@@ -94,6 +95,7 @@ def load_model(
 
     loaded: dict[int, LoadedModel] = {}
     created: list[BackendInstance] = []
+    shape = BatchShape()
     try:
         for v in versions:
             vdir = model_dir / str(v)
@@ -107,10 +109,20 @@ def load_model(
                     )
                 check_against_model(config, ins, outs, name)
                 check_structure(config, name)
+                shape = BatchShape(
+                    ragged=frozenset(t.name for t in config.input if t.allow_ragged_batch),
+                    batch_inputs=tuple(batch_input_specs(config)),
+                    model_ranks={s.name: len(s.dims) for s in ins},
+                )
             rest = [backend(name, config, vdir, p) for p in where[1:]]
             created.extend(rest)
             stats = ModelStatistics(name, str(v))
-            scheduler = DirectScheduler(InstancePool([first, *rest], name), stats)
+            pool = InstancePool([first, *rest], name)
+            scheduler: DirectScheduler | DynamicBatcher
+            if config.max_batch_size > 0 and config.HasField("dynamic_batching"):
+                scheduler = DynamicBatcher(pool, stats, shape, config)
+            else:
+                scheduler = DirectScheduler(pool, stats, shape)
             loaded[v] = LoadedModel(name, v, config, scheduler, stats, model_dir)
     except BaseException:
         for inst in created:

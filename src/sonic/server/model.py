@@ -21,7 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sonic.errors import InvalidArgument, UnknownTensor
 from sonic.protocol.datatypes import from_config_type
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
-from sonic.server.scheduler import DirectScheduler
+from sonic.server.scheduler import Scheduler
 from sonic.server.statistics import ModelStatistics, RequestTiming
 
 
@@ -87,7 +87,7 @@ class LoadedModel:
         name: str,
         version: int,
         config: mc.ModelConfig,
-        scheduler: DirectScheduler,
+        scheduler: Scheduler,
         stats: ModelStatistics,
         model_dir: Path | None = None,
     ) -> None:
