@@ -103,6 +103,7 @@ def main() -> None:
 @_bool_option("--allow-http", True, "Serve HTTP/REST.")
 @_bool_option("--allow-grpc", True, "Serve gRPC.")
 @_bool_option("--allow-metrics", True, "Serve Prometheus metrics.")
+@_bool_option("--allow-client-shm", False, "Let clients register system shared memory.")
 @click.option(
     "--http-max-input-size", type=int, default=1 << 26, help="Largest HTTP request body, in bytes."
 )
@@ -150,6 +151,7 @@ def serve(**opts: object) -> None:
         allow_grpc=bool(opts["allow_grpc"]),
         allow_metrics=bool(opts["allow_metrics"]),
         http_max_input_size=int(opts["http_max_input_size"]),  # type: ignore[call-overload]
+        allow_client_shm=bool(opts["allow_client_shm"]),
         default_max_batch_size=default_mbs,
         log_verbose=verbose,
     )

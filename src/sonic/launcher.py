@@ -98,8 +98,10 @@ class LocalServer:
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                log = self.log()
+                self._log.close()
                 raise RuntimeError(
-                    f"sonic serve exited with {self.proc.returncode} during start-up:\n{self.log()}"
+                    f"sonic serve exited with {self.proc.returncode} during start-up:\n{log}"
                 )
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
@@ -109,7 +111,9 @@ class LocalServer:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise TimeoutError(f"sonic serve was not ready within {timeout_s}s:\n{self.log()}")
+        log = self.log()
+        self._log.close()
+        raise TimeoutError(f"sonic serve was not ready within {timeout_s}s:\n{log}")
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM, wait for the drain, SIGKILL only if it hangs; returns the exit code."""

@@ -154,7 +154,10 @@ def encode_response(resp: InferResponse) -> pb.ModelInferResponse:
         out.name = t.name
         out.datatype = t.datatype
         out.shape.extend(t.shape)
+        if SHM_REGION in t.parameters:
+            raw.append(b"")  # the data went to the client's shared-memory region
+            continue
         if t.parameters:
             params_to_proto(t.parameters, out.parameters)
-        raw.append(b"" if SHM_REGION in t.parameters else to_raw(t.data, t.datatype))
+        raw.append(to_raw(t.data, t.datatype))
     return msg

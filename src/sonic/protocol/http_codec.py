@@ -225,8 +225,10 @@ def encode_response(resp: InferResponse, binary: set[str]) -> tuple[bytes, int |
         entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
         params = dict(t.parameters)
         if SHM_REGION in params:
-            pass
-        elif t.name in binary:
+            # Data went to the client's region; Triton sends only name, datatype, shape.
+            outs.append(entry)
+            continue
+        if t.name in binary:
             raw = to_raw(t.data, t.datatype)
             params["binary_data_size"] = len(raw)
             chunks.append(raw)

@@ -56,7 +56,11 @@ class Server:
             ),
             settings.load_models,
         )
-        self.dataplane = DataPlane(self.manager, strict_readiness=settings.strict_readiness)
+        self.dataplane = DataPlane(
+            self.manager,
+            strict_readiness=settings.strict_readiness,
+            allow_client_shm=settings.allow_client_shm,
+        )
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -116,6 +120,7 @@ class Server:
         if http_tasks:
             await asyncio.wait(http_tasks, timeout=5)
         await self.manager.close()
+        self.dataplane.shm.close()
         log.info("server stopped")
 
 

@@ -19,6 +19,7 @@ from sonic import __version__
 from sonic.errors import InvalidArgument, Unavailable
 from sonic.protocol.tensors import InferRequest, InferResponse
 from sonic.server.manager import ControlMode, ModelManager
+from sonic.server.shm import REGION, SharedMemoryManager
 from sonic.server.statistics import ModelStatistics
 
 EXTENSIONS = [
@@ -30,12 +31,17 @@ EXTENSIONS = [
     "binary_tensor_data",
     "parameters",
     "statistics",
+    "system_shared_memory",
 ]
 
 
 class DataPlane:
-    def __init__(self, manager: ModelManager, *, strict_readiness: bool = False) -> None:
+    def __init__(
+        self, manager: ModelManager, *, strict_readiness: bool = False,
+        allow_client_shm: bool = False,
+    ) -> None:  # fmt: skip
         self.manager = manager
+        self.shm = SharedMemoryManager(allow_client_shm)
         self.strict_readiness = strict_readiness
         self.accepting = False
         self.inflight = 0
@@ -82,7 +88,14 @@ class DataPlane:
         self.inflight += 1
         self._idle.clear()
         try:
-            return await model.infer(request, start)
+            for t in request.inputs:
+                if REGION in t.parameters:
+                    t.data = self.shm.read_input(t)
+            response = await model.infer(request, start)
+            for t in response.outputs:
+                if REGION in t.parameters:
+                    self.shm.write_output(t)
+            return response
         finally:
             self.inflight -= 1
             if self.inflight == 0:

@@ -20,9 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from sonic.errors import SonicError, Status
+from sonic.errors import SonicError, Status, Unsupported
 from sonic.protocol.grpc_codec import decode_request, encode_response, params_from_proto
 from sonic.server.dataplane import DataPlane
+from sonic.server.shm import CUDA_SHM_MISSING
 
 log = logging.getLogger("sonic.server.grpc")
 
@@ -168,6 +169,43 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         await self.dp.unload(request.model_name, params_from_proto(request.parameters))
         return pb.RepositoryModelUnloadResponse()
+
+    @_rpc
+    async def SystemSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        msg = pb.SystemSharedMemoryStatusResponse()
+        for region in self.dp.shm.status(request.name):
+            msg.regions[region["name"]].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(**region)
+            )
+        return msg
+
+    @_rpc
+    async def SystemSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self.dp.shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_rpc
+    async def SystemSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self.dp.shm.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @_rpc
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        raise Unsupported(CUDA_SHM_MISSING)
+
+    @_rpc
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        raise Unsupported(CUDA_SHM_MISSING)
+
+    @_rpc
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        raise Unsupported(CUDA_SHM_MISSING)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):

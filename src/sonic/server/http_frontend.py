@@ -24,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sonic.errors import InvalidArgument, SonicError, Status
+from sonic.errors import InvalidArgument, SonicError, Status, Unsupported
 from sonic.protocol import http_codec
 from sonic.repository.config import config_to_dict
 from sonic.server.dataplane import DataPlane
+from sonic.server.shm import CUDA_SHM_MISSING
 
 log = logging.getLogger("sonic.server.http")
 
@@ -208,6 +209,27 @@ class HttpFrontend:
         await self.dp.unload(request.path_params["model"], data.get("parameters") or {})
         return Response(status_code=200)
 
+    async def shm_status(self, request: Request) -> Response:
+        return _json(self.dp.shm.status(request.path_params.get("region", "")))
+
+    async def shm_register(self, request: Request) -> Response:
+        data = _body_json(await self._read(request), "shared memory register")
+        try:
+            key, offset, size = str(data["key"]), int(data.get("offset", 0)), int(data["byte_size"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidArgument(
+                'the register body must be {"key": str, "offset": int, "byte_size": int}'
+            ) from None
+        self.dp.shm.register(request.path_params["region"], key, offset, size)
+        return Response(status_code=200)
+
+    async def shm_unregister(self, request: Request) -> Response:
+        self.dp.shm.unregister(request.path_params.get("region", ""))
+        return Response(status_code=200)
+
+    async def cuda_shm(self, request: Request) -> Response:
+        raise Unsupported(CUDA_SHM_MISSING)
+
     # -- app ------------------------------------------------------------------
     def app(self) -> Starlette:
         g = self._guard
@@ -228,6 +250,22 @@ class HttpFrontend:
             Route("/v2/repository/index", g(self.repository_index), methods=["POST"]),
             Route("/v2/repository/models/{model}/load", g(self.load), methods=["POST"]),
             Route("/v2/repository/models/{model}/unload", g(self.unload), methods=["POST"]),
+            Route("/v2/systemsharedmemory/status", g(self.shm_status), methods=["GET"]),
+            Route(
+                "/v2/systemsharedmemory/region/{region}/status", g(self.shm_status), methods=["GET"]
+            ),
+            Route(
+                "/v2/systemsharedmemory/region/{region}/register",
+                g(self.shm_register),
+                methods=["POST"],
+            ),
+            Route("/v2/systemsharedmemory/unregister", g(self.shm_unregister), methods=["POST"]),
+            Route(
+                "/v2/systemsharedmemory/region/{region}/unregister",
+                g(self.shm_unregister),
+                methods=["POST"],
+            ),
+            Route("/v2/cudasharedmemory/{rest:path}", g(self.cuda_shm), methods=["GET", "POST"]),
             *model_routes,
         ]
 

@@ -35,6 +35,8 @@ class ServerSettings:
     allow_http: bool = True
     allow_grpc: bool = True
     allow_metrics: bool = True
+    #: Let clients register system shared-memory regions (tritonserver's --allow-client-shm).
+    allow_client_shm: bool = False
     http_max_input_size: int = 1 << 26
     default_max_batch_size: int = 4
     log_verbose: int = 0

@@ -1,0 +1,152 @@
+"""System shared memory: client regions in ``/dev/shm``, as ``tritonclient`` creates them.
+
+A client creates a POSIX shared-memory object, registers ``(name, key,
+offset, byte_size)``, and then names the region in tensor parameters
+(``shared_memory_region``, ``shared_memory_offset``, ``shared_memory_byte_size``).
+Inputs are read straight out of the mapping (no copy for fixed-size types);
+outputs are written into it.  Registration is refused unless the server was
+started with ``--allow-client-shm=true``, and a key can only ever name an
+object directly under ``/dev/shm`` (no ``/`` inside it, no ``..``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sonic.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from sonic.protocol.tensors import Tensor, element_count, from_raw, to_raw
+
+SHM_ROOT = "/dev/shm"
+REGION = "shared_memory_region"
+OFFSET = "shared_memory_offset"
+BYTE_SIZE = "shared_memory_byte_size"
+CUDA_SHM_MISSING = (
+    "CUDA shared memory is not available on this server (no GPU support); "
+    "use system shared memory or send tensors in the request"
+)
+
+
+@dataclass(slots=True)
+class Region:
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+    mapping: mmap.mmap
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "offset": self.offset,
+                "byte_size": self.byte_size}  # fmt: skip
+
+
+def _path(key: str) -> str:
+    bare = key[1:] if key.startswith("/") else key
+    if not bare or "/" in bare or bare in (".", "..") or "\0" in bare:
+        raise InvalidArgument(
+            f"shared memory key '{key}' must name an object directly under {SHM_ROOT}, "
+            "such as '/my_region' (no other '/' and no '..')"
+        )
+    return os.path.join(SHM_ROOT, bare)
+
+
+class SharedMemoryManager:
+    def __init__(self, allow_register: bool) -> None:
+        self.allow_register = allow_register
+        self.regions: dict[str, Region] = {}
+
+    # -- control ---------------------------------------------------------------
+    def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        if not self.allow_register:
+            raise Unavailable(
+                "system shared memory registration is disabled on this server; start it with "
+                "--allow-client-shm=true to allow clients on the same host to register regions"
+            )
+        if not name:
+            raise InvalidArgument("a shared memory region needs a name")
+        if name in self.regions:
+            raise AlreadyExists(f"shared memory region '{name}' is already registered")
+        if offset < 0 or byte_size <= 0:
+            raise InvalidArgument(
+                f"shared memory region '{name}': offset must be >= 0 and byte_size > 0, got "
+                f"offset {offset} and byte_size {byte_size}"
+            )
+        path = _path(key)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as err:
+            raise InvalidArgument(
+                f"unable to open shared memory region '{name}' with key '{key}': {err.strerror}"
+            ) from None
+        try:
+            size = os.fstat(fd).st_size
+            if offset + byte_size > size:
+                raise InvalidArgument(
+                    f"shared memory region '{name}': offset {offset} + byte_size {byte_size} "
+                    f"exceeds the {size} bytes of '{key}'"
+                )
+            mapping = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.regions[name] = Region(name, key, offset, byte_size, mapping)
+
+    def unregister(self, name: str = "") -> None:
+        names = [name] if name else list(self.regions)
+        for n in names:
+            region = self.regions.pop(n, None)
+            if region is not None:
+                # Arrays still reading from it keep the mapping alive until they go.
+                with contextlib.suppress(BufferError):
+                    region.mapping.close()
+
+    def status(self, name: str = "") -> list[dict[str, Any]]:
+        if name:
+            if name not in self.regions:
+                raise NotFound(f"Unable to find system shared memory region: '{name}'")
+            return [self.regions[name].status()]
+        return [r.status() for r in self.regions.values()]
+
+    # -- data --------------------------------------------------------------------
+    def _window(self, params: dict[str, Any], what: str) -> tuple[Region, int, int]:
+        name = params[REGION]
+        region = self.regions.get(name)
+        if region is None:
+            raise InvalidArgument(
+                f"{what}: unable to find system shared memory region '{name}'; register it first"
+            )
+        offset = int(params.get(OFFSET, 0) or 0)
+        if BYTE_SIZE not in params:
+            raise InvalidArgument(f"{what}: '{BYTE_SIZE}' is required with '{REGION}'")
+        size = int(params[BYTE_SIZE])
+        if offset < 0 or size < 0 or offset + size > region.byte_size:
+            raise InvalidArgument(
+                f"{what}: offset {offset} + byte size {size} is outside shared memory region "
+                f"'{name}' of {region.byte_size} bytes"
+            )
+        return region, region.offset + offset, size
+
+    def read_input(self, t: Tensor) -> np.ndarray:
+        region, start, size = self._window(t.parameters, f"input '{t.name}'")
+        element_count(t.shape, t.name)
+        return from_raw(
+            t.name, t.datatype, t.shape, memoryview(region.mapping)[start : start + size]
+        )
+
+    def write_output(self, t: Tensor) -> None:
+        region, start, size = self._window(t.parameters, f"output '{t.name}'")
+        raw = to_raw(t.data, t.datatype)
+        if len(raw) > size:
+            raise InvalidArgument(
+                f"shared memory size specified with the request for output '{t.name}' "
+                f"({size} bytes) should be at least {len(raw)} bytes to hold the results"
+            )
+        region.mapping[start : start + len(raw)] = raw
+        t.parameters[BYTE_SIZE] = len(raw)
+
+    def close(self) -> None:
+        self.unregister()
