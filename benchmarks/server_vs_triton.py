@@ -1,0 +1,322 @@
+"""This server against NVIDIA Triton (python backend), MLServer and in-process onnxruntime.
+
+Side by side, in one run, alternating the servers at every repetition so that
+the noise of a shared machine hits all of them alike.  The model is the
+64->256->256->2 FP32 MLP with max_batch_size 256, dynamic batching (max delay
+100 us), one instance and one intra-op thread, served over gRPC.
+
+- sonic vs Triton: NVIDIA perf_analyzer (from scripts/install_perf_analyzer.sh).
+- sonic vs MLServer: sonic.perf.loadgen (MLServer has no ModelConfig, so
+  perf_analyzer cannot drive it); the same client for both.
+- in-process onnxruntime: the limit, with no serving at all.
+
+Set up the peers once with ``scripts/setup_benchmark_peers.sh``, then::
+
+    .venv/bin/python benchmarks/server_vs_triton.py --repeats 3 --window-ms 3000
+
+It prints a markdown table and writes ``benchmarks/results/server_vs_triton.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from sonic.launcher import LocalServer, free_ports  # noqa: E402
+from sonic.perf.loadgen import run_load  # noqa: E402
+from sonic.repository.examples import mlp_model, write_model  # noqa: E402
+
+POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
+IO = """
+input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]
+output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+instance_group [ { count: 1, kind: KIND_CPU } ]
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+"""
+TRITON_VENV = ROOT / "tools" / "triton-venv"
+MLSERVER_VENV = ROOT / "tools" / "mlserver-venv"
+
+MLSERVER_RUNTIME = '''
+import numpy as np
+import onnxruntime as ort
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+class OnnxRuntime(MLModel):
+    async def load(self) -> bool:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(self.settings.parameters.uri, options)
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = NumpyCodec.decode_input(payload.inputs[0])
+        y = self.session.run(["output"], {"input": x})[0]
+        return InferenceResponse(model_name=self.name,
+                                 outputs=[NumpyCodec.encode_output("output", y)])
+'''
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited during start-up:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(log.read_text()[-3000:])
+
+
+class Triton:
+    """Real tritonserver 2.51 from nvidia-pytriton, python backend running onnxruntime."""
+
+    def __init__(self, workdir: Path, model_bytes: bytes) -> None:
+        py = TRITON_VENV / "bin" / "python"
+        probe = ("import pytriton, onnxruntime, os; "
+                 "print(os.path.join(os.path.dirname(pytriton.__file__), 'tritonserver')); "
+                 "print(os.path.dirname(os.path.dirname(onnxruntime.__file__)))")  # fmt: skip
+        out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, check=True)
+        self.home, site = out.stdout.split()
+        repo = workdir / "triton"
+        vdir = repo / "mlp" / "1"
+        vdir.mkdir(parents=True)
+        (vdir / "model.onnx").write_bytes(model_bytes)
+        source = (ROOT / "benchmarks" / "triton_python_model.py").read_text()
+        # The stub does not inherit PYTHONPATH: put onnxruntime's site-packages on sys.path.
+        (vdir / "model.py").write_text(f"import sys\nsys.path.insert(0, {site!r})\n" + source)
+        (repo / "mlp" / "config.pbtxt").write_text(
+            'name: "mlp"\nbackend: "python"\nmax_batch_size: 256\n' + IO
+        )
+        self.http, self.grpc, self.metrics = free_ports(3)
+        self.log = workdir / "triton.log"
+        self.proc = subprocess.Popen(
+            [f"{self.home}/bin/tritonserver", f"--model-repository={repo}",
+             f"--backend-directory={self.home}/backends", f"--http-port={self.http}",
+             f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics}"],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        _wait_ready(f"127.0.0.1:{self.http}", self.proc, self.log)
+        self.grpc_url = f"127.0.0.1:{self.grpc}"
+
+    def version(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2") as r:
+            return "tritonserver " + json.loads(r.read())["version"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+class MLServer:
+    def __init__(self, workdir: Path, model_bytes: bytes) -> None:
+        root = workdir / "mlserver"
+        model = root / "mlp"
+        model.mkdir(parents=True)
+        (model / "model.onnx").write_bytes(model_bytes)
+        (model / "runtime.py").write_text(MLSERVER_RUNTIME)
+        (model / "model-settings.json").write_text(json.dumps({
+            "name": "mlp", "implementation": "runtime.OnnxRuntime",
+            "parameters": {"uri": str(model / "model.onnx")},
+        }))  # fmt: skip
+        self.http, self.grpc, self.metrics = free_ports(3)
+        (root / "settings.json").write_text(json.dumps({
+            "http_port": self.http, "grpc_port": self.grpc, "metrics_port": self.metrics,
+            "parallel_workers": 0, "host": "127.0.0.1",
+        }))  # fmt: skip
+        self.log = workdir / "mlserver.log"
+        self.proc = subprocess.Popen(
+            [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(root)],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=model,
+        )
+        _wait_ready(f"127.0.0.1:{self.http}", self.proc, self.log)
+        self.grpc_url = f"127.0.0.1:{self.grpc}"
+
+    def version(self) -> str:
+        out = subprocess.run([str(MLSERVER_VENV / "bin" / "pip"), "show", "mlserver"],
+                             capture_output=True, text=True)  # fmt: skip
+        return "mlserver " + next(
+            (ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("Version")), "?"
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: Path) -> dict:
+    exe = ROOT / ".venv" / "bin" / "perf_analyzer"
+    cmd = [str(exe), "-m", "mlp", "-u", url, "-i", "grpc", "-b", str(batch),
+           "--concurrency-range", str(concurrency), "--measurement-interval", str(window_ms),
+           "-s", "25", "-r", "8", "-f", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and not out.exists():
+        raise RuntimeError(proc.stdout + proc.stderr)
+    with out.open() as f:
+        row = next(csv.DictReader(f))
+    return {
+        "throughput": float(row["Inferences/Second"]),
+        "p50_us": float(row["p50 latency"]),
+        "p99_us": float(row["p99 latency"]),
+        "command": " ".join(cmd[:1] + ["..."] + cmd[3:]).replace(str(ROOT) + "/", ""),
+    }
+
+
+def loadgen(url: str, batch: int, concurrency: int, window_ms: int) -> dict:
+    x = np.random.default_rng(0).standard_normal((batch, 64)).astype(np.float32)
+    r = run_load(url, "mlp", {"input": x}, concurrency=concurrency, warmup_s=1.0,
+                 window_s=window_ms / 1000)  # fmt: skip
+    return {"throughput": r.throughput, "p50_us": r.percentile(50), "p99_us": r.percentile(99)}
+
+
+def in_process(model_bytes: bytes, batch: int, concurrency: int, window_ms: int) -> dict:
+    """onnxruntime alone: ``concurrency`` threads calling one single-threaded session."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model_bytes, options)
+    x = np.random.default_rng(0).standard_normal((batch, 64)).astype(np.float32)
+    lat: list[float] = []
+    stop = time.perf_counter() + window_ms / 1000
+
+    def work() -> None:
+        while (t0 := time.perf_counter()) < stop:
+            session.run(["output"], {"input": x})
+            lat.append((time.perf_counter() - t0) * 1e6)
+
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    return {"throughput": len(lat) * batch / seconds, "p50_us": float(np.percentile(lat, 50)),
+            "p99_us": float(np.percentile(lat, 99))}  # fmt: skip
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in ("throughput", "p50_us", "p99_us")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--window-ms", type=int, default=3000)
+    ap.add_argument("--skip-mlserver", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
+                    "server_vs_triton.json")  # fmt: skip
+    args = ap.parse_args()
+
+    model_bytes = mlp_model().SerializeToString()
+    results: dict[str, dict[str, list[dict]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sonic_repo = work / "sonic"
+        write_model(mlp_model(), sonic_repo, "mlp",
+                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 256\n' + IO)
+        peers: dict[str, object] = {}
+        sonic = LocalServer(sonic_repo).start()
+        try:
+            peers["triton"] = Triton(work, model_bytes)
+            if not args.skip_mlserver:
+                peers["mlserver"] = MLServer(work, model_bytes)
+            versions = {
+                "sonic": f"sonic {sonic_version()}",
+                **{k: p.version() for k, p in peers.items()},  # type: ignore[attr-defined]
+                "onnxruntime": ort.__version__, "python": platform.python_version(),
+                "perf_analyzer": "2.41.0 (tritonclient wheel)", "cpus": os.cpu_count(),
+            }  # fmt: skip
+            print(json.dumps(versions))
+            for rep in range(args.repeats):
+                for batch, conc in POINTS:
+                    key = f"b{batch}_c{conc}"
+                    jobs: list[tuple[str, Callable[[], dict]]] = [
+                        ("sonic/perf_analyzer", lambda: perf_analyzer(
+                            sonic.grpc_url, batch, conc, args.window_ms, work / "s.csv")),
+                        ("triton/perf_analyzer", lambda: perf_analyzer(
+                            peers["triton"].grpc_url, batch, conc, args.window_ms,  # type: ignore[attr-defined]
+                            work / "t.csv")),
+                        ("in-process", lambda: in_process(model_bytes, batch, conc,
+                                                          args.window_ms)),
+                    ]  # fmt: skip
+                    if "mlserver" in peers:
+                        jobs += [
+                            ("sonic/loadgen", lambda: loadgen(
+                                sonic.grpc_url, batch, conc, args.window_ms)),
+                            ("mlserver/loadgen", lambda: loadgen(
+                                peers["mlserver"].grpc_url, batch, conc,  # type: ignore[attr-defined]
+                                args.window_ms)),
+                        ]  # fmt: skip
+                    if rep % 2:
+                        jobs.reverse()  # alternate who goes first
+                    for name, job in jobs:
+                        r = job()
+                        results.setdefault(key, {}).setdefault(name, []).append(r)
+                        print(f"rep {rep} {key:8s} {name:22s} {r['throughput']:10.0f} infer/s "
+                              f"p50 {r['p50_us']:7.0f} us  p99 {r['p99_us']:7.0f} us", flush=True)
+        finally:
+            sonic.stop()
+            for p in peers.values():
+                p.stop()  # type: ignore[attr-defined]
+
+    summary = {k: {n: median_of(v) for n, v in d.items()} for k, d in results.items()}
+    print(table(summary))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"versions": versions, "repeats": args.repeats,
+                                    "window_ms": args.window_ms, "summary": summary,
+                                    "runs": results}, indent=1))  # fmt: skip
+    print(f"wrote {args.out}")
+
+
+def sonic_version() -> str:
+    from sonic import __version__
+
+    return __version__
+
+
+def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = [
+        "| point | sonic infer/s | Triton infer/s | sonic/Triton | sonic p50/p99 µs | "
+        "Triton p50/p99 µs | sonic/MLServer (loadgen) | in-process infer/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, d in summary.items():
+        s, t = d["sonic/perf_analyzer"], d["triton/perf_analyzer"]
+        ml = (f"{d['sonic/loadgen']['throughput'] / d['mlserver/loadgen']['throughput']:.2f}"
+              if "mlserver/loadgen" in d else "n/a")  # fmt: skip
+        batch, conc = key[1:].split("_c")
+        lines.append(
+            f"| batch {batch}, concurrency {conc} | {s['throughput']:.0f} | {t['throughput']:.0f} | "
+            f"{s['throughput'] / t['throughput']:.2f} | {s['p50_us']:.0f}/{s['p99_us']:.0f} | "
+            f"{t['p50_us']:.0f}/{t['p99_us']:.0f} | {ml} | {d['in-process']['throughput']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

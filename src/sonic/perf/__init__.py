@@ -1,0 +1,1 @@
+"""Performance tools: load generation (and, later, sweeps, scraping, reports, planning)."""
