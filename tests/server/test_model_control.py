@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from sonic.launcher import LocalServer
 from sonic.repository.examples import identity_model, mlp_model, write_model
+from tests.conftest import CLIENT_VARIANTS, run_with_client
 
 
 def _infer_mlp(client: Any, mod: Any, model: str = "mlp", version: str = "") -> np.ndarray:
@@ -169,3 +170,24 @@ def _wait(cond: Any, timeout: float = 20.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize("variant", CLIENT_VARIANTS)
+def test_every_client_controls_models(variant: str, fresh_repo: Path) -> None:
+    """Index, load and unload through each tritonclient variant, in explicit mode."""
+
+    async def scenario(c: Any, mod: Any) -> None:
+        await c.load_model("simple")
+        assert await c.is_model_ready("simple")
+        index = await c.get_model_repository_index(
+            **({"as_json": True} if variant.startswith("grpc") else {})
+        )
+        rows = index["models"] if isinstance(index, dict) else index
+        assert {"name": "simple", "version": "1", "state": "READY"}.items() <= next(
+            r for r in rows if r["name"] == "simple"
+        ).items()
+        await c.unload_model("simple")
+        assert not await c.is_model_ready("simple")
+
+    with LocalServer(fresh_repo, "--model-control-mode=explicit") as srv:
+        run_with_client(variant, srv, scenario)

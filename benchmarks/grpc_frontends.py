@@ -1,0 +1,131 @@
+"""How fast can a Python gRPC front end be on this machine, before any inference?
+
+Starts servers that implement just enough of Triton's gRPC service for
+perf_analyzer (metadata, config, and a ModelInfer that returns a canned
+response) on two grpcio stacks, and measures each in turn at concurrency 1 and 8:
+
+- ``aio``: ``grpc.aio`` on uvloop (what ``sonic serve`` uses);
+- ``threads``: grpcio's thread-pool server with 2 workers.
+
+This is the ceiling any Python server built on grpcio can reach per process;
+the README's performance section quotes it to explain the gap to Triton's C++
+front end.  Run::
+
+    .venv/bin/python benchmarks/grpc_frontends.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from sonic.launcher import free_ports  # noqa: E402
+
+SERVER = '''
+import sys, asyncio
+from concurrent import futures
+import grpc
+from tritonclient.grpc import model_config_pb2 as mc, service_pb2 as pb, service_pb2_grpc as pbg
+
+CONFIG = pb.ModelConfigResponse(config=mc.ModelConfig(
+    name="mlp", max_batch_size=256,
+    input=[mc.ModelInput(name="input", data_type=mc.TYPE_FP32, dims=[64])],
+    output=[mc.ModelOutput(name="output", data_type=mc.TYPE_FP32, dims=[2])]))
+RESPONSE = pb.ModelInferResponse(model_name="mlp", model_version="1")
+RESPONSE.outputs.add(name="output", datatype="FP32", shape=[1, 2])
+RESPONSE.raw_output_contents.append(bytes(8))
+
+
+def metadata():
+    m = pb.ModelMetadataResponse(name="mlp", versions=["1"], platform="onnxruntime_onnx")
+    m.inputs.add(name="input", datatype="FP32", shape=[-1, 64])
+    m.outputs.add(name="output", datatype="FP32", shape=[-1, 2])
+    return m
+
+
+class Sync(pbg.GRPCInferenceServiceServicer):
+    def ServerMetadata(self, r, c): return pb.ServerMetadataResponse(name="triton", version="0")
+    def ModelMetadata(self, r, c): return metadata()
+    def ModelConfig(self, r, c): return CONFIG
+    def ModelInfer(self, r, c): return RESPONSE
+
+
+class Async(pbg.GRPCInferenceServiceServicer):
+    async def ServerMetadata(self, r, c): return pb.ServerMetadataResponse(name="triton", version="0")
+    async def ModelMetadata(self, r, c): return metadata()
+    async def ModelConfig(self, r, c): return CONFIG
+    async def ModelInfer(self, r, c): return RESPONSE
+
+
+mode, port = sys.argv[1], sys.argv[2]
+if mode == "threads":
+    s = grpc.server(futures.ThreadPoolExecutor(2))
+    pbg.add_GRPCInferenceServiceServicer_to_server(Sync(), s)
+    s.add_insecure_port(f"127.0.0.1:{port}")
+    s.start()
+    s.wait_for_termination()
+else:
+    import uvloop
+
+    async def main():
+        s = grpc.aio.server()
+        pbg.add_GRPCInferenceServiceServicer_to_server(Async(), s)
+        s.add_insecure_port(f"127.0.0.1:{port}")
+        await s.start()
+        await s.wait_for_termination()
+
+    uvloop.run(main())
+'''
+
+
+def measure(port: int, concurrency: int, window_ms: int, out: Path) -> float:
+    exe = ROOT / ".venv" / "bin" / "perf_analyzer"
+    subprocess.run(
+        [str(exe), "-m", "mlp", "-u", f"127.0.0.1:{port}", "-i", "grpc", "--concurrency-range",
+         str(concurrency), "-p", str(window_ms), "-s", "25", "-r", "8", "-f", str(out)],
+        capture_output=True, check=True, timeout=300,
+    )  # fmt: skip
+    with out.open() as f:
+        return float(next(csv.DictReader(f))["Inferences/Second"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--window-ms", type=int, default=2000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "server.py"
+        script.write_text(SERVER)
+        results: dict[tuple[str, int], list[float]] = {}
+        for mode in ("aio", "threads"):
+            (port,) = free_ports(1)
+            proc = subprocess.Popen([sys.executable, str(script), mode, str(port)])
+            time.sleep(2)
+            try:
+                for rep in range(args.repeats):
+                    for conc in (1, 8):
+                        r = measure(port, conc, args.window_ms, Path(tmp) / "pa.csv")
+                        results.setdefault((mode, conc), []).append(r)
+                        print(f"rep {rep} {mode:8s} concurrency {conc}: {r:8.0f} requests/s")
+            finally:
+                proc.terminate()
+                proc.wait()
+    print("| front end | concurrency 1 | concurrency 8 |\n|---|---|---|")
+    for mode in ("aio", "threads"):
+        c1 = statistics.median(results[(mode, 1)])
+        c8 = statistics.median(results[(mode, 8)])
+        print(f"| {mode} | {c1:.0f} | {c8:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
