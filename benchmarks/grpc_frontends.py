@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sonic.launcher import free_ports  # noqa: E402
 
-SERVER = '''
+SERVER = """
 import sys, asyncio
 from concurrent import futures
 import grpc
@@ -43,6 +43,7 @@ CONFIG = pb.ModelConfigResponse(config=mc.ModelConfig(
 RESPONSE = pb.ModelInferResponse(model_name="mlp", model_version="1")
 RESPONSE.outputs.add(name="output", datatype="FP32", shape=[1, 2])
 RESPONSE.raw_output_contents.append(bytes(8))
+SERVER_METADATA = pb.ServerMetadataResponse(name="triton", version="0")
 
 
 def metadata():
@@ -53,14 +54,14 @@ def metadata():
 
 
 class Sync(pbg.GRPCInferenceServiceServicer):
-    def ServerMetadata(self, r, c): return pb.ServerMetadataResponse(name="triton", version="0")
+    def ServerMetadata(self, r, c): return SERVER_METADATA
     def ModelMetadata(self, r, c): return metadata()
     def ModelConfig(self, r, c): return CONFIG
     def ModelInfer(self, r, c): return RESPONSE
 
 
 class Async(pbg.GRPCInferenceServiceServicer):
-    async def ServerMetadata(self, r, c): return pb.ServerMetadataResponse(name="triton", version="0")
+    async def ServerMetadata(self, r, c): return SERVER_METADATA
     async def ModelMetadata(self, r, c): return metadata()
     async def ModelConfig(self, r, c): return CONFIG
     async def ModelInfer(self, r, c): return RESPONSE
@@ -84,7 +85,7 @@ else:
         await s.wait_for_termination()
 
     uvloop.run(main())
-'''
+"""
 
 
 def measure(port: int, concurrency: int, window_ms: int, out: Path) -> float:

@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 TRITON_VENV = ROOT / "tools" / "triton-venv"
 MLSERVER_VENV = ROOT / "tools" / "mlserver-venv"
 
-MLSERVER_RUNTIME = '''
+MLSERVER_RUNTIME = """
 import numpy as np
 import onnxruntime as ort
 from mlserver import MLModel
@@ -75,7 +76,7 @@ class OnnxRuntime(MLModel):
         y = self.session.run(["output"], {"input": x})[0]
         return InferenceResponse(model_name=self.name,
                                  outputs=[NumpyCodec.encode_output("output", y)])
-'''
+"""
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
@@ -152,7 +153,9 @@ class MLServer:
         self.log = workdir / "mlserver.log"
         self.proc = subprocess.Popen(
             [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(root)],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=model,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=model,
         )
         _wait_ready(f"127.0.0.1:{self.http}", self.proc, self.log)
         self.grpc_url = f"127.0.0.1:{self.grpc}"
@@ -183,7 +186,7 @@ def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: P
         "throughput": float(row["Inferences/Second"]),
         "p50_us": float(row["p50 latency"]),
         "p99_us": float(row["p99 latency"]),
-        "command": " ".join(cmd[:1] + ["..."] + cmd[3:]).replace(str(ROOT) + "/", ""),
+        "command": " ".join([*cmd[:1], "...", *cmd[3:]]).replace(str(ROOT) + "/", ""),
     }
 
 
@@ -237,8 +240,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sonic_repo = work / "sonic"
-        write_model(mlp_model(), sonic_repo, "mlp",
-                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 256\n' + IO)
+        write_model(
+            mlp_model(),
+            sonic_repo,
+            "mlp",
+            config='name: "mlp"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 256\n' + IO,
+        )
         peers: dict[str, object] = {}
         sonic = LocalServer(sonic_repo).start()
         try:
@@ -255,30 +262,33 @@ def main() -> None:
             for rep in range(args.repeats):
                 for batch, conc in POINTS:
                     key = f"b{batch}_c{conc}"
+                    triton_url = peers["triton"].grpc_url  # type: ignore[attr-defined]
                     jobs: list[tuple[str, Callable[[], dict]]] = [
-                        ("sonic/perf_analyzer", lambda: perf_analyzer(
-                            sonic.grpc_url, batch, conc, args.window_ms, work / "s.csv")),
-                        ("triton/perf_analyzer", lambda: perf_analyzer(
-                            peers["triton"].grpc_url, batch, conc, args.window_ms,  # type: ignore[attr-defined]
-                            work / "t.csv")),
-                        ("in-process", lambda: in_process(model_bytes, batch, conc,
-                                                          args.window_ms)),
+                        ("sonic/perf_analyzer", partial(perf_analyzer, sonic.grpc_url, batch,
+                                                        conc, args.window_ms, work / "s.csv")),
+                        ("triton/perf_analyzer", partial(perf_analyzer, triton_url, batch, conc,
+                                                         args.window_ms, work / "t.csv")),
+                        ("in-process", partial(in_process, model_bytes, batch, conc,
+                                               args.window_ms)),
                     ]  # fmt: skip
                     if "mlserver" in peers:
+                        ml_url = peers["mlserver"].grpc_url  # type: ignore[attr-defined]
                         jobs += [
-                            ("sonic/loadgen", lambda: loadgen(
-                                sonic.grpc_url, batch, conc, args.window_ms)),
-                            ("mlserver/loadgen", lambda: loadgen(
-                                peers["mlserver"].grpc_url, batch, conc,  # type: ignore[attr-defined]
-                                args.window_ms)),
+                            ("sonic/loadgen", partial(loadgen, sonic.grpc_url, batch, conc,
+                                                      args.window_ms)),
+                            ("mlserver/loadgen", partial(loadgen, ml_url, batch, conc,
+                                                         args.window_ms)),
                         ]  # fmt: skip
                     if rep % 2:
                         jobs.reverse()  # alternate who goes first
                     for name, job in jobs:
                         r = job()
                         results.setdefault(key, {}).setdefault(name, []).append(r)
-                        print(f"rep {rep} {key:8s} {name:22s} {r['throughput']:10.0f} infer/s "
-                              f"p50 {r['p50_us']:7.0f} us  p99 {r['p99_us']:7.0f} us", flush=True)
+                        print(
+                            f"rep {rep} {key:8s} {name:22s} {r['throughput']:10.0f} infer/s "
+                            f"p50 {r['p50_us']:7.0f} us  p99 {r['p99_us']:7.0f} us",
+                            flush=True,
+                        )
         finally:
             sonic.stop()
             for p in peers.values():
@@ -311,7 +321,8 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
               if "mlserver/loadgen" in d else "n/a")  # fmt: skip
         batch, conc = key[1:].split("_c")
         lines.append(
-            f"| batch {batch}, concurrency {conc} | {s['throughput']:.0f} | {t['throughput']:.0f} | "
+            f"| batch {batch}, concurrency {conc} | {s['throughput']:.0f} | "
+            f"{t['throughput']:.0f} | "
             f"{s['throughput'] / t['throughput']:.2f} | {s['p50_us']:.0f}/{s['p99_us']:.0f} | "
             f"{t['p50_us']:.0f}/{t['p99_us']:.0f} | {ml} | {d['in-process']['throughput']:.0f} |"
         )

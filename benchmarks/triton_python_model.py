@@ -31,13 +31,17 @@ class TritonPythonModel:
             for name in self.inputs
         }
         rows = [a.shape[0] for a in feeds[self.inputs[0]]]
-        merged = {name: np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-                  for name, arrays in feeds.items()}
+        merged = {
+            name: np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+            for name, arrays in feeds.items()
+        }
         results = self.session.run(self.outputs, merged)
         responses, offset = [], 0
         for n in rows:
-            tensors = [pb_utils.Tensor(name, value[offset:offset + n])
-                       for name, value in zip(self.outputs, results)]
+            tensors = [
+                pb_utils.Tensor(name, value[offset : offset + n])
+                for name, value in zip(self.outputs, results, strict=True)
+            ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             offset += n
         return responses
