@@ -42,6 +42,9 @@ class BackendInstance(abc.ABC):
     platform: ClassVar[str]
     #: Default count of a KIND_CPU instance group that states none.
     default_cpu_instance_count: ClassVar[int] = 1
+    #: True for backends that take the requests of a batch one by one
+    #: (:meth:`execute_requests`), as Triton's python backend does.
+    per_request: ClassVar[bool] = False
 
     def __init__(
         self, model: str, config: mc.ModelConfig, version_dir: Path, placement: InstancePlacement
@@ -62,6 +65,12 @@ class BackendInstance(abc.ABC):
     @abc.abstractmethod
     def execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run one batch; called from a worker thread."""
+
+    def execute_requests(
+        self, requests: list[tuple[dict[str, np.ndarray], list[str]]]
+    ) -> list[dict[str, np.ndarray] | BaseException]:
+        """Run a batch of separate requests; one result or error each (``per_request``)."""
+        raise NotImplementedError(f"{type(self).__name__} executes merged batches")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release runtime resources; the default has none to release."""

@@ -8,9 +8,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.backends.base import BackendInstance
 from sonic.backends.onnxruntime import OnnxRuntimeInstance
+from sonic.backends.python import PythonInstance
 from sonic.errors import ModelConfigError
 
-BACKENDS: tuple[type[BackendInstance], ...] = (OnnxRuntimeInstance,)
+BACKENDS: tuple[type[BackendInstance], ...] = (OnnxRuntimeInstance, PythonInstance)
 
 
 def select_backend(model: str, config: mc.ModelConfig, version_dir: Path) -> type[BackendInstance]:
@@ -41,6 +42,6 @@ def select_backend(model: str, config: mc.ModelConfig, version_dir: Path) -> typ
             )
     if not config.backend:
         config.backend = cls.backend_name
-    if not config.platform:
+    if not config.platform and cls.platform:
         config.platform = cls.platform
     return cls

@@ -71,7 +71,7 @@ class DataPlane:
         return {
             "name": name,
             "versions": [str(v) for v in sorted(entry.versions)],
-            "platform": model.config.platform,
+            "platform": model.config.platform or model.config.backend,
             "inputs": model.metadata_tensors("inputs"),
             "outputs": model.metadata_tensors("outputs"),
         }

@@ -117,12 +117,14 @@ class _Scheduler:
         #: Requests accepted and not yet executing (nv_inference_pending_request_count).
         self.pending = 0
 
-    async def _run_batch(self, inst: BackendInstance, items: list[WorkItem]) -> list[Execution]:
+    async def _run_batch(
+        self, inst: BackendInstance, items: list[WorkItem]
+    ) -> list[Execution | BaseException]:
         t_start = time.perf_counter_ns()
         names = list(dict.fromkeys(n for it in items for n in it.outputs))
         shape = self.shape
 
-        def work(instance: BackendInstance) -> tuple[list[dict[str, np.ndarray]], int, int, int]:
+        def merged(instance: BackendInstance) -> tuple[list[Any], int, int, int]:
             t0 = time.perf_counter_ns()
             feed = merge([it.inputs for it in items], shape.ragged, shape.batch_inputs,
                          shape.model_ranks)  # fmt: skip
@@ -133,12 +135,19 @@ class _Scheduler:
             parts = split(out, [it.rows for it in items], [it.outputs for it in items])
             return parts, t1 - t0, t2 - t1, time.perf_counter_ns() - t2
 
+        def one_by_one(instance: BackendInstance) -> tuple[list[Any], int, int, int]:
+            t0 = time.perf_counter_ns()
+            parts = instance.execute_requests([(it.inputs, it.outputs) for it in items])
+            return parts, 0, time.perf_counter_ns() - t0, 0
+
+        work = one_by_one if inst.per_request else merged
         parts, input_ns, infer_ns, output_ns = await self.pool.run(inst, work)
         self.stats.record_execution(sum(it.rows for it in items), input_ns, infer_ns, output_ns)
         return [
-            Execution(p, t_start - it.enqueued_ns, input_ns, infer_ns, output_ns)
+            p if isinstance(p, BaseException)
+            else Execution(p, t_start - it.enqueued_ns, input_ns, infer_ns, output_ns)
             for p, it in zip(parts, items, strict=True)
-        ]
+        ]  # fmt: skip
 
     def close(self) -> None:
         self.pool.close()
@@ -162,6 +171,8 @@ class DirectScheduler(_Scheduler):
             (result,) = await self._run_batch(inst, [item])
         finally:
             self.pool.release(inst)
+        if isinstance(result, BaseException):
+            raise result
         return result
 
 
@@ -369,7 +380,7 @@ class DynamicBatcher(_Scheduler):
         self._next_seq += 1
         results: list[tuple[WorkItem, Execution | BaseException]]
         try:
-            executions = await self._run_batch(inst, batch)
+            executions: list[Execution | BaseException] = await self._run_batch(inst, batch)
             results = list(zip(batch, executions, strict=True))
         except BaseException as err:  # every request of a failed batch gets the error
             results = [(it, err) for it in batch]
