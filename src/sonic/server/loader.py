@@ -23,6 +23,7 @@ from sonic.repository.autocomplete import check_against_model, complete
 from sonic.repository.config import check_structure, config_from_json, load_config
 from sonic.repository.versions import available_versions, select_versions
 from sonic.server.batching import batch_input_specs
+from sonic.server.ensemble import EnsembleModel, Resolver
 from sonic.server.model import LoadedModel
 from sonic.server.scheduler import BatchShape, DirectScheduler, DynamicBatcher, InstancePool
 from sonic.server.statistics import ModelStatistics
@@ -76,8 +77,12 @@ def load_model(
     model_dir: Path,
     options: LoadOptions,
     config_json: str | None = None,
+    resolve: Resolver | None = None,
 ) -> tuple[mc.ModelConfig, dict[int, LoadedModel]]:
-    """Load every version the policy selects; returns the completed config and versions."""
+    """Load every version the policy selects; returns the completed config and versions.
+
+    ``resolve`` finds other served models; ensembles use it to reach their steps.
+    """
     if config_json is not None:
         config = config_from_json(config_json, name)
     else:
@@ -88,6 +93,10 @@ def load_model(
     versions = select_versions(config, available_versions(model_dir), name)
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
+    if config.platform == "ensemble":
+        if resolve is None:  # pragma: no cover - the manager always passes one
+            raise ModelConfigError(name, "platform", "ensembles need a model manager")
+        return config, {v: EnsembleModel(name, v, config, resolve) for v in versions}
     backend = select_backend(name, config, model_dir / str(versions[0]))
     if not config.default_model_filename:
         config.default_model_filename = backend.default_filename

@@ -147,7 +147,7 @@ class ModelManager:
                     entry.state = State.LOADING
                 fingerprint = _fingerprint(model_dir) if temp_dir is None else ()
                 config, versions = await asyncio.to_thread(
-                    load_model, name, model_dir, self.options, config_json
+                    load_model, name, model_dir, self.options, config_json, self.get
                 )
             except SonicError as err:
                 if not entry.versions:
@@ -167,6 +167,11 @@ class ModelManager:
             entry.fingerprint = fingerprint
             log.info("loaded model '%s' version(s) %s", name, sorted(versions))
         await self._retire(list(old.values()))
+        if self.mode is ControlMode.EXPLICIT and config.platform == "ensemble":
+            # Loading an ensemble loads the models its steps use, as Triton does.
+            for step in config.ensemble_scheduling.step:
+                if step.model_name != name and not self.ready(step.model_name):
+                    await self.load(step.model_name)
 
     async def unload(self, name: str) -> None:
         entry = self.models.get(name)

@@ -186,8 +186,7 @@ class LoadedModel:
 
     async def infer(self, req: InferRequest, start_ns: int) -> InferResponse:
         """Validate, execute and build the response; record statistics either way."""
-        self.inflight += 1
-        self._idle.clear()
+        self._begin()
         try:
             try:
                 feed, batch = self._validate(req)
@@ -219,9 +218,16 @@ class LoadedModel:
                 model_name=self.name, model_version=self.version_str, id=req.id, outputs=outputs
             )
         finally:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self._idle.set()
+            self._end()
+
+    def _begin(self) -> None:
+        self.inflight += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._idle.set()
 
     def _build_outputs(
         self, requested: list[tuple[str, dict[str, Any]]], results: dict[str, np.ndarray]
