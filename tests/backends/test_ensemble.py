@@ -29,7 +29,8 @@ ensemble_scheduling {
       output_map { key: "OUTPUT0" value: "sum" } output_map { key: "OUTPUT1" value: "diff" } },
     { model_name: "simple" model_version: -1
       input_map { key: "INPUT0" value: "sum" } input_map { key: "INPUT1" value: "diff" }
-      output_map { key: "OUTPUT0" value: "TWICE_A" } output_map { key: "OUTPUT1" value: "TWICE_B" } },
+      output_map { key: "OUTPUT0" value: "TWICE_A" }
+      output_map { key: "OUTPUT1" value: "TWICE_B" } },
     { model_name: "identity_int32" model_version: 1
       input_map { key: "INPUT0" value: "diff" } output_map { key: "OUTPUT0" value: "DIFF" } }
   ]
