@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
-MODELS := examples/model_repository/mlp/1/model.onnx
+MODELS := examples/model_repository/mlp/1/model.onnx examples/model_repository/deepmet/1/model.onnx
 
 .PHONY: setup models demo test lint bench-server clean
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 $(VENV)/bin/perf_analyzer: scripts/install_perf_analyzer.sh $(STAMP)
 	VENV=$(VENV) bash scripts/install_perf_analyzer.sh
 
-$(MODELS): $(STAMP) src/sonic/repository/examples.py
+$(MODELS) &: $(STAMP) src/sonic/repository/examples.py src/sonic/repository/cms_models.py
 	$(VENV)/bin/sonic repo examples examples/model_repository
 
 models: $(MODELS)

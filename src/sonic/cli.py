@@ -170,12 +170,15 @@ def repo() -> None:
 
 @repo.command("examples")
 @click.argument("directory", type=click.Path(path_type=Path), default="examples/model_repository")
-def repo_examples(directory: Path) -> None:
-    """Write the example models (mlp, simple) into DIRECTORY."""
+@click.option(
+    "--torch", "with_torch", is_flag=True, help="Also rebuild particlenet (needs the torch extra)."
+)
+def repo_examples(directory: Path, with_torch: bool) -> None:
+    """Write the example models (mlp, simple, deepmet, facile[, particlenet]) into DIRECTORY."""
     from sonic.repository.examples import write_example_repository
 
-    write_example_repository(directory)
-    click.echo(f"wrote example models under {directory}")
+    names = write_example_repository(directory, torch=with_torch)
+    click.echo(f"wrote {', '.join(names)} under {directory}")
 
 
 @main.command()

@@ -5,6 +5,8 @@ fixed seed, so the same command always writes the same bytes.
 
 - ``mlp``: the 64 -> 256 -> 256 -> 2 FP32 MLP of the benchmarks (ReLU).
 - ``simple``: Triton's classic example, INT32 sum and difference of two inputs.
+- the CMS models (``deepmet``, ``facile``, ``particlenet``) come from
+  :mod:`sonic.repository.cms_models` and :mod:`sonic.repository.particlenet`.
 - :func:`identity_model`: one input copied to one output, any datatype.
 """
 
@@ -113,7 +115,22 @@ def write_model(
     return repo / name
 
 
-def write_example_repository(repo: Path) -> None:
-    """The bundled example repository (configs are kept in git, models written here)."""
-    write_model(mlp_model(), repo, "mlp")
-    write_model(simple_model(), repo, "simple")
+def write_example_repository(repo: Path, *, torch: bool = False) -> list[str]:
+    """Write the bundled example models (their configs are kept in git).
+
+    ParticleNet's ONNX file is kept in git too; it is rebuilt only with
+    ``torch=True``, which needs PyTorch.  Returns the names written.
+    """
+    from sonic.repository.cms_models import deepmet_model, facile_model
+
+    models = {"mlp": mlp_model(), "simple": simple_model(), "deepmet": deepmet_model(),
+              "facile": facile_model()}  # fmt: skip
+    for name, model in models.items():
+        write_model(model, repo, name)
+    written = list(models)
+    if torch:
+        from sonic.repository.particlenet import export_particlenet
+
+        export_particlenet(repo / "particlenet" / "1" / "model.onnx")
+        written.append("particlenet")
+    return written

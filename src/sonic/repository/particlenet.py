@@ -1,0 +1,90 @@
+"""ParticleNet-style EdgeConv jet tagger with the ParticleNetSonicJetTagsProducer interface.
+
+Inputs (batch = jets; the particle and vertex counts vary per event, as the
+producer sets them with ``setShape``): ``pf_points`` [2, P], ``pf_features``
+[25, P], ``pf_mask`` [1, P], ``sv_points`` [2, S], ``sv_features`` [11, S],
+``sv_mask`` [1, S]; output ``softmax`` [17] class scores.
+
+The network: per-point linear embeddings of particles and vertices into one
+point cloud, one EdgeConv block (k nearest neighbours in (eta, phi), edge
+features [x_i, x_j - x_i], a shared MLP, mean over neighbours, residual),
+masked global average pooling, and a dense classifier.  Untrained (fixed
+seed).  Building it needs PyTorch (the ``torch`` extra); serving the ONNX file
+does not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+N_CLASSES = 17
+PF_FEATURES = 25
+SV_FEATURES = 11
+K = 7
+INPUT_NAMES = ["pf_points", "pf_features", "pf_mask", "sv_points", "sv_features", "sv_mask"]
+
+
+def _module():
+    try:
+        import torch
+        from torch import nn
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "building ParticleNet needs PyTorch: pip install 'sonic-inference[torch]' "
+            "(torch==2.13.0)"
+        ) from err
+
+    class EdgeConvTagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pf_embed = nn.Conv1d(PF_FEATURES, 32, 1)
+            self.sv_embed = nn.Conv1d(SV_FEATURES, 32, 1)
+            self.edge_mlp = nn.Sequential(
+                nn.Conv2d(64, 64, 1), nn.ReLU(), nn.Conv2d(64, 32, 1), nn.ReLU()
+            )
+            self.head = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, N_CLASSES))
+
+        def forward(self, pf_points, pf_features, pf_mask, sv_points, sv_features, sv_mask):
+            points = torch.cat([pf_points, sv_points], dim=2)  # [N, 2, M]
+            mask = torch.cat([pf_mask, sv_mask], dim=2)  # [N, 1, M]
+            x = torch.cat([self.pf_embed(pf_features), self.sv_embed(sv_features)], dim=2)
+            x = x * mask
+            # Masked points are pushed far away so that they are nobody's neighbour.
+            shifted = points + (1.0 - mask) * 1e5
+            pts = shifted.transpose(1, 2)  # [N, M, 2]
+            dist = torch.cdist(pts, pts)  # [N, M, M]
+            idx = dist.topk(K + 1, dim=-1, largest=False).indices[:, :, 1:]  # [N, M, K]
+            n, c, m = x.shape
+            xt = x.transpose(1, 2)  # [N, M, C]
+            batch = torch.arange(n).view(n, 1, 1).expand(n, m, K)
+            neighbours = xt[batch, idx]  # [N, M, K, C]
+            centre = xt.unsqueeze(2).expand(n, m, K, c)
+            edges = torch.cat([centre, neighbours - centre], dim=3).permute(0, 3, 1, 2)
+            y = self.edge_mlp(edges).mean(dim=3) + x  # [N, 32, M]
+            y = y * mask
+            pooled = y.sum(dim=2) / mask.sum(dim=2).clamp(min=1.0)
+            return torch.softmax(self.head(pooled), dim=1)
+
+    torch.manual_seed(0)
+    return EdgeConvTagger().eval()
+
+
+def export_particlenet(path: Path, n_pf: int = 50, n_sv: int = 5) -> None:
+    """Write the ONNX model with dynamic jets, particles and vertices."""
+    import torch
+
+    model = _module()
+    n = 3
+    example = (
+        torch.randn(n, 2, n_pf), torch.randn(n, PF_FEATURES, n_pf), torch.ones(n, 1, n_pf),
+        torch.randn(n, 2, n_sv), torch.randn(n, SV_FEATURES, n_sv), torch.ones(n, 1, n_sv),
+    )  # fmt: skip
+    axes = {"pf_points": {0: "jets", 2: "n_pf"}, "pf_features": {0: "jets", 2: "n_pf"},
+            "pf_mask": {0: "jets", 2: "n_pf"}, "sv_points": {0: "jets", 2: "n_sv"},
+            "sv_features": {0: "jets", 2: "n_sv"}, "sv_mask": {0: "jets", 2: "n_sv"},
+            "softmax": {0: "jets"}}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model, example, str(path), input_names=INPUT_NAMES, output_names=["softmax"],
+        dynamic_axes=axes, opset_version=17, dynamo=False,
+    )  # fmt: skip
