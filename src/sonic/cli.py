@@ -181,6 +181,94 @@ def repo_examples(directory: Path, with_torch: bool) -> None:
     click.echo(f"wrote {', '.join(names)} under {directory}")
 
 
+@repo.command("config")
+@click.argument("model_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--max-batch-size", type=int, help="Override max_batch_size.")
+@click.option(
+    "--dynamic-batching/--no-dynamic-batching", default=None, help="Add or remove dynamic_batching."
+)
+@click.option("--instance-count", type=int, help="Instances in the instance group.")
+@click.option("--kind", type=click.Choice(["cpu", "gpu"]), help="Instance kind.")
+@click.option("--threads", type=int, help="onnxruntime intra/inter-op threads.")
+def repo_config(model_dir: Path, **overrides: object) -> None:
+    """Write MODEL_DIR/config.pbtxt completed from the model file (e.g. 1/model.onnx)."""
+    from google.protobuf import text_format
+
+    from sonic.errors import SonicError
+    from sonic.repotools import write_config
+
+    try:
+        config = write_config(model_dir, **overrides)  # type: ignore[arg-type]
+    except SonicError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(text_format.MessageToString(config), nl=False)
+
+
+@repo.command("check")
+@click.argument(
+    "repositories",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+)
+@click.option("--no-round-trip", is_flag=True, help="Only load and validate; serve nothing.")
+def repo_check(repositories: tuple[Path, ...], no_round_trip: bool) -> None:
+    """Load every model, validate config against model, and compare served with direct outputs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sonic.repotools import check_repository
+
+    logging.basicConfig(level=logging.ERROR)
+    report = check_repository(list(repositories), round_trip=not no_round_trip)
+    table = Table(title=f"sonic repo check {' '.join(map(str, repositories))}")
+    for col in ("model", "status", "max |Δ| served vs direct", "detail"):
+        table.add_column(col)
+    for m in report.models:
+        diff = "" if m.max_abs_diff is None else f"{m.max_abs_diff:g}"
+        table.add_row(m.name, "[red]FAIL[/red]" if m.problem else "ok", diff, m.problem or m.note)
+    Console(width=200).print(table)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@repo.command("checksum")
+@click.argument(
+    "model_dirs",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+)
+@click.option("--update", is_flag=True, help="Write the current MD5 checksums into config.pbtxt.")
+def repo_checksum(model_dirs: tuple[Path, ...], update: bool) -> None:
+    """Check (or --update) the CMSSW MD5 checksums in model_repository_agents."""
+    from sonic.repository.tools import checksum_mismatches, update_checksums
+
+    problems: list[str] = []
+    for model_dir in model_dirs:
+        if update:
+            for key, value in update_checksums(model_dir).items():
+                click.echo(f"{model_dir.name}: {key} = {value}")
+        else:
+            problems += checksum_mismatches(model_dir)
+    for p in problems:
+        click.echo(p, err=True)
+    if problems:
+        raise SystemExit(1)
+
+
+@repo.command("threadcontrol")
+@click.argument("repository", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("model")
+@click.option("--threads", type=int, default=1, show_default=True)
+def repo_threadcontrol(repository: Path, model: str, threads: int) -> None:
+    """One KIND_CPU instance and THREADS threads for MODEL (recursing into ensembles)."""
+    from sonic.repository.tools import threadcontrol
+
+    for name in threadcontrol(repository, model, threads):
+        click.echo(f"updated {repository / name / 'config.pbtxt'}")
+
+
 @main.command()
 @click.option(
     "--model-repository",

@@ -6,7 +6,7 @@ producer sets them with ``setShape``): ``pf_points`` [2, P], ``pf_features``
 ``sv_mask`` [1, S]; output ``softmax`` [17] class scores.
 
 The network: per-point linear embeddings of particles and vertices into one
-point cloud, one EdgeConv block (k nearest neighbours in (eta, phi), edge
+point cloud (padded with K + 1 masked points, so any size works), one EdgeConv block (k nearest neighbours in (eta, phi), edge
 features [x_i, x_j - x_i], a shared MLP, mean over neighbours, residual),
 masked global average pooling, and a dense classifier.  Untrained (fixed
 seed).  Building it needs PyTorch (the ``torch`` extra); serving the ONNX file
@@ -49,12 +49,17 @@ def _module():
             mask = torch.cat([pf_mask, sv_mask], dim=2)  # [N, 1, M]
             x = torch.cat([self.pf_embed(pf_features), self.sv_embed(sv_features)], dim=2)
             x = x * mask
+            # K + 1 masked padding points, so that even a tiny cloud has K neighbours.
+            n = x.shape[0]
+            points = torch.cat([points, torch.zeros(n, 2, K + 1)], dim=2)
+            mask = torch.cat([mask, torch.zeros(n, 1, K + 1)], dim=2)
+            x = torch.cat([x, torch.zeros(n, x.shape[1], K + 1)], dim=2)
             # Masked points are pushed far away so that they are nobody's neighbour.
             shifted = points + (1.0 - mask) * 1e5
             pts = shifted.transpose(1, 2)  # [N, M, 2]
             dist = torch.cdist(pts, pts)  # [N, M, M]
             idx = dist.topk(K + 1, dim=-1, largest=False).indices[:, :, 1:]  # [N, M, K]
-            n, c, m = x.shape
+            c, m = x.shape[1], x.shape[2]
             xt = x.transpose(1, 2)  # [N, M, C]
             batch = torch.arange(n).view(n, 1, 1).expand(n, m, K)
             neighbours = xt[batch, idx]  # [N, M, K, C]

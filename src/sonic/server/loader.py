@@ -21,6 +21,7 @@ from sonic.backends.registry import select_backend
 from sonic.errors import InvalidArgument, ModelConfigError
 from sonic.repository.autocomplete import check_against_model, complete
 from sonic.repository.config import check_structure, config_from_json, load_config
+from sonic.repository.tools import verify_checksums
 from sonic.repository.versions import available_versions, select_versions
 from sonic.server.batching import batch_input_specs
 from sonic.server.ensemble import EnsembleModel, Resolver
@@ -91,6 +92,7 @@ def load_model(
         config.name = name
     check_structure(config, name)
     versions = select_versions(config, available_versions(model_dir), name)
+    verify_checksums(config, model_dir, name)
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
     if config.platform == "ensemble":

@@ -1,0 +1,140 @@
+"""Edits of ``config.pbtxt`` that CMSSW's ``cmsTritonConfigTool`` makes, and checksum checks.
+
+- :func:`checksums` / :func:`update_checksums`: the MD5 checksum convention,
+  a ``model_repository_agents`` entry named ``checksum`` with parameters
+  ``MD5:<version>/<file>`` -> hex digest, as Triton's checksum agent and the
+  CMSSW client read it.
+- :func:`verify_checksums`: refuse a model whose files do not match.
+- :func:`threadcontrol`: one KIND_CPU instance and one thread for onnxruntime,
+  TensorFlow and PyTorch models, recursing into ensembles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from sonic.errors import ModelConfigError
+from sonic.repository.config import CONFIG_FILE, load_config
+from sonic.repository.versions import available_versions
+
+CHECKSUM_AGENT = "checksum"
+
+
+def md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_files(model_dir: Path) -> list[str]:
+    """Files under the numeric version directories, relative to the model directory."""
+    out: list[str] = []
+    for v in available_versions(model_dir):
+        out += sorted(
+            str(p.relative_to(model_dir)) for p in (model_dir / str(v)).rglob("*") if p.is_file()
+        )
+    return out
+
+
+def checksums(model_dir: Path) -> dict[str, str]:
+    """``MD5:<relative file>`` -> digest for every versioned file of the model."""
+    return {f"MD5:{rel}": md5(model_dir / rel) for rel in model_files(model_dir)}
+
+
+def _agent(config: mc.ModelConfig) -> mc.ModelRepositoryAgents.Agent | None:
+    return next(
+        (a for a in config.model_repository_agents.agents if a.name == CHECKSUM_AGENT), None
+    )
+
+
+def verify_checksums(config: mc.ModelConfig, model_dir: Path, model: str) -> None:
+    """Every checksum the config lists must match its file (no-op without the agent)."""
+    agent = _agent(config)
+    if agent is None:
+        return
+    for key, expected in agent.parameters.items():
+        algorithm, _, rel = key.partition(":")
+        field = f"model_repository_agents.checksum[{key}]"
+        if algorithm != "MD5" or not rel:
+            raise ModelConfigError(model, field, "keys must look like 'MD5:<version>/<file>'")
+        path = (model_dir / rel).resolve()
+        if model_dir.resolve() not in path.parents or not path.is_file():
+            raise ModelConfigError(model, field, f"names no file of the model ({rel})")
+        actual = md5(path)
+        if actual != expected:
+            raise ModelConfigError(
+                model, field,
+                f"MD5 of {rel} is {actual}, config.pbtxt says {expected}: the model file changed "
+                "since its checksum was recorded (update it with 'sonic repo checksum --update')",
+            )  # fmt: skip
+
+
+def checksum_mismatches(model_dir: Path) -> list[str]:
+    """Human-readable problems of a model's recorded checksums (empty when all match)."""
+    config = load_config(model_dir, required=True)
+    agent = _agent(config)
+    if agent is None:
+        return [f"{model_dir.name}: no checksum agent in {CONFIG_FILE}"]
+    want = checksums(model_dir)
+    have = dict(agent.parameters)
+    problems = [f"{model_dir.name}: {k} is {want[k]}, recorded {have.get(k, 'nothing')}"
+                for k in want if have.get(k) != want[k]]  # fmt: skip
+    problems += [f"{model_dir.name}: {k} is recorded but no such file exists"
+                 for k in have if k not in want]  # fmt: skip
+    return problems
+
+
+def _write(config: mc.ModelConfig, model_dir: Path) -> None:
+    (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
+
+
+def update_checksums(model_dir: Path) -> dict[str, str]:
+    """Record the current checksums in ``config.pbtxt``; returns them."""
+    config = load_config(model_dir, required=True)
+    agent = _agent(config) or config.model_repository_agents.agents.add(name=CHECKSUM_AGENT)
+    agent.parameters.clear()
+    sums = checksums(model_dir)
+    agent.parameters.update(sums)
+    _write(config, model_dir)
+    return sums
+
+
+THREAD_PARAMETERS = {
+    "onnxruntime": ("intra_op_thread_count", "inter_op_thread_count"),
+    "tensorflow": ("TF_NUM_INTRA_THREADS", "TF_NUM_INTER_THREADS"),
+    "pytorch": ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"),
+}
+_PLATFORM_BACKENDS = {
+    "onnxruntime_onnx": "onnxruntime",
+    "tensorflow_graphdef": "tensorflow",
+    "tensorflow_savedmodel": "tensorflow",
+    "pytorch_libtorch": "pytorch",
+}
+
+
+def threadcontrol(repository: Path, model: str, threads: int = 1) -> list[str]:
+    """Pin ``model`` (and an ensemble's steps) to one KIND_CPU instance and ``threads`` threads.
+
+    Returns the names of the models whose ``config.pbtxt`` was rewritten.
+    """
+    model_dir = repository / model
+    config = load_config(model_dir, required=True)
+    if config.platform == "ensemble":
+        done: list[str] = []
+        for step in config.ensemble_scheduling.step:
+            if step.model_name not in done:
+                done += threadcontrol(repository, step.model_name, threads)
+        return done
+    backend = config.backend or _PLATFORM_BACKENDS.get(config.platform, "")
+    del config.instance_group[:]
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    for key in THREAD_PARAMETERS.get(backend, ()):
+        config.parameters[key].string_value = str(threads)
+    _write(config, model_dir)
+    return [model]
