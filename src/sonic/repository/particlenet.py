@@ -6,7 +6,8 @@ producer sets them with ``setShape``): ``pf_points`` [2, P], ``pf_features``
 ``sv_mask`` [1, S]; output ``softmax`` [17] class scores.
 
 The network: per-point linear embeddings of particles and vertices into one
-point cloud (padded with K + 1 masked points, so any size works), one EdgeConv block (k nearest neighbours in (eta, phi), edge
+point cloud (padded with K + 1 masked points, so any size works), one
+EdgeConv block (k nearest neighbours in (eta, phi), edge
 features [x_i, x_j - x_i], a shared MLP, mean over neighbours, residual),
 masked global average pooling, and a dense classifier.  Untrained (fixed
 seed).  Building it needs PyTorch (the ``torch`` extra); serving the ONNX file
