@@ -101,7 +101,9 @@ def load_model(
         return config, {v: EnsembleModel(name, v, config, resolve) for v in versions}
     backend = select_backend(name, config, model_dir / str(versions[0]))
     if not config.default_model_filename:
-        config.default_model_filename = backend.default_filename
+        config.default_model_filename = backend.model_path(
+            config, model_dir / str(versions[0])
+        ).name
     where = placements(config, backend, options.gpus, name)
 
     loaded: dict[int, LoadedModel] = {}
