@@ -204,6 +204,78 @@ def repo_config(model_dir: Path, **overrides: object) -> None:
     click.echo(text_format.MessageToString(config), nl=False)
 
 
+@repo.command("convert")
+@click.argument("source")
+@click.option(
+    "--repository",
+    "-r",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Model repository to write into.",
+)
+@click.option("--name", required=True, help="Model name (directory).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "torchscript"]),
+    default="onnx",
+    show_default=True,
+    help="Target for PyTorch sources.",
+)
+@click.option(
+    "--example-shape",
+    "shapes",
+    multiple=True,
+    help="PyTorch inputs as NAME:d1,d2 (FP32 zeros; first dim is the batch).",
+)
+@click.option("--max-batch-size", type=int, default=0, help="max_batch_size for the config.")
+@click.option("--n-features", type=int, help="Feature count for scikit-learn models.")
+def repo_convert(source: str, repository: Path, name: str, fmt: str, shapes: tuple[str, ...],
+                 max_batch_size: int, n_features: int | None) -> None:  # fmt: skip
+    """Convert SOURCE into REPOSITORY/NAME, ready to serve.
+
+    SOURCE is a PyTorch module ('package.module:Class'), a TorchScript file (.pt), an XGBoost
+    (.json/.ubj) or LightGBM (.txt) model, a pickled scikit-learn estimator (.pkl), or a
+    TensorFlow SavedModel directory.
+    """
+    import numpy as np
+
+    from sonic import convert
+
+    def examples() -> dict[str, object]:
+        if not shapes:
+            raise click.BadParameter("PyTorch sources need --example-shape NAME:d1,d2")
+        out: dict[str, object] = {}
+        for item in shapes:
+            key, _, dims = item.partition(":")
+            out[key] = np.zeros([int(d) for d in dims.split(",")], dtype=np.float32)
+        return out
+
+    path = Path(source)
+    if path.is_dir() and (path / "saved_model.pb").exists():
+        done = convert.convert_savedmodel(path, repository, name)
+    elif path.suffix in (".pt", ".pth", ".ts"):
+        done = convert.convert_torchscript(path, examples(), repository, name, fmt=fmt,
+                                           max_batch_size=max_batch_size)  # fmt: skip
+    elif path.suffix in (".json", ".ubj", ".txt"):
+        done = convert.convert_trees(path, repository, name,
+                                     max_batch_size=max_batch_size or 1024)  # fmt: skip
+    elif path.suffix in (".pkl", ".pickle", ".joblib"):
+        if n_features is None:
+            raise click.BadParameter("scikit-learn sources need --n-features")
+        done = convert.convert_sklearn(path, n_features, repository, name)
+    elif ":" in source and not path.exists():
+        done = convert.convert_torch(convert.load_object(source), examples(), repository, name,
+                                     fmt=fmt, max_batch_size=max_batch_size)  # fmt: skip
+    else:
+        raise click.BadParameter(
+            f"cannot tell what '{source}' is: give package.module:Class, a .pt, .json, .ubj, "
+            ".txt or .pkl file, or a SavedModel directory"
+        )
+    click.echo(f"wrote {done}")
+    click.echo((done / "config.pbtxt").read_text(), nl=False)
+
+
 @repo.command("check")
 @click.argument(
     "repositories",
