@@ -253,7 +253,8 @@ def repo_convert(source: str, repository: Path, name: str, fmt: str, shapes: tup
 
     path = Path(source)
     if path.is_dir() and (path / "saved_model.pb").exists():
-        done = convert.convert_savedmodel(path, repository, name)
+        done = convert.convert_savedmodel(path, repository, name,
+                                          max_batch_size=max_batch_size or 1024)  # fmt: skip
     elif path.suffix in (".pt", ".pth", ".ts"):
         done = convert.convert_torchscript(path, examples(), repository, name, fmt=fmt,
                                            max_batch_size=max_batch_size)  # fmt: skip
@@ -263,7 +264,8 @@ def repo_convert(source: str, repository: Path, name: str, fmt: str, shapes: tup
     elif path.suffix in (".pkl", ".pickle", ".joblib"):
         if n_features is None:
             raise click.BadParameter("scikit-learn sources need --n-features")
-        done = convert.convert_sklearn(path, n_features, repository, name)
+        done = convert.convert_sklearn(path, n_features, repository, name,
+                                       max_batch_size=max_batch_size or 1024)  # fmt: skip
     elif ":" in source and not path.exists():
         done = convert.convert_torch(convert.load_object(source), examples(), repository, name,
                                      fmt=fmt, max_batch_size=max_batch_size)  # fmt: skip

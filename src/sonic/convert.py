@@ -157,7 +157,9 @@ def convert_trees(path: Path, repo: Path, name: str, *, classifier: bool | None 
     return repo / name
 
 
-def convert_sklearn(path: Path, n_features: int, repo: Path, name: str) -> Path:
+def convert_sklearn(
+    path: Path, n_features: int, repo: Path, name: str, *, max_batch_size: int = 1024
+) -> Path:
     """A pickled scikit-learn estimator -> ONNX with skl2onnx."""
     skl2onnx = _need("skl2onnx", "convert")
     from skl2onnx.common.data_types import FloatTensorType
@@ -170,11 +172,11 @@ def convert_sklearn(path: Path, n_features: int, repo: Path, name: str) -> Path:
     )  # fmt: skip
     vdir = _version_dir(repo, name)
     (vdir / "model.onnx").write_bytes(onx.SerializeToString())
-    write_config(repo / name, dynamic_batching=True)
+    write_config(repo / name, max_batch_size=max_batch_size, dynamic_batching=True)
     return repo / name
 
 
-def convert_savedmodel(path: Path, repo: Path, name: str) -> Path:
+def convert_savedmodel(path: Path, repo: Path, name: str, *, max_batch_size: int = 1024) -> Path:
     """A TensorFlow/Keras SavedModel directory -> ONNX with tf2onnx."""
     _need("tf2onnx", "convert")
     vdir = _version_dir(repo, name)
@@ -183,5 +185,5 @@ def convert_savedmodel(path: Path, repo: Path, name: str) -> Path:
          str(vdir / "model.onnx"), "--opset", "17"],
         check=True,
     )  # fmt: skip
-    write_config(repo / name, dynamic_batching=True)
+    write_config(repo / name, max_batch_size=max_batch_size, dynamic_batching=True)
     return repo / name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,29 @@ def test_auto_complete_config(python_server: LocalServer) -> None:
     t = grpcclient.InferInput("X", [1, 2], "INT64")
     t.set_data_from_numpy(x)
     np.testing.assert_array_equal(client.infer("auto", [t]).as_numpy("Y"), x * 10)
+
+
+def test_model_that_runs_on_real_triton_runs_here(tmp_path: Path) -> None:
+    """benchmarks/triton_python_model.py is what real tritonserver serves in the benchmark."""
+    from sonic.repository.examples import mlp_model
+
+    source = Path(__file__).resolve().parents[2] / "benchmarks" / "triton_python_model.py"
+    vdir = tmp_path / "mlp_py" / "1"
+    vdir.mkdir(parents=True)
+    (vdir / "model.py").write_text(source.read_text())
+    (vdir / "model.onnx").write_bytes(mlp_model().SerializeToString())
+    (tmp_path / "mlp_py" / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 64\n'
+        'input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]\n'
+        'output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]\n'
+        "dynamic_batching { max_queue_delay_microseconds: 100 }\n"
+    )
+    import onnxruntime as ort
+
+    x = np.random.default_rng(3).standard_normal((3, 64)).astype(np.float32)
+    want = ort.InferenceSession(mlp_model().SerializeToString()).run(["output"], {"input": x})[0]
+    with LocalServer(tmp_path) as srv:
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        t = grpcclient.InferInput("input", [3, 64], "FP32")
+        t.set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("mlp_py", [t]).as_numpy("output"), want)

@@ -65,3 +65,20 @@ def test_xgboost_round_trip(tmp_path: Path) -> None:
 def test_unknown_source_is_explained(tmp_path: Path) -> None:
     result = sonic("repo", "convert", tmp_path / "model.h5", "-r", tmp_path, "--name", "x")
     assert result.returncode != 0 and "cannot tell what" in result.stderr
+
+
+def test_sklearn_round_trip(tmp_path: Path) -> None:
+    import pickle
+
+    sklearn = pytest.importorskip("sklearn.ensemble")
+    pytest.importorskip("skl2onnx")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((100, 4)).astype(np.float32)
+    model = sklearn.GradientBoostingRegressor(n_estimators=10).fit(x, x[:, 0] - x[:, 2])
+    source = tmp_path / "gbr.pkl"
+    source.write_bytes(pickle.dumps(model))
+    repo = tmp_path / "repo"
+    result = sonic("repo", "convert", source, "-r", repo, "--name", "gbr", "--n-features", "4")
+    assert result.returncode == 0, result.stderr
+    got = served(repo, "gbr", "input", x[:6], "variable")
+    np.testing.assert_allclose(got.reshape(-1), model.predict(x[:6]), rtol=1e-4, atol=1e-4)
