@@ -12,11 +12,13 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from sonic.errors import ModelConfigError
+from sonic.protocol.datatypes import from_config_type
 from sonic.repository.autocomplete import IOSpec
 
 
@@ -57,6 +59,28 @@ class BackendInstance(abc.ABC):
     @classmethod
     def model_path(cls, config: mc.ModelConfig, version_dir: Path) -> Path:
         return version_dir / (config.default_model_filename or cls.default_filename)
+
+    def require_model_file(self) -> Path:
+        """The model file of this version, or an error naming the config field."""
+        path = self.model_path(self.config, self.version_dir)
+        if not path.is_file():
+            raise ModelConfigError(
+                self.model, "default_model_filename", f"model file {path} does not exist"
+            )
+        return path
+
+    def config_signature(self) -> tuple[list[IOSpec], list[IOSpec]]:
+        """The config's own tensors, for backends whose files carry no signature."""
+        batch = (-1,) if self.config.max_batch_size > 0 else ()
+
+        def specs(tensors: Any) -> list[IOSpec]:
+            return [
+                IOSpec(t.name, from_config_type(mc.DataType.Name(t.data_type)),
+                       (*batch, *t.dims))
+                for t in tensors
+            ]  # fmt: skip
+
+        return specs(self.config.input), specs(self.config.output)
 
     @abc.abstractmethod
     def signature(self) -> tuple[list[IOSpec], list[IOSpec]]:

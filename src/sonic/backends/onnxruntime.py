@@ -80,11 +80,7 @@ class OnnxRuntimeInstance(BackendInstance):
         self, model: str, config: mc.ModelConfig, version_dir: Path, placement: InstancePlacement
     ) -> None:
         super().__init__(model, config, version_dir, placement)
-        path = self.model_path(config, version_dir)
-        if not path.is_file():
-            raise ModelConfigError(
-                model, "default_model_filename", f"model file {path} does not exist"
-            )
+        path = self.require_model_file()
         options = ort.SessionOptions()
         intra = _param_int(config, "intra_op_thread_count", model)
         inter = _param_int(config, "inter_op_thread_count", model)

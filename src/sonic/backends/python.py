@@ -35,7 +35,6 @@ from sonic.errors import (
     Unavailable,
     Unsupported,
 )
-from sonic.protocol.datatypes import from_config_type
 from sonic.repository.autocomplete import IOSpec
 from sonic.repository.config import config_to_dict
 
@@ -80,9 +79,7 @@ class PythonInstance(BackendInstance):
         self, model: str, config: mc.ModelConfig, version_dir: Path, placement: InstancePlacement
     ) -> None:
         super().__init__(model, config, version_dir, placement)
-        path = self.model_path(config, version_dir)
-        if not path.is_file():
-            raise ModelConfigError(model, "default_model_filename", f"{path} does not exist")
+        path = self.require_model_file()
         module = _load_module(path, model)
         cls = module.TritonPythonModel
         if hasattr(cls, "auto_complete_config"):
@@ -118,17 +115,8 @@ class PythonInstance(BackendInstance):
         json_format.ParseDict(completed, self.config, ignore_unknown_fields=True)
 
     def signature(self) -> tuple[list[IOSpec], list[IOSpec]]:
-        """A python model declares its tensors in the config; that is its signature."""
-        batch = (-1,) if self.config.max_batch_size > 0 else ()
-
-        def specs(tensors: Any) -> list[IOSpec]:
-            return [
-                IOSpec(t.name, from_config_type(mc.DataType.Name(t.data_type)),
-                       batch + tuple(t.dims))
-                for t in tensors
-            ]  # fmt: skip
-
-        return specs(self.config.input), specs(self.config.output)
+        """This model's files carry no tensor signature; the config declares it."""
+        return self.config_signature()
 
     def execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         (result,) = self.execute_requests([(inputs, outputs)])

@@ -21,7 +21,6 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.backends.base import BackendInstance, InstancePlacement
 from sonic.errors import Internal, ModelConfigError, Unavailable
-from sonic.protocol.datatypes import from_config_type
 from sonic.repository.autocomplete import IOSpec
 
 _INDEXED = re.compile(r"__(\d+)$")
@@ -54,9 +53,7 @@ class TorchScriptInstance(BackendInstance):
         self, model: str, config: mc.ModelConfig, version_dir: Path, placement: InstancePlacement
     ) -> None:
         super().__init__(model, config, version_dir, placement)
-        path = self.model_path(config, version_dir)
-        if not path.is_file():
-            raise ModelConfigError(model, "default_model_filename", f"{path} does not exist")
+        path = self.require_model_file()
         if not config.input or not config.output:
             raise ModelConfigError(
                 model, "input" if not config.input else "output",
@@ -88,13 +85,8 @@ class TorchScriptInstance(BackendInstance):
         self._out_pos = dict(zip(names, _positions(names), strict=True))
 
     def signature(self) -> tuple[list[IOSpec], list[IOSpec]]:
-        batch = (-1,) if self.config.max_batch_size > 0 else ()
-
-        def specs(tensors: Any) -> list[IOSpec]:
-            return [IOSpec(t.name, from_config_type(mc.DataType.Name(t.data_type)),
-                           batch + tuple(t.dims)) for t in tensors]  # fmt: skip
-
-        return specs(self.config.input), specs(self.config.output)
+        """This model's files carry no tensor signature; the config declares it."""
+        return self.config_signature()
 
     def execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         args: list[Any] = [None] * len(self._inputs)

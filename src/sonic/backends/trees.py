@@ -61,8 +61,7 @@ class TreeInstance(BackendInstance):
                 model, "parameters[model_type]",
                 f"'{kind}' is not supported; use one of {', '.join(FILES)}",
             )  # fmt: skip
-        if not path.is_file():
-            raise ModelConfigError(model, "default_model_filename", f"{path} does not exist")
+        self.require_model_file()
         threads = int(_param(config, "nthread", "0") or 0)
         self.kind = kind
         self.output_class = _flag(config, "output_class")
