@@ -105,6 +105,13 @@ def main() -> None:
 @_bool_option("--allow-metrics", True, "Serve Prometheus metrics.")
 @_bool_option("--allow-client-shm", False, "Let clients register system shared memory.")
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Server processes sharing the ports (SO_REUSEPORT), for many cores.",
+)
+@_bool_option("--reuse-port", False, "Bind gRPC and HTTP with SO_REUSEPORT (set by --workers).")
+@click.option(
     "--http-max-input-size", type=int, default=1 << 26, help="Largest HTTP request body, in bytes."
 )
 @click.option("--log-verbose", type=int, default=0, help="Verbose logging level (0 = off).")
@@ -152,9 +159,17 @@ def serve(**opts: object) -> None:
         allow_metrics=bool(opts["allow_metrics"]),
         http_max_input_size=int(opts["http_max_input_size"]),  # type: ignore[call-overload]
         allow_client_shm=bool(opts["allow_client_shm"]),
+        workers=int(opts["workers"]),  # type: ignore[call-overload]
+        reuse_port=bool(opts["reuse_port"]),
         default_max_batch_size=default_mbs,
         log_verbose=verbose,
     )
+    if settings.workers > 1 and settings.model_control_mode is ControlMode.EXPLICIT:
+        raise click.BadParameter(
+            "explicit model control would reach one worker only; use --model-control-mode "
+            "none or poll with --workers > 1",
+            param_hint="--workers",
+        )
     for repo in settings.model_repositories:
         if not repo.is_dir():
             raise click.BadParameter(

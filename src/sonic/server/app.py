@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 
 import uvicorn
 
@@ -24,6 +25,16 @@ from sonic.server.manager import ControlMode, ModelManager
 from sonic.server.settings import ServerSettings
 
 log = logging.getLogger("sonic.server")
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
 
 
 def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
@@ -78,7 +89,9 @@ class Server:
         grpc_server = None
         http_servers: list[uvicorn.Server] = []
         if s.allow_grpc:
-            grpc_server, port = build_server(self.dataplane, f"{s.grpc_address}:{s.grpc_port}")
+            grpc_server, port = build_server(
+                self.dataplane, f"{s.grpc_address}:{s.grpc_port}", reuse_port=s.reuse_port
+            )
             await grpc_server.start()
             log.info("Started GRPCInferenceService at %s:%d", s.grpc_address, port)
         if s.allow_http:
@@ -90,7 +103,15 @@ class Server:
             http_servers.append(
                 _uvicorn(metrics_app(self.manager), s.metrics_address, s.metrics_port)
             )
-        http_tasks = [asyncio.create_task(srv.serve()) for srv in http_servers]
+        http_tasks = []
+        for i, srv in enumerate(http_servers):
+            # The HTTP port (the first server) is shared between workers; metrics are not.
+            sockets = (
+                [_reuse_port_socket(s.http_address, s.http_port)]
+                if s.reuse_port and s.allow_http and i == 0
+                else None
+            )
+            http_tasks.append(asyncio.create_task(srv.serve(sockets=sockets)))
         poller = None
         if s.model_control_mode is ControlMode.POLL:
             poller = asyncio.create_task(self.manager.poll_forever(s.repository_poll_secs))
@@ -126,6 +147,10 @@ class Server:
 
 def serve(settings: ServerSettings) -> None:
     """Run the server until SIGTERM/SIGINT; returns after a clean drain."""
+    if settings.workers > 1:
+        from sonic.server.workers import supervise
+
+        raise SystemExit(supervise(settings))
     try:
         import uvloop
 

@@ -243,13 +243,17 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
 
 def build_server(
-    dataplane: DataPlane, address: str, *, max_message_bytes: int = 2**31 - 1
+    dataplane: DataPlane,
+    address: str,
+    *,
+    max_message_bytes: int = 2**31 - 1,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """A ``grpc.aio`` server bound to ``address`` (``host:port``); returns it and its port."""
     options = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)

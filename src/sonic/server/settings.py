@@ -39,4 +39,8 @@ class ServerSettings:
     allow_client_shm: bool = False
     http_max_input_size: int = 1 << 26
     default_max_batch_size: int = 4
+    #: Server processes sharing the ports (SO_REUSEPORT); see sonic.server.workers.
+    workers: int = 1
+    #: Bind with SO_REUSEPORT (set for the workers of --workers N).
+    reuse_port: bool = False
     log_verbose: int = 0
