@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -27,15 +28,26 @@ def _socket_inodes(pid: int) -> set[str]:
     return out
 
 
-def _established_on(port: int) -> dict[str, str]:
-    """inode -> remote address of established TCP connections to ``port`` (IPv4)."""
+def _sockets_on(port: int, state: str) -> dict[str, str]:
+    """inode -> remote address of TCP sockets on local ``port`` in ``state`` (IPv4)."""
     out = {}
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         parts = line.split()
-        local, remote, state, inode = parts[1], parts[2], parts[3], parts[9]
-        if state == "01" and int(local.split(":")[1], 16) == port:
+        local, remote, st, inode = parts[1], parts[2], parts[3], parts[9]
+        if st == state and int(local.split(":")[1], 16) == port:
             out[inode] = remote
     return out
+
+
+def _wait_all_listening(workers: list[int], port: int) -> None:
+    """The readiness probe hits one worker; wait until every worker owns a listener."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listening = set(_sockets_on(port, "0A"))
+        if all(_socket_inodes(w) & listening for w in workers):
+            return
+        time.sleep(0.05)
+    raise AssertionError("not every worker is listening")
 
 
 def test_workers_share_ports_and_aggregate_metrics(model_repo: Path) -> None:
@@ -45,6 +57,7 @@ def test_workers_share_ports_and_aggregate_metrics(model_repo: Path) -> None:
         children_file = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children")
         workers = [int(p) for p in children_file.read_text().split()]
         assert len(workers) == 2
+        _wait_all_listening(workers, srv.http_port)
         body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 3],
                                        "data": [1, 2, 3]}]}).encode()  # fmt: skip
         conns = []
@@ -55,7 +68,7 @@ def test_workers_share_ports_and_aggregate_metrics(model_repo: Path) -> None:
             assert resp.status == 200
             assert json.loads(resp.read())["outputs"][0]["data"] == [1, 2, 3]
             conns.append(conn)
-        established = _established_on(srv.http_port)
+        established = _sockets_on(srv.http_port, "01")
         served_by = [len(_socket_inodes(w) & set(established)) for w in workers]
         for conn in conns:
             conn.close()
