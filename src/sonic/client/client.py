@@ -1,0 +1,501 @@
+"""The SONIC client: one model, many servers, retries and a local fallback.
+
+It does for Python event-processing jobs what CMSSW's SonicTriton client does
+for C++ modules, on the stock ``tritonclient`` transports (gRPC or HTTP), so
+it works against ``sonic serve`` and NVIDIA Triton alike:
+
+- the model's metadata and config are read once and every input is checked
+  against them before anything is sent (:class:`~sonic.client.errors.InputError`);
+- rectangular batches larger than ``max_batch_size`` are split, never padded;
+  ragged batches go as one request per entry, several in flight;
+- servers are discovered with RepositoryIndex (a server that refuses it, as a
+  saturated SuperSONIC gateway does, is skipped with a warning) and the best one
+  is live, ready, hosts the model, has failed least, then queues least;
+- a failed call is retried by policy: the same server N times, then another
+  server, then a local fallback ``sonic serve`` started on free ports;
+- every call records its timing: serialisation, wait, deserialisation and,
+  with ``verbose``, the server's queue and compute times.
+
+Modes: :meth:`Client.infer` (sync), :meth:`Client.infer_async` (asyncio) and
+:meth:`Client.infer_future` (pseudo-async: a thread completes a future).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sonic.client.errors import InferenceError, InputError, NoServerError, retryable
+from sonic.client.servers import Server, environment_servers, load_servers
+from sonic.protocol.datatypes import from_numpy_dtype
+
+log = logging.getLogger("sonic.client")
+
+UNITS = {"seconds": 1.0, "milliseconds": 1e-3, "microseconds": 1e-6}
+DEFAULT_RETRIES: tuple[tuple[str, int], ...] = (("same", 1), ("diff", 1), ("fallback", 1))
+
+
+@dataclass(slots=True)
+class CallTiming:
+    """Where the time of one request went, in seconds (server times with ``verbose``)."""
+
+    server: str
+    serialize_s: float
+    wait_s: float
+    deserialize_s: float
+    rows: int
+    server_queue_s: float | None = None
+    server_compute_s: float | None = None
+
+
+@dataclass(slots=True)
+class TensorInfo:
+    name: str
+    datatype: str
+    dims: tuple[int, ...]  # without the batch dim
+
+
+@dataclass(slots=True)
+class ModelInfo:
+    name: str
+    max_batch_size: int
+    inputs: dict[str, TensorInfo]
+    outputs: list[str]
+
+
+@dataclass(slots=True)
+class _Endpoint:
+    server: Server
+    protocol: str
+    failures: int = 0
+    models: set[str] = field(default_factory=set)
+    _sync: Any = None
+    _aio: dict[int, Any] = field(default_factory=dict)
+
+    def module(self, aio: bool = False) -> Any:
+        name = f"tritonclient.{self.protocol}" + (".aio" if aio else "")
+        return importlib.import_module(name)
+
+    def sync(self) -> Any:
+        if self._sync is None:
+            self._sync = self.module().InferenceServerClient(self.server.url, **self._ssl())
+        return self._sync
+
+    def aio(self) -> Any:
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._aio:
+            self._aio[loop] = self.module(True).InferenceServerClient(
+                self.server.url, **self._ssl()
+            )
+        return self._aio[loop]
+
+    def _ssl(self) -> dict[str, Any]:
+        if not self.server.ssl:
+            return {}
+        if self.protocol == "grpc":
+            kwargs: dict[str, Any] = {"ssl": True}
+            if self.server.root_certificates:
+                kwargs["root_certificates"] = self.server.root_certificates
+            return kwargs
+        return {"ssl": True}
+
+    def headers(self) -> dict[str, str] | None:
+        return {"authorization": f"Bearer {self.server.token}"} if self.server.token else None
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+
+class Client:
+    """A client for one model; see the module docstring for what it does."""
+
+    def __init__(
+        self,
+        model: str,
+        servers: Sequence[str | Server] = (),
+        *,
+        server_file: Path | None = None,
+        protocol: str = "grpc",
+        version: str = "",
+        timeout: float | None = None,
+        timeout_unit: str = "seconds",
+        compression: str | None = None,
+        outputs: Sequence[str] | None = None,
+        preferred_server: str | None = None,
+        retries: Sequence[tuple[str, int]] = DEFAULT_RETRIES,
+        fallback_repository: Path | None = None,
+        verbose: bool = False,
+    ) -> None:
+        if protocol not in ("grpc", "http"):
+            raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
+        if timeout_unit not in UNITS:
+            raise ValueError(
+                f"timeout_unit must be one of {', '.join(UNITS)}, not {timeout_unit!r}"
+            )
+        if compression not in (None, "none", "gzip", "deflate"):
+            raise ValueError(f"compression must be none, gzip or deflate, not {compression!r}")
+        for kind, _ in retries:
+            if kind not in ("same", "diff", "fallback"):
+                raise ValueError(f"retry kinds are 'same', 'diff' and 'fallback', not {kind!r}")
+        self.model = model
+        self.version = version
+        self.protocol = protocol
+        self.timeout_s = None if not timeout else timeout * UNITS[timeout_unit]
+        self.compression = None if compression in (None, "none") else compression
+        self.requested_outputs = list(outputs) if outputs else None
+        self.preferred = preferred_server
+        self.retries = list(retries)
+        self.fallback_repository = fallback_repository
+        self.verbose = verbose
+        specs = [Server.parse(s) for s in servers]
+        if server_file is not None:
+            specs += load_servers(server_file)
+        specs += environment_servers()
+        self.endpoints = [_Endpoint(s, protocol) for s in specs]
+        self.timings: list[CallTiming] = []
+        self._fallback: Any = None
+        self._fallback_endpoint: _Endpoint | None = None
+        self._lock = threading.Lock()
+        self._info: ModelInfo | None = None
+        self._discover()
+
+    # -- discovery -------------------------------------------------------------
+    def _discover(self) -> None:
+        for ep in self.endpoints:
+            try:
+                index = ep.sync().get_model_repository_index(**self._json())
+            except Exception as err:  # a saturated gateway refuses this on purpose
+                log.warning("server %s skipped: RepositoryIndex failed: %s", ep.server.name, err)
+                ep.failures += 1
+                continue
+            rows = index["models"] if isinstance(index, dict) else index
+            ep.models = {r["name"] for r in rows if r.get("state", "READY") == "READY"}
+
+    def _json(self) -> dict[str, bool]:
+        return {"as_json": True} if self.protocol == "grpc" else {}
+
+    def _queue_ns(self, ep: _Endpoint) -> float:
+        try:
+            stats = ep.sync().get_inference_statistics(self.model, **self._json())
+            q = stats["model_stats"][0]["inference_stats"]["queue"]
+            return int(q.get("ns", 0)) / max(int(q.get("count", 0)), 1)
+        except Exception:
+            return float("inf")
+
+    def _candidates(self, exclude: set[str] = frozenset()) -> list[_Endpoint]:  # type: ignore[assignment]
+        hosts = [
+            ep for ep in self.endpoints if self.model in ep.models and ep.server.name not in exclude
+        ]
+        live = []
+        for ep in hosts:
+            try:
+                if ep.sync().is_server_live() and ep.sync().is_model_ready(
+                    self.model, self.version
+                ):
+                    live.append(ep)
+            except Exception:
+                ep.failures += 1
+        pref = [ep for ep in live if ep.server.name == self.preferred]
+        rest = sorted((ep for ep in live if ep not in pref),
+                      key=lambda ep: (ep.failures, self._queue_ns(ep)))  # fmt: skip
+        return pref + rest
+
+    def best_server(self) -> _Endpoint:
+        """The server the next call goes to (the local fallback if no remote hosts the model)."""
+        candidates = self._candidates()
+        if candidates:
+            return candidates[0]
+        return self._use_fallback("no remote server hosts the model")
+
+    # -- fallback ----------------------------------------------------------------
+    def _use_fallback(self, why: str) -> _Endpoint:
+        with self._lock:
+            if self._fallback_endpoint is not None:
+                return self._fallback_endpoint
+            if self.fallback_repository is None:
+                raise NoServerError(
+                    f"model '{self.model}': {why}, and no fallback_repository is configured "
+                    "for a local fallback server"
+                )
+            from sonic.launcher import LocalServer
+
+            log.warning("model '%s': %s; starting a local fallback server", self.model, why)
+            self._fallback = LocalServer(Path(self.fallback_repository)).start()
+            atexit.register(self._fallback.stop)
+            url = self._fallback.grpc_url if self.protocol == "grpc" else self._fallback.http_url
+            ep = _Endpoint(Server("fallback", url), self.protocol, models={self.model})
+            self._fallback_endpoint = ep
+            return ep
+
+    # -- model interface --------------------------------------------------------------
+    def info(self) -> ModelInfo:
+        """The model's inputs, outputs and max_batch_size, read once from a server."""
+        if self._info is None:
+            ep = self.best_server()
+            meta = ep.sync().get_model_metadata(self.model, self.version, **self._json())
+            cfg = ep.sync().get_model_config(self.model, self.version, **self._json())
+            cfg = cfg.get("config", cfg)
+            mbs = int(cfg.get("max_batch_size", 0))
+            skip = 1 if mbs > 0 else 0
+            self._info = ModelInfo(
+                name=self.model,
+                max_batch_size=mbs,
+                inputs={
+                    t["name"]: TensorInfo(
+                        t["name"], t["datatype"], tuple(int(d) for d in t["shape"])[skip:]
+                    )
+                    for t in meta["inputs"]
+                },
+                outputs=[t["name"] for t in meta["outputs"]],
+            )
+        return self._info
+
+    def validate(self, inputs: Mapping[str, np.ndarray]) -> int:
+        """Check inputs against the model; returns the batch size (rows)."""
+        info = self.info()
+        unknown = sorted(set(inputs) - set(info.inputs))
+        if unknown:
+            raise InputError(
+                f"model '{self.model}' has no input(s) {unknown}; it has {sorted(info.inputs)}"
+            )
+        missing = sorted(set(info.inputs) - set(inputs))
+        if missing:
+            raise InputError(f"model '{self.model}' needs input(s) {missing}")
+        rows = -1
+        for name, array in inputs.items():
+            spec = info.inputs[name]
+            got = from_numpy_dtype(np.asarray(array).dtype)
+            if got != spec.datatype:
+                raise InputError(
+                    f"input '{name}' of model '{self.model}' must be {spec.datatype}, got {got}"
+                )
+            shape = tuple(np.shape(array))
+            dims = shape[1:] if info.max_batch_size > 0 else shape
+            if len(dims) != len(spec.dims) or any(
+                e != -1 and d != e for d, e in zip(dims, spec.dims, strict=True)
+            ):
+                expected = ([-1] if info.max_batch_size > 0 else []) + list(spec.dims)
+                raise InputError(
+                    f"input '{name}' of model '{self.model}' has shape {list(shape)}, "
+                    f"expected {expected}"
+                )
+            if info.max_batch_size > 0:
+                if rows not in (-1, shape[0]):
+                    raise InputError(
+                        f"inputs of model '{self.model}' disagree on the batch size "
+                        f"({rows} and {shape[0]} for '{name}')"
+                    )
+                rows = shape[0]
+        return max(rows, 1)
+
+    def _chunks(self, inputs: Mapping[str, np.ndarray], rows: int) -> list[dict[str, np.ndarray]]:
+        mbs = self.info().max_batch_size
+        if mbs <= 0 or rows <= mbs:
+            return [dict(inputs)]
+        return [{k: np.asarray(v)[i : i + mbs] for k, v in inputs.items()}
+                for i in range(0, rows, mbs)]  # fmt: skip
+
+    # -- requests -----------------------------------------------------------------
+    def _request(
+        self, ep: _Endpoint, chunk: Mapping[str, np.ndarray], aio: bool
+    ) -> tuple[Any, Any]:
+        mod = ep.module(aio)
+        info = self.info()
+        tensors = []
+        for name, array in chunk.items():
+            array = np.asarray(array)
+            t = mod.InferInput(name, list(array.shape), info.inputs[name].datatype)
+            t.set_data_from_numpy(array)
+            tensors.append(t)
+        names = self.requested_outputs or info.outputs
+        outputs = [mod.InferRequestedOutput(n) for n in names]
+        return tensors, outputs
+
+    def _kwargs(self, ep: _Endpoint) -> dict[str, Any]:
+        kw: dict[str, Any] = {"model_version": self.version, "headers": ep.headers()}
+        if self.timeout_s:
+            if self.protocol == "grpc":
+                kw["client_timeout"] = self.timeout_s
+            else:
+                kw["timeout"] = int(self.timeout_s * 1e6)
+        if self.compression:
+            key = (
+                "compression_algorithm"
+                if self.protocol == "grpc"
+                else "request_compression_algorithm"
+            )
+            kw[key] = self.compression
+        return kw
+
+    def _stats(self, ep: _Endpoint) -> tuple[int, int, int]:
+        s = ep.sync().get_inference_statistics(self.model, self.version, **self._json())
+        st = s["model_stats"][0]["inference_stats"]
+        ns = lambda k: int(st.get(k, {}).get("ns", 0))  # noqa: E731
+        return (
+            int(st.get("success", {}).get("count", 0)),
+            ns("queue"),
+            (ns("compute_input") + ns("compute_infer") + ns("compute_output")),
+        )
+
+    def _decode(self, result: Any) -> dict[str, np.ndarray]:
+        names = self.requested_outputs or self.info().outputs
+        return {n: result.as_numpy(n) for n in names}
+
+    def _once(
+        self, ep: _Endpoint, chunk: dict[str, np.ndarray], rows: int
+    ) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        tensors, outputs = self._request(ep, chunk, aio=False)
+        before = self._stats(ep) if self.verbose else None
+        t1 = time.perf_counter()
+        result = ep.sync().infer(self.model, tensors, outputs=outputs, **self._kwargs(ep))
+        t2 = time.perf_counter()
+        out = self._decode(result)
+        t3 = time.perf_counter()
+        self._record(ep, t1 - t0, t2 - t1, t3 - t2, rows, before)
+        return out
+
+    async def _once_async(
+        self, ep: _Endpoint, chunk: dict[str, np.ndarray], rows: int
+    ) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        tensors, outputs = self._request(ep, chunk, aio=True)
+        t1 = time.perf_counter()
+        result = await ep.aio().infer(self.model, tensors, outputs=outputs, **self._kwargs(ep))
+        t2 = time.perf_counter()
+        out = self._decode(result)
+        self._record(ep, t1 - t0, t2 - t1, time.perf_counter() - t2, rows, None)
+        return out
+
+    def _record(self, ep: _Endpoint, ser: float, wait: float, de: float, rows: int,
+                before: tuple[int, int, int] | None) -> None:  # fmt: skip
+        timing = CallTiming(ep.server.name, ser, wait, de, rows)
+        if before is not None:
+            after = self._stats(ep)
+            n = max(after[0] - before[0], 1)
+            timing.server_queue_s = (after[1] - before[1]) / n / 1e9
+            timing.server_compute_s = (after[2] - before[2]) / n / 1e9
+        with self._lock:
+            self.timings.append(timing)
+
+    def _plan(self, first: _Endpoint) -> list[tuple[str, _Endpoint | None]]:
+        plan: list[tuple[str, _Endpoint | None]] = [("first", first)]
+        for kind, n in self.retries:
+            plan += [(kind, None)] * (1 if kind == "fallback" else n)
+        return plan
+
+    def _next(self, kind: str, current: _Endpoint, tried: set[str]) -> _Endpoint | None:
+        if kind == "same":
+            return current
+        if kind == "diff":
+            others = self._candidates(exclude=tried)
+            return others[0] if others else None
+        return self._use_fallback("every remote attempt failed")
+
+    def _call(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        ep = self.best_server()
+        attempts: list[str] = []
+        tried: set[str] = set()
+        for kind, planned in self._plan(ep):
+            nxt = planned or self._next(kind, ep, tried)
+            if nxt is None:
+                continue
+            ep = nxt
+            tried.add(ep.server.name)
+            try:
+                return self._once(ep, chunk, rows)
+            except Exception as err:
+                ep.failures += 1
+                attempts.append(f"{ep.server.name}: {err}")
+                if not retryable(err):
+                    break
+        raise InferenceError(f"inference of model '{self.model}' failed", self._with_log(attempts))
+
+    async def _call_async(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        ep = await asyncio.to_thread(self.best_server)
+        attempts: list[str] = []
+        tried: set[str] = set()
+        for kind, planned in self._plan(ep):
+            nxt = planned or await asyncio.to_thread(self._next, kind, ep, tried)
+            if nxt is None:
+                continue
+            ep = nxt
+            tried.add(ep.server.name)
+            try:
+                return await self._once_async(ep, chunk, rows)
+            except Exception as err:
+                ep.failures += 1
+                attempts.append(f"{ep.server.name}: {err}")
+                if not retryable(err):
+                    break
+        raise InferenceError(f"inference of model '{self.model}' failed", self._with_log(attempts))
+
+    def _with_log(self, attempts: list[str]) -> list[str]:
+        if self._fallback is not None and any(a.startswith("fallback:") for a in attempts):
+            attempts = [*attempts, "fallback server log:\n" + self._fallback.log()[-3000:]]
+        return attempts
+
+    # -- public API ----------------------------------------------------------------
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A rectangular batch (outer dim = rows), split at max_batch_size; blocks."""
+        rows = self.validate(inputs)
+        parts = [self._call(c, len(next(iter(c.values())))) for c in self._chunks(inputs, rows)]
+        return _concat(parts)
+
+    async def infer_async(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """As :meth:`infer`, on asyncio; the chunks of a split batch are sent concurrently."""
+        rows = await asyncio.to_thread(self.validate, inputs)
+        chunks = self._chunks(inputs, rows)
+        parts = await asyncio.gather(*(self._call_async(c, len(next(iter(c.values()))))
+                                       for c in chunks))  # fmt: skip
+        return _concat(list(parts))
+
+    def infer_future(
+        self, inputs: Mapping[str, np.ndarray]
+    ) -> concurrent.futures.Future[dict[str, np.ndarray]]:
+        """Pseudo-async, as CMSSW's PseudoAsync mode: a thread runs :meth:`infer`."""
+        return _POOL.submit(self.infer, inputs)
+
+    def infer_ragged(
+        self, entries: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[dict[str, np.ndarray]]:
+        """One request per entry (each with its own shape), several in flight at once."""
+        futures = [self.infer_future(e) for e in entries]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        for ep in self.endpoints:
+            ep.close()
+        if self._fallback_endpoint is not None:
+            self._fallback_endpoint.close()
+        if self._fallback is not None:
+            self._fallback.stop()
+            self._fallback = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_POOL = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="sonic-client")
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,155 @@
+"""The SONIC client against real `sonic serve`: selection, splitting, failover, fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from sonic.client import Client, InferenceError, InputError, NoServerError, load_servers
+from sonic.launcher import LocalServer, free_ports
+from sonic.repository.examples import mlp_model, write_model
+
+CONFIG = """
+max_batch_size: 64
+input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]
+output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 200 }
+instance_group [ { count: 1, kind: KIND_CPU } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("client_repo")
+    write_model(mlp_model(), root, "mlp", config=CONFIG)
+    return root
+
+
+@pytest.fixture(scope="module")
+def direct(repo: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(repo / "mlp" / "1" / "model.onnx"))
+
+
+@pytest.fixture(scope="module")
+def one_server(repo: Path) -> Iterator[LocalServer]:
+    with LocalServer(repo) as srv:
+        yield srv
+
+
+def _data(rows: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, 64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_infer_splits_at_max_batch_size(one_server: LocalServer, direct: ort.InferenceSession,
+                                        protocol: str) -> None:  # fmt: skip
+    url = one_server.grpc_url if protocol == "grpc" else one_server.http_url
+    with Client("mlp", [url], protocol=protocol, verbose=True) as client:
+        assert client.info().max_batch_size == 64
+        x = _data(150)
+        out = client.infer({"input": x})["output"]
+        np.testing.assert_array_equal(out, direct.run(["output"], {"input": x})[0])
+        assert [t.rows for t in client.timings] == [64, 64, 22]
+        t = client.timings[-1]
+        assert t.wait_s > 0 and t.server_queue_s is not None and t.server_compute_s > 0
+
+
+def test_inputs_are_checked_before_sending(one_server: LocalServer) -> None:
+    with Client("mlp", [one_server.grpc_url]) as client:
+        with pytest.raises(InputError, match=r"has no input\(s\) \['inputs'\]"):
+            client.infer({"inputs": _data(2)})
+        with pytest.raises(InputError, match="must be FP32, got FP64"):
+            client.infer({"input": _data(2).astype(np.float64)})
+        with pytest.raises(InputError, match=r"shape \[2, 63\], expected \[-1, 64\]"):
+            client.infer({"input": _data(2)[:, :63]})
+        assert client.timings == []
+
+
+def test_async_pseudo_async_and_ragged_agree(one_server: LocalServer,
+                                            direct: ort.InferenceSession) -> None:  # fmt: skip
+    x = _data(130, seed=3)
+    want = direct.run(["output"], {"input": x})[0]
+    with Client("mlp", [one_server.grpc_url]) as client:
+        got_async = asyncio.run(client.infer_async({"input": x}))["output"]
+        got_future = client.infer_future({"input": x}).result()["output"]
+        ragged = client.infer_ragged([{"input": x[i : i + 1]} for i in range(20)])
+    np.testing.assert_array_equal(got_async, want)
+    np.testing.assert_array_equal(got_future, want)
+    np.testing.assert_array_equal(np.concatenate([r["output"] for r in ragged]), want[:20])
+
+
+def test_server_file_and_selection(one_server: LocalServer, tmp_path: Path, caplog) -> None:
+    (dead,) = free_ports(1)
+    host, port = one_server.grpc_url.split(":")
+    path = tmp_path / "servers.json"
+    path.write_text(json.dumps({"servers": [
+        {"name": "dead", "address": "127.0.0.1", "port": dead},
+        {"name": "alive", "address": host, "port": int(port)},
+    ]}))  # fmt: skip
+    assert [s.name for s in load_servers(path)] == ["dead", "alive"]
+    with caplog.at_level(logging.WARNING, logger="sonic.client"):
+        client = Client("mlp", server_file=path)
+    assert "server dead skipped" in caplog.text
+    assert client.best_server().server.name == "alive"
+    client.close()
+    with pytest.raises(NoServerError, match="fallback_repository"):
+        Client("mlp", [f"127.0.0.1:{dead}"]).infer({"input": _data(1)})
+
+
+def test_failover_loses_and_duplicates_nothing(repo: Path, direct: ort.InferenceSession) -> None:
+    """Two servers; one is killed while requests are in flight, in a run of 10,000 entries."""
+    entries = _data(10_000, seed=7)
+    want = direct.run(["output"], {"input": entries})[0]
+    with LocalServer(repo) as a, LocalServer(repo) as b:
+        client = Client("mlp", [a.grpc_url, b.grpc_url], preferred_server=a.grpc_url,
+                        retries=[("same", 1), ("diff", 2)])  # fmt: skip
+        done = threading.Semaphore(0)
+
+        def killer() -> None:
+            for _ in range(30):
+                done.acquire()
+            a.kill()
+
+        threading.Thread(target=killer, daemon=True).start()
+        futures = []
+        for start in range(0, 10_000, 100):
+            f = client.infer_future({"input": entries[start : start + 100]})
+            f.add_done_callback(lambda _: done.release())
+            futures.append(f)
+        results = [f.result()["output"] for f in futures]
+        client.close()
+    got = np.concatenate(results)
+    np.testing.assert_array_equal(got, want)
+    used = {t.server for t in client.timings}
+    assert used == {a.grpc_url, b.grpc_url}
+    assert sum(t.rows for t in client.timings) == 10_000  # every entry answered exactly once
+    assert any(ep.failures for ep in client.endpoints)  # requests in flight did fail over
+
+
+def test_local_fallback_when_no_server_is_reachable(
+    repo: Path, direct: ort.InferenceSession
+) -> None:
+    (dead,) = free_ports(1)
+    x = _data(70, seed=9)
+    with Client("mlp", [f"127.0.0.1:{dead}"], fallback_repository=repo) as client:
+        out = client.infer({"input": x})["output"]
+        assert {t.server for t in client.timings} == {"fallback"}
+    np.testing.assert_array_equal(out, direct.run(["output"], {"input": x})[0])
+
+
+def test_servers_dying_without_fallback_is_a_clear_error(repo: Path) -> None:
+    with LocalServer(repo) as srv:
+        client = Client("mlp", [srv.grpc_url], retries=[("same", 2)])
+        client.info()
+        srv.kill()
+        with pytest.raises((NoServerError, InferenceError), match="mlp"):
+            client.infer({"input": _data(1)})
+        client.close()
