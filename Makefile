@@ -5,9 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 MODELS := examples/model_repository/mlp/1/model.onnx examples/model_repository/deepmet/1/model.onnx
 
-.PHONY: setup models demo test lint bench-server clean
+.PHONY: setup setup-core models demo test lint clean
 
-setup: $(STAMP) $(VENV)/bin/perf_analyzer $(MODELS)
+TRITON := tools/triton-venv/.ready
+
+# The demo needs the package and the models; the tests also need perf_analyzer and real Triton.
+setup-core: $(STAMP) $(MODELS)
+
+setup: setup-core $(VENV)/bin/perf_analyzer $(TRITON)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -15,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+$(TRITON): scripts/setup_triton.sh
+	bash scripts/setup_triton.sh
 
 $(VENV)/bin/perf_analyzer: scripts/install_perf_analyzer.sh $(STAMP)
 	VENV=$(VENV) bash scripts/install_perf_analyzer.sh
@@ -24,7 +32,7 @@ $(MODELS) &: $(STAMP) src/sonic/repository/examples.py src/sonic/repository/cms_
 
 models: $(MODELS)
 
-demo: setup
+demo: setup-core
 	$(VENV)/bin/sonic demo --model-repository examples/model_repository
 
 test: setup

@@ -9,14 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p tools
 
-if [ ! -x tools/triton-venv/bin/python ]; then
-  /usr/bin/python3.11 -m venv tools/triton-venv
-fi
-tools/triton-venv/bin/pip install -q --upgrade pip
-tools/triton-venv/bin/pip install -q "nvidia-pytriton==0.7.0" onnxruntime numpy
-T=$(tools/triton-venv/bin/python -c 'import pytriton, os; print(os.path.join(os.path.dirname(pytriton.__file__), "tritonserver"))')
-cp "$T/python_backend_stubs/3.11/triton_python_backend_stub" "$T/backends/python/"
-echo "tritonserver: $T/bin/tritonserver"
+bash scripts/setup_triton.sh
 
 if [ ! -x tools/mlserver-venv/bin/python ]; then
   python3.11 -m venv tools/mlserver-venv

@@ -148,3 +148,83 @@ class LocalServer:
         self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
+
+
+TRITON_VENV = Path(__file__).resolve().parents[2] / "tools" / "triton-venv"
+
+TRITON_PYTHON_MODEL = """
+import json, os, sys
+sys.path.insert(0, {site!r})
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    # Runs model.onnx with onnxruntime, whole dynamic batches per execute().
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+
+    def execute(self, requests):
+        feeds = {{n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests]
+                 for n in self.inputs}}
+        rows = [a.shape[0] for a in feeds[self.inputs[0]]]
+        merged = {{n: np.concatenate(a) for n, a in feeds.items()}}
+        results = self.session.run(self.outputs, merged)
+        responses, offset = [], 0
+        for n in rows:
+            tensors = [pb_utils.Tensor(name, value[offset:offset + n])
+                       for name, value in zip(self.outputs, results)]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            offset += n
+        return responses
+"""
+
+
+def triton_home(venv: Path = TRITON_VENV) -> tuple[Path, str]:
+    """tritonserver's directory in the nvidia-pytriton venv, and that venv's site-packages."""
+    probe = ("import pytriton, onnxruntime, os; "
+             "print(os.path.join(os.path.dirname(pytriton.__file__), 'tritonserver')); "
+             "print(os.path.dirname(os.path.dirname(onnxruntime.__file__)))")  # fmt: skip
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    home, site = out.stdout.split()
+    return Path(home), site
+
+
+def write_triton_onnx_model(repo: Path, name: str, onnx_bytes: bytes, config: str) -> Path:
+    """A python-backend model for real Triton that runs ``onnx_bytes`` with onnxruntime.
+
+    The pytriton build of tritonserver has only the python backend; this is how
+    the same ONNX model is served by real Triton in the tests and benchmarks.
+    """
+    _, site = triton_home()
+    vdir = repo / name / "1"
+    vdir.mkdir(parents=True, exist_ok=True)
+    (vdir / "model.onnx").write_bytes(onnx_bytes)
+    (vdir / "model.py").write_text(TRITON_PYTHON_MODEL.format(site=site))
+    (repo / name / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "python"\n' + config)
+    return repo / name
+
+
+class TritonServer(LocalServer):
+    """Real NVIDIA ``tritonserver`` (from nvidia-pytriton, set up by scripts/setup_triton.sh)."""
+
+    def __init__(self, model_repositories: list[Path] | Path, *extra_args: str,
+                 host: str = "127.0.0.1") -> None:  # fmt: skip
+        home, _ = triton_home()
+        super().__init__(model_repositories, *extra_args, host=host,
+                         command=[str(home / "bin" / "tritonserver"),
+                                  f"--backend-directory={home / 'backends'}"])  # fmt: skip
+
+    def args(self) -> list[str]:
+        args = [*self.command]
+        args += [f"--model-repository={r}" for r in self.repos]
+        args += [f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+                 f"--metrics-port={self.metrics_port}", f"--http-address={self.host}",
+                 f"--grpc-address={self.host}", *self.extra_args]  # fmt: skip
+        return args

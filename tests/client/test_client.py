@@ -1,4 +1,8 @@
-"""The SONIC client against real `sonic serve`: selection, splitting, failover, fallback."""
+"""The SONIC client against real servers: `sonic serve` and NVIDIA Triton, the same tests for both.
+
+Real Triton (tritonserver 2.51 from nvidia-pytriton, set up by scripts/setup_triton.sh) has only
+the python backend here, so it serves the same ONNX file through a python-backend model.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import onnxruntime as ort
 import pytest
 
 from sonic.client import Client, InferenceError, InputError, NoServerError, load_servers
-from sonic.launcher import LocalServer, free_ports
+from sonic.launcher import LocalServer, TritonServer, free_ports, write_triton_onnx_model
 from sonic.repository.examples import mlp_model, write_model
 
 CONFIG = """
@@ -27,20 +31,41 @@ instance_group [ { count: 1, kind: KIND_CPU } ]
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sonic_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("client_repo")
     write_model(mlp_model(), root, "mlp", config=CONFIG)
     return root
 
 
 @pytest.fixture(scope="module")
-def direct(repo: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(repo / "mlp" / "1" / "model.onnx"))
+def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("triton_repo")
+    write_triton_onnx_model(root, "mlp", mlp_model().SerializeToString(), CONFIG)
+    return root
+
+
+@pytest.fixture(scope="module", params=["sonic", "triton"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def one_server(repo: Path) -> Iterator[LocalServer]:
-    with LocalServer(repo) as srv:
+def repo(kind: str, sonic_repo: Path, triton_repo: Path) -> Path:
+    return sonic_repo if kind == "sonic" else triton_repo
+
+
+def serve(kind: str, repo: Path) -> LocalServer:
+    return LocalServer(repo) if kind == "sonic" else TritonServer(repo)
+
+
+@pytest.fixture(scope="module")
+def direct(sonic_repo: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(sonic_repo / "mlp" / "1" / "model.onnx"))
+
+
+@pytest.fixture(scope="module")
+def one_server(kind: str, repo: Path) -> Iterator[LocalServer]:
+    with serve(kind, repo) as srv:
         yield srv
 
 
@@ -104,11 +129,13 @@ def test_server_file_and_selection(one_server: LocalServer, tmp_path: Path, capl
         Client("mlp", [f"127.0.0.1:{dead}"]).infer({"input": _data(1)})
 
 
-def test_failover_loses_and_duplicates_nothing(repo: Path, direct: ort.InferenceSession) -> None:
+def test_failover_loses_and_duplicates_nothing(
+    kind: str, repo: Path, direct: ort.InferenceSession
+) -> None:
     """Two servers; one is killed while requests are in flight, in a run of 10,000 entries."""
     entries = _data(10_000, seed=7)
     want = direct.run(["output"], {"input": entries})[0]
-    with LocalServer(repo) as a, LocalServer(repo) as b:
+    with serve(kind, repo) as a, serve(kind, repo) as b:
         client = Client("mlp", [a.grpc_url, b.grpc_url], preferred_server=a.grpc_url,
                         retries=[("same", 1), ("diff", 2)])  # fmt: skip
         done = threading.Semaphore(0)
@@ -145,8 +172,8 @@ def test_local_fallback_when_no_server_is_reachable(
     np.testing.assert_array_equal(out, direct.run(["output"], {"input": x})[0])
 
 
-def test_servers_dying_without_fallback_is_a_clear_error(repo: Path) -> None:
-    with LocalServer(repo) as srv:
+def test_servers_dying_without_fallback_is_a_clear_error(kind: str, repo: Path) -> None:
+    with serve(kind, repo) as srv:
         client = Client("mlp", [srv.grpc_url], retries=[("same", 2)])
         client.info()
         srv.kill()
