@@ -170,6 +170,7 @@ class Client:
         self._fallback_endpoint: _Endpoint | None = None
         self._lock = threading.Lock()
         self._info: ModelInfo | None = None
+        self._current: _Endpoint | None = None
         self._discover()
 
     # -- discovery -------------------------------------------------------------
@@ -214,11 +215,20 @@ class Client:
         return pref + rest
 
     def best_server(self) -> _Endpoint:
-        """The server the next call goes to (the local fallback if no remote hosts the model)."""
+        """The server calls go to; chosen once, and again only after a failure.
+
+        Choosing costs health and statistics calls to every server, so it is not
+        done per request (CMSSW likewise picks at start and on retry).
+        """
+        current = self._current
+        if current is not None:
+            return current
         candidates = self._candidates()
-        if candidates:
-            return candidates[0]
-        return self._use_fallback("no remote server hosts the model")
+        chosen = (
+            candidates[0] if candidates else self._use_fallback("no remote server hosts the model")
+        )
+        self._current = chosen
+        return chosen
 
     # -- fallback ----------------------------------------------------------------
     def _use_fallback(self, why: str) -> _Endpoint:
@@ -416,16 +426,19 @@ class Client:
             ep = nxt
             tried.add(ep.server.name)
             try:
-                return self._once(ep, chunk, rows)
+                result = self._once(ep, chunk, rows)
+                self._current = ep
+                return result
             except Exception as err:
                 ep.failures += 1
+                self._current = None
                 attempts.append(f"{ep.server.name}: {err}")
                 if not retryable(err):
                     break
         raise InferenceError(f"inference of model '{self.model}' failed", self._with_log(attempts))
 
     async def _call_async(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        ep = await asyncio.to_thread(self.best_server)
+        ep = self._current or await asyncio.to_thread(self.best_server)
         attempts: list[str] = []
         tried: set[str] = set()
         for kind, planned in self._plan(ep):
@@ -435,9 +448,12 @@ class Client:
             ep = nxt
             tried.add(ep.server.name)
             try:
-                return await self._once_async(ep, chunk, rows)
+                result = await self._once_async(ep, chunk, rows)
+                self._current = ep
+                return result
             except Exception as err:
                 ep.failures += 1
+                self._current = None
                 attempts.append(f"{ep.server.name}: {err}")
                 if not retryable(err):
                     break
@@ -457,7 +473,9 @@ class Client:
 
     async def infer_async(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """As :meth:`infer`, on asyncio; the chunks of a split batch are sent concurrently."""
-        rows = await asyncio.to_thread(self.validate, inputs)
+        if self._info is None:
+            await asyncio.to_thread(self.info)
+        rows = self.validate(inputs)
         chunks = self._chunks(inputs, rows)
         parts = await asyncio.gather(*(self._call_async(c, len(next(iter(c.values()))))
                                        for c in chunks))  # fmt: skip
