@@ -180,3 +180,24 @@ def test_servers_dying_without_fallback_is_a_clear_error(kind: str, repo: Path) 
         with pytest.raises((NoServerError, InferenceError), match="mlp"):
             client.infer({"input": _data(1)})
         client.close()
+
+
+def test_checksum_verification(sonic_repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from sonic.client import ModelVersionError
+    from sonic.repository.tools import update_checksums
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sonic_repo, repo)
+    update_checksums(repo / "mlp")
+    with LocalServer(repo) as srv:
+        with Client("mlp", [srv.grpc_url], model_config_path=repo / "mlp" / "config.pbtxt") as c:
+            c.verify_checksum()  # the job's config and the server's agree
+        stale = tmp_path / "job_config.pbtxt"
+        text = (repo / "mlp" / "config.pbtxt").read_text()
+        digest = text.split('value: "')[1].split('"')[0]
+        stale.write_text(text.replace(digest, "0" * 32))
+        with Client("mlp", [srv.grpc_url], model_config_path=stale) as c:
+            with pytest.raises(ModelVersionError, match="MD5:1/model.onnx: local 0000"):
+                c.verify_checksum()

@@ -5,7 +5,13 @@ never on server internals, so it works against ``sonic serve`` and NVIDIA Triton
 """
 
 from sonic.client.client import CallTiming, Client, ModelInfo
-from sonic.client.errors import ClientError, InferenceError, InputError, NoServerError
+from sonic.client.errors import (
+    ClientError,
+    InferenceError,
+    InputError,
+    ModelVersionError,
+    NoServerError,
+)
 from sonic.client.servers import Server, load_servers
 
 __all__ = [
@@ -15,6 +21,7 @@ __all__ = [
     "InferenceError",
     "InputError",
     "ModelInfo",
+    "ModelVersionError",
     "NoServerError",
     "Server",
     "load_servers",

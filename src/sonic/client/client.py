@@ -36,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from sonic.client.errors import InferenceError, InputError, NoServerError, retryable
+from sonic.client.errors import (
+    InferenceError,
+    InputError,
+    ModelVersionError,
+    NoServerError,
+    retryable,
+)
 from sonic.client.servers import Server, environment_servers, load_servers
 from sonic.protocol.datatypes import from_numpy_dtype
 
@@ -137,6 +143,7 @@ class Client:
         preferred_server: str | None = None,
         retries: Sequence[tuple[str, int]] = DEFAULT_RETRIES,
         fallback_repository: Path | None = None,
+        model_config_path: Path | None = None,
         verbose: bool = False,
     ) -> None:
         if protocol not in ("grpc", "http"):
@@ -159,6 +166,7 @@ class Client:
         self.preferred = preferred_server
         self.retries = list(retries)
         self.fallback_repository = fallback_repository
+        self.model_config_path = model_config_path
         self.verbose = verbose
         specs = [Server.parse(s) for s in servers]
         if server_file is not None:
@@ -272,6 +280,38 @@ class Client:
                 outputs=[t["name"] for t in meta["outputs"]],
             )
         return self._info
+
+    def verify_checksum(self) -> None:
+        """CMSSW's check: the server's config must carry the local config's MD5 checksums.
+
+        Compares the ``model_repository_agents`` ``checksum`` parameters of the local
+        ``model_config_path`` with the served config; a mismatch means the server runs
+        another version of the model than the job was configured for.
+        """
+        if self.model_config_path is None:
+            raise ValueError("verify_checksum needs model_config_path (the job's config.pbtxt)")
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        local = text_format.Parse(Path(self.model_config_path).read_text(), mc.ModelConfig())
+        want = {k: v for a in local.model_repository_agents.agents if a.name == "checksum"
+                for k, v in a.parameters.items()}  # fmt: skip
+        if not want:
+            raise ModelVersionError(f"{self.model_config_path} records no checksum agent")
+        ep = self.best_server()
+        remote = ep.sync().get_model_config(self.model, self.version, **self._json())
+        remote = remote.get("config", remote)
+        have: dict[str, str] = {}
+        for agent in remote.get("model_repository_agents", {}).get("agents", []):
+            if agent.get("name") == "checksum":
+                have.update(agent.get("parameters", {}))
+        wrong = {k: (v, have.get(k)) for k, v in want.items() if have.get(k) != v}
+        if wrong:
+            detail = "; ".join(f"{k}: local {a}, server {b}" for k, (a, b) in wrong.items())
+            raise ModelVersionError(
+                f"model '{self.model}' on {ep.server.name} does not match {self.model_config_path}:"
+                f" {detail}"
+            )
 
     def validate(self, inputs: Mapping[str, np.ndarray]) -> int:
         """Check inputs against the model; returns the batch size (rows)."""

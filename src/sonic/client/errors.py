@@ -5,6 +5,7 @@
     ClientError
     ├── InputError          the inputs do not fit the model (nothing was sent)
     ├── NoServerError       no server hosts the model and no fallback is configured
+    ├── ModelVersionError   the server's config checksums differ from the job's config
     └── InferenceError      every retry failed; ``attempts`` lists what each one got
 
 Transport failures (connection refused, UNAVAILABLE, deadline exceeded) are
@@ -25,6 +26,10 @@ class InputError(ClientError, ValueError):
 
 class NoServerError(ClientError):
     pass
+
+
+class ModelVersionError(ClientError):
+    """CMSSW's ModelVersioning error: server and job disagree on the model files."""
 
 
 class InferenceError(ClientError):
