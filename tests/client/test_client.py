@@ -198,6 +198,8 @@ def test_checksum_verification(sonic_repo: Path, tmp_path: Path) -> None:
         text = (repo / "mlp" / "config.pbtxt").read_text()
         digest = text.split('value: "')[1].split('"')[0]
         stale.write_text(text.replace(digest, "0" * 32))
-        with Client("mlp", [srv.grpc_url], model_config_path=stale) as c:
-            with pytest.raises(ModelVersionError, match="MD5:1/model.onnx: local 0000"):
-                c.verify_checksum()
+        with (
+            Client("mlp", [srv.grpc_url], model_config_path=stale) as c,
+            pytest.raises(ModelVersionError, match=r"MD5:1/model\.onnx: local 0000"),
+        ):
+            c.verify_checksum()
