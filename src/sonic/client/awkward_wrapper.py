@@ -139,17 +139,20 @@ class TritonWrapper:
 
     async def _infer_with_backoff(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         delay = self.backoff_s
-        for attempt in range(self.retries + 1):
-            try:
-                return await self.client.infer_async(inputs)
-            except InputError:
-                raise
-            except ClientError:
-                if attempt == self.retries:
+        try:
+            for attempt in range(self.retries + 1):
+                try:
+                    return await self.client.infer_async(inputs)
+                except InputError:
                     raise
-                await asyncio.sleep(delay * (1 + random.random()))
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+                except ClientError:
+                    if attempt == self.retries:
+                        raise
+                    await asyncio.sleep(delay * (1 + random.random()))
+                    delay *= 2
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            await self.client.close_async()  # this call's event loop ends with asyncio.run
 
     def _dask_call(self, *args: Any, **kwargs: Any) -> Any:
         import awkward as ak

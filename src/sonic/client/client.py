@@ -86,7 +86,7 @@ class _Endpoint:
     protocol: str
     failures: int = 0
     models: set[str] = field(default_factory=set)
-    _sync: Any = None
+    _sync: dict[int, Any] = field(default_factory=dict)
     _aio: dict[int, Any] = field(default_factory=dict)
 
     def module(self, aio: bool = False) -> Any:
@@ -94,9 +94,15 @@ class _Endpoint:
         return importlib.import_module(name)
 
     def sync(self) -> Any:
-        if self._sync is None:
-            self._sync = self.module().InferenceServerClient(self.server.url, **self._ssl())
-        return self._sync
+        # tritonclient.http runs on gevent, whose clients must stay on one thread;
+        # the gRPC client is thread-safe and shared.
+        key = threading.get_ident() if self.protocol == "http" else 0
+        client = self._sync.get(key)
+        if client is None:
+            client = self._sync[key] = self.module().InferenceServerClient(
+                self.server.url, **self._ssl()
+            )
+        return client
 
     def aio(self) -> Any:
         loop = id(asyncio.get_running_loop())
@@ -105,6 +111,12 @@ class _Endpoint:
                 self.server.url, **self._ssl()
             )
         return self._aio[loop]
+
+    async def close_aio(self) -> None:
+        """Close this event loop's client (before the loop ends, e.g. in asyncio.run)."""
+        client = self._aio.pop(id(asyncio.get_running_loop()), None)
+        if client is not None:
+            await client.close()
 
     def _ssl(self) -> dict[str, Any]:
         if not self.server.ssl:
@@ -120,9 +132,9 @@ class _Endpoint:
         return {"authorization": f"Bearer {self.server.token}"} if self.server.token else None
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        for client in self._sync.values():
+            client.close()
+        self._sync.clear()
 
 
 class Client:
@@ -435,9 +447,15 @@ class Client:
         timing = CallTiming(ep.server.name, ser, wait, de, rows)
         if before is not None:
             after = self._stats(ep)
-            n = max(after[0] - before[0], 1)
-            timing.server_queue_s = (after[1] - before[1]) / n / 1e9
-            timing.server_compute_s = (after[2] - before[2]) / n / 1e9
+            for _ in range(50):  # Triton may publish a request's statistics after replying
+                if after[0] > before[0]:
+                    break
+                time.sleep(0.002)
+                after = self._stats(ep)
+            if after[0] > before[0]:
+                n = after[0] - before[0]
+                timing.server_queue_s = (after[1] - before[1]) / n / 1e9
+                timing.server_compute_s = (after[2] - before[2]) / n / 1e9
         with self._lock:
             self.timings.append(timing)
 
@@ -533,6 +551,12 @@ class Client:
         """One request per entry (each with its own shape), several in flight at once."""
         futures = [self.infer_future(e) for e in entries]
         return [f.result() for f in futures]
+
+    async def close_async(self) -> None:
+        """Close the asyncio clients of the running loop (call before the loop ends)."""
+        for ep in [*self.endpoints, self._fallback_endpoint]:
+            if ep is not None:
+                await ep.close_aio()
 
     def close(self) -> None:
         for ep in self.endpoints:
