@@ -193,6 +193,11 @@ def test_queue_timeout_rejects_and_queue_size_bounds(batching_server: LocalServe
                 await task
             assert "timeout" in late.value.message().lower()
             assert late.value.status() == "StatusCode.UNAVAILABLE"
+        from tests.server.test_metrics import metric
+
+        rejected = metric(batching_server, "nv_inference_request_failure", model="timeout",
+                          reason="REJECTED")  # fmt: skip
+        assert rejected == 3
 
     run(batching_server, scenario)
 

@@ -21,7 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sonic.errors import InvalidArgument, ModelConfigError
 from sonic.protocol.tensors import InferRequest, InferResponse, RequestedOutput, Tensor
 from sonic.server.model import LoadedModel
-from sonic.server.statistics import ModelStatistics, RequestTiming
+from sonic.server.statistics import ModelStatistics, RequestTiming, failure_reason
 
 Resolver = Callable[[str, str], LoadedModel]
 
@@ -97,8 +97,8 @@ class EnsembleModel(LoadedModel):
                        for name, a in feed.items()}  # fmt: skip
             await self._run_steps(tensors, req)
             outputs = self._build_outputs(requested, {n: tensors[n].data for n, _ in requested})
-        except BaseException:
-            self.stats.record_failure(time.perf_counter_ns() - start_ns)
+        except BaseException as err:
+            self.stats.record_failure(time.perf_counter_ns() - start_ns, failure_reason(err))
             raise
         finally:
             self._end()

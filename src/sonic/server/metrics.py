@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sonic.server.manager import ModelManager
+from sonic.server.statistics import FAILURE_REASONS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -30,12 +31,6 @@ _COUNTERS = [
         "nv_inference_request_success",
         "Number of successful inference requests, all batch sizes",
         "success",
-        "count",
-    ),
-    (
-        "nv_inference_request_failure",
-        "Number of failed inference requests, all batch sizes",
-        "fail",
         "count",
     ),
     (
@@ -125,6 +120,17 @@ class TritonCollector:
                 value = d.count if unit == "count" else d.ns // 1000
                 m.add_sample(name, {"model": model.name, "version": model.version_str}, value)
             yield m
+        failure = Metric(
+            "nv_inference_request_failure",
+            "Number of failed inference requests, all batch sizes",
+            "counter",
+        )
+        for model in models:
+            for reason in FAILURE_REASONS:
+                labels = {"model": model.name, "reason": reason, "version": model.version_str}
+                count = model.stats.failure_reasons.get(reason, 0)
+                failure.add_sample("nv_inference_request_failure", labels, count)
+        yield failure
         for name, doc, attr in (
             (
                 "nv_inference_count",

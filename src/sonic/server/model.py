@@ -22,7 +22,7 @@ from sonic.errors import InvalidArgument, UnknownTensor
 from sonic.protocol.datatypes import from_config_type
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
 from sonic.server.scheduler import Scheduler
-from sonic.server.statistics import ModelStatistics, RequestTiming
+from sonic.server.statistics import ModelStatistics, RequestTiming, failure_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,19 @@ def _classify(array: np.ndarray, k: int, batching: bool, labels: tuple[str, ...]
                 text += f":{labels[idx]}"
             out[r, j] = text.encode()
     return out if batching else out.reshape(k)
+
+
+def _int_param(req: InferRequest, key: str) -> int:
+    """A schedule-policy parameter (``priority``, ``timeout``) as an integer, or a 400."""
+    value = req.parameters.get(key, 0) or 0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidArgument(f"request parameter '{key}' must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"request parameter '{key}' must be an integer, got {value!r}"
+        ) from None
 
 
 class LoadedModel:
@@ -195,14 +208,14 @@ class LoadedModel:
                     feed,
                     [n for n, _ in requested],
                     batch,
-                    int(req.parameters.get("priority", 0) or 0),
-                    int(req.parameters.get("timeout", 0) or 0),
+                    _int_param(req, "priority"),
+                    _int_param(req, "timeout"),
                 )
                 t_out = time.perf_counter_ns()
                 outputs = self._build_outputs(requested, execution.outputs)
                 end = time.perf_counter_ns()
-            except BaseException:
-                self.stats.record_failure(time.perf_counter_ns() - start_ns)
+            except BaseException as err:
+                self.stats.record_failure(time.perf_counter_ns() - start_ns, failure_reason(err))
                 raise
             self.stats.record_success(
                 RequestTiming(

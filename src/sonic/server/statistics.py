@@ -16,10 +16,13 @@ All updates happen on the event loop thread, so no lock is needed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
 from tritonclient.grpc import service_pb2 as pb
+
+from sonic.errors import InvalidArgument, NotFound, Unavailable
 
 
 @dataclass(slots=True)
@@ -53,6 +56,20 @@ class RequestTiming:
     compute_output_ns: int
 
 
+FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+
+
+def failure_reason(err: BaseException) -> str:
+    """Triton's ``reason`` label of nv_inference_request_failure for an error."""
+    if isinstance(err, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(err, Unavailable):
+        return "REJECTED"  # queue full, queue timeout, model unloading
+    if isinstance(err, InvalidArgument | NotFound):
+        return "OTHER"  # the request itself was wrong
+    return "BACKEND"
+
+
 _STAGES = (
     "success",
     "fail",
@@ -81,6 +98,8 @@ class ModelStatistics:
     execution_count: int = 0
     last_inference_ms: int = 0
     batches: dict[int, BatchStats] = field(default_factory=dict)
+    #: Failed requests by Triton's metric reason: REJECTED, CANCELED, BACKEND, OTHER.
+    failure_reasons: dict[str, int] = field(default_factory=dict)
 
     def record_success(self, timing: RequestTiming, batch_size: int) -> None:
         self.success.add(timing.request_ns)
@@ -91,8 +110,9 @@ class ModelStatistics:
         self.inference_count += batch_size
         self.last_inference_ms = time.time_ns() // 1_000_000
 
-    def record_failure(self, request_ns: int) -> None:
+    def record_failure(self, request_ns: int, reason: str = "OTHER") -> None:
         self.fail.add(request_ns)
+        self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + 1
         self.last_inference_ms = time.time_ns() // 1_000_000
 
     def record_execution(
