@@ -459,12 +459,6 @@ class Client:
         with self._lock:
             self.timings.append(timing)
 
-    def _plan(self, first: _Endpoint) -> list[tuple[str, _Endpoint | None]]:
-        plan: list[tuple[str, _Endpoint | None]] = [("first", first)]
-        for kind, n in self.retries:
-            plan += [(kind, None)] * (1 if kind == "fallback" else n)
-        return plan
-
     def _next(self, kind: str, current: _Endpoint, tried: set[str]) -> _Endpoint | None:
         if kind == "same":
             return current
@@ -474,48 +468,30 @@ class Client:
         return self._use_fallback("every remote attempt failed")
 
     def _call(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        ep = self.best_server()
-        attempts: list[str] = []
-        tried: set[str] = set()
-        for kind, planned in self._plan(ep):
-            nxt = planned or self._next(kind, ep, tried)
-            if nxt is None:
+        retry = _Retry(self, self.best_server())
+        for kind, planned in retry.steps():
+            ep = planned or self._next(kind, retry.ep, retry.tried)
+            if ep is None:
                 continue
-            ep = nxt
-            tried.add(ep.server.name)
             try:
-                result = self._once(ep, chunk, rows)
-                self._current = ep
-                return result
+                return retry.succeeded(ep, self._once(retry.use(ep), chunk, rows))
             except Exception as err:
-                ep.failures += 1
-                self._current = None
-                attempts.append(f"{ep.server.name}: {err}")
-                if not retryable(err):
+                if not retry.failed(ep, err):
                     break
-        raise InferenceError(f"inference of model '{self.model}' failed", self._with_log(attempts))
+        raise retry.error()
 
     async def _call_async(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        ep = self._current or await asyncio.to_thread(self.best_server)
-        attempts: list[str] = []
-        tried: set[str] = set()
-        for kind, planned in self._plan(ep):
-            nxt = planned or await asyncio.to_thread(self._next, kind, ep, tried)
-            if nxt is None:
+        retry = _Retry(self, self._current or await asyncio.to_thread(self.best_server))
+        for kind, planned in retry.steps():
+            ep = planned or await asyncio.to_thread(self._next, kind, retry.ep, retry.tried)
+            if ep is None:
                 continue
-            ep = nxt
-            tried.add(ep.server.name)
             try:
-                result = await self._once_async(ep, chunk, rows)
-                self._current = ep
-                return result
+                return retry.succeeded(ep, await self._once_async(retry.use(ep), chunk, rows))
             except Exception as err:
-                ep.failures += 1
-                self._current = None
-                attempts.append(f"{ep.server.name}: {err}")
-                if not retryable(err):
+                if not retry.failed(ep, err):
                     break
-        raise InferenceError(f"inference of model '{self.model}' failed", self._with_log(attempts))
+        raise retry.error()
 
     def _with_log(self, attempts: list[str]) -> list[str]:
         if self._fallback is not None and any(a.startswith("fallback:") for a in attempts):
@@ -572,6 +548,45 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Retry:
+    """One call's walk through the retry policy, shared by the sync and async paths."""
+
+    def __init__(self, client: Client, first: _Endpoint) -> None:
+        self.client = client
+        self.ep = first
+        self.tried: set[str] = set()
+        self.attempts: list[str] = []
+
+    def steps(self) -> list[tuple[str, _Endpoint | None]]:
+        """The first server, then one step per retry the policy allows."""
+        plan: list[tuple[str, _Endpoint | None]] = [("first", self.ep)]
+        for kind, n in self.client.retries:
+            plan += [(kind, None)] * (1 if kind == "fallback" else n)
+        return plan
+
+    def use(self, ep: _Endpoint) -> _Endpoint:
+        self.ep = ep
+        self.tried.add(ep.server.name)
+        return ep
+
+    def succeeded(self, ep: _Endpoint, result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.client._current = ep
+        return result
+
+    def failed(self, ep: _Endpoint, err: Exception) -> bool:
+        """Record a failure; True if the policy should go on."""
+        ep.failures += 1
+        self.client._current = None
+        self.attempts.append(f"{ep.server.name}: {err}")
+        return retryable(err)
+
+    def error(self) -> InferenceError:
+        return InferenceError(
+            f"inference of model '{self.client.model}' failed",
+            self.client._with_log(self.attempts),
+        )
 
 
 _POOL = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="sonic-client")
