@@ -27,16 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sonic.client import Client  # noqa: E402
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.repository.examples import mlp_model, write_model  # noqa: E402
-
-CONFIG = """
-max_batch_size: 256
-input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]
-output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 100 }
-instance_group [ { count: 1, kind: KIND_CPU } ]
-parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
-"""
+from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 
 def perf_analyzer(url: str, concurrency: int, window_ms: int, out: Path) -> float:
@@ -87,7 +78,7 @@ def main() -> None:
     cl: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp", config=CONFIG)
+        write_model(mlp_model(), repo, "mlp", config=MLP_BENCHMARK_CONFIG)
         with LocalServer(repo) as srv:
             for rep in range(args.repeats):
                 jobs = [("perf_analyzer", lambda: perf_analyzer(

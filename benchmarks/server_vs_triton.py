@@ -41,19 +41,16 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sonic.launcher import LocalServer, free_ports  # noqa: E402
+from sonic.launcher import (  # noqa: E402
+    LocalServer,
+    TritonServer,
+    free_ports,
+    write_triton_onnx_model,
+)
 from sonic.perf.loadgen import run_load  # noqa: E402
-from sonic.repository.examples import mlp_model, write_model  # noqa: E402
+from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
-IO = """
-input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]
-output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 100 }
-instance_group [ { count: 1, kind: KIND_CPU } ]
-parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
-"""
-TRITON_VENV = ROOT / "tools" / "triton-venv"
 MLSERVER_VENV = ROOT / "tools" / "mlserver-venv"
 
 MLSERVER_RUNTIME = """
@@ -94,44 +91,18 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise TimeoutError(log.read_text()[-3000:])
 
 
-class Triton:
+class Triton(TritonServer):
     """Real tritonserver 2.51 from nvidia-pytriton, python backend running onnxruntime."""
 
     def __init__(self, workdir: Path, model_bytes: bytes) -> None:
-        py = TRITON_VENV / "bin" / "python"
-        probe = ("import pytriton, onnxruntime, os; "
-                 "print(os.path.join(os.path.dirname(pytriton.__file__), 'tritonserver')); "
-                 "print(os.path.dirname(os.path.dirname(onnxruntime.__file__)))")  # fmt: skip
-        out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, check=True)
-        self.home, site = out.stdout.split()
         repo = workdir / "triton"
-        vdir = repo / "mlp" / "1"
-        vdir.mkdir(parents=True)
-        (vdir / "model.onnx").write_bytes(model_bytes)
-        source = (ROOT / "benchmarks" / "triton_python_model.py").read_text()
-        # The stub does not inherit PYTHONPATH: put onnxruntime's site-packages on sys.path.
-        (vdir / "model.py").write_text(f"import sys\nsys.path.insert(0, {site!r})\n" + source)
-        (repo / "mlp" / "config.pbtxt").write_text(
-            'name: "mlp"\nbackend: "python"\nmax_batch_size: 256\n' + IO
-        )
-        self.http, self.grpc, self.metrics = free_ports(3)
-        self.log = workdir / "triton.log"
-        self.proc = subprocess.Popen(
-            [f"{self.home}/bin/tritonserver", f"--model-repository={repo}",
-             f"--backend-directory={self.home}/backends", f"--http-port={self.http}",
-             f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics}"],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        _wait_ready(f"127.0.0.1:{self.http}", self.proc, self.log)
-        self.grpc_url = f"127.0.0.1:{self.grpc}"
+        write_triton_onnx_model(repo, "mlp", model_bytes, MLP_BENCHMARK_CONFIG)
+        super().__init__(repo)
+        self.start(timeout_s=120)
 
     def version(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2") as r:
+        with urllib.request.urlopen(f"http://{self.http_url}/v2") as r:
             return "tritonserver " + json.loads(r.read())["version"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
 
 
 class MLServer:
@@ -244,7 +215,7 @@ def main() -> None:
             mlp_model(),
             sonic_repo,
             "mlp",
-            config='name: "mlp"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 256\n' + IO,
+            config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG,
         )
         peers: dict[str, object] = {}
         sonic = LocalServer(sonic_repo).start()

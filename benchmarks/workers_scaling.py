@@ -22,18 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.repository.examples import mlp_model, write_model  # noqa: E402
-
-CONFIG = """
-name: "mlp"
-platform: "onnxruntime_onnx"
-max_batch_size: 256
-input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]
-output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 100 }
-instance_group [ { count: 1, kind: KIND_CPU } ]
-parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
-"""
+from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 
 def load(url: str, clients: int, concurrency: int, window_ms: int, tmp: Path) -> float:
@@ -64,7 +53,7 @@ def main() -> None:
     results: dict[int, list[float]] = {w: [] for w in args.workers}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp", config=CONFIG)
+        write_model(mlp_model(), repo, "mlp", config=MLP_BENCHMARK_CONFIG)
         for rep in range(args.repeats):
             order = args.workers if rep % 2 == 0 else list(reversed(args.workers))
             for w in order:

@@ -152,37 +152,7 @@ class LocalServer:
 
 TRITON_VENV = Path(__file__).resolve().parents[2] / "tools" / "triton-venv"
 
-TRITON_PYTHON_MODEL = """
-import json, os, sys
-sys.path.insert(0, {site!r})
-import numpy as np
-import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    # Runs model.onnx with onnxruntime, whole dynamic batches per execute().
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        self.inputs = [i["name"] for i in config["input"]]
-        self.outputs = [o["name"] for o in config["output"]]
-
-    def execute(self, requests):
-        feeds = {{n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests]
-                 for n in self.inputs}}
-        rows = [a.shape[0] for a in feeds[self.inputs[0]]]
-        merged = {{n: np.concatenate(a) for n, a in feeds.items()}}
-        results = self.session.run(self.outputs, merged)
-        responses, offset = [], 0
-        for n in rows:
-            tensors = [pb_utils.Tensor(name, value[offset:offset + n])
-                       for name, value in zip(self.outputs, results)]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            offset += n
-        return responses
-"""
+TRITON_ONNX_MODEL = Path(__file__).resolve().parent / "resources" / "triton_onnx_model.py"
 
 
 def triton_home(venv: Path = TRITON_VENV) -> tuple[Path, str]:
@@ -206,7 +176,9 @@ def write_triton_onnx_model(repo: Path, name: str, onnx_bytes: bytes, config: st
     vdir = repo / name / "1"
     vdir.mkdir(parents=True, exist_ok=True)
     (vdir / "model.onnx").write_bytes(onnx_bytes)
-    (vdir / "model.py").write_text(TRITON_PYTHON_MODEL.format(site=site))
+    # The stub does not inherit PYTHONPATH: put onnxruntime's site-packages on sys.path.
+    prologue = f"import sys\nsys.path.insert(0, {site!r})\n"
+    (vdir / "model.py").write_text(prologue + TRITON_ONNX_MODEL.read_text())
     (repo / name / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "python"\n' + config)
     return repo / name
 

@@ -156,10 +156,10 @@ def test_auto_complete_config(python_server: LocalServer) -> None:
 
 
 def test_model_that_runs_on_real_triton_runs_here(tmp_path: Path) -> None:
-    """benchmarks/triton_python_model.py is what real tritonserver serves in the benchmark."""
+    """The python model real tritonserver serves in the tests and benchmarks runs here too."""
+    from sonic.launcher import TRITON_ONNX_MODEL as source
     from sonic.repository.examples import mlp_model
 
-    source = Path(__file__).resolve().parents[2] / "benchmarks" / "triton_python_model.py"
     vdir = tmp_path / "mlp_py" / "1"
     vdir.mkdir(parents=True)
     (vdir / "model.py").write_text(source.read_text())

@@ -49,6 +49,18 @@ def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
     return model
 
 
+# The benchmarks' MLP config (issue #3): batch up to 256, 100 us dynamic batching,
+# one instance, one intra-op thread.  Without name or platform, so it serves as-is
+# for onnxruntime and, prefixed with a backend line, for Triton's python backend.
+MLP_BENCHMARK_CONFIG = """max_batch_size: 256
+input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]
+output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+instance_group [ { count: 1, kind: KIND_CPU } ]
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+"""
+
+
 def mlp_model(sizes: tuple[int, ...] = (64, 256, 256, 2), seed: int = 0) -> onnx.ModelProto:
     """Dense layers with ReLU between them; input ``input``, output ``output``."""
     rng = np.random.default_rng(seed)

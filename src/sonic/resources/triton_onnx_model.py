@@ -1,8 +1,11 @@
-"""Triton python-backend model that runs an ONNX model with onnxruntime.
+"""Triton python-backend model that runs ``model.onnx`` with onnxruntime.
 
-Written into the model repository that real NVIDIA Triton (the nvidia-pytriton
-wheel's tritonserver) serves in the benchmarks: the same ONNX file, the same
-onnxruntime, one session per instance, whole dynamic batches per execute().
+The pytriton build of tritonserver has only the python backend, so this is how
+real NVIDIA Triton serves the same ONNX file in the tests and benchmarks
+(``sonic.launcher.write_triton_onnx_model`` writes it, with a first line that
+puts onnxruntime's site-packages on ``sys.path``): one session per instance,
+whole dynamic batches per ``execute()``.  It is a data file of the package, run
+by Triton's python backend stub, never imported by sonic.
 """
 
 import json
