@@ -47,6 +47,9 @@ class BackendInstance(abc.ABC):
     #: True for backends that take the requests of a batch one by one
     #: (:meth:`execute_requests`), as Triton's python backend does.
     per_request: ClassVar[bool] = False
+    #: True where every call is bounded native work (no user Python that could
+    #: block), so a call measured to be short may run on the event-loop thread.
+    inline_ok: ClassVar[bool] = False
 
     def __init__(
         self, model: str, config: mc.ModelConfig, version_dir: Path, placement: InstancePlacement
@@ -88,7 +91,7 @@ class BackendInstance(abc.ABC):
 
     @abc.abstractmethod
     def execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        """Run one batch; called from a worker thread."""
+        """Run one batch; called from the instance's thread, or inline when short."""
 
     def execute_requests(
         self, requests: list[tuple[dict[str, np.ndarray], list[str]]]

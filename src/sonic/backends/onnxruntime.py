@@ -75,6 +75,7 @@ class OnnxRuntimeInstance(BackendInstance):
     platform = "onnxruntime_onnx"
     # Triton gives a KIND_CPU group without a count two ONNX Runtime instances.
     default_cpu_instance_count = 2
+    inline_ok = True
 
     def __init__(
         self, model: str, config: mc.ModelConfig, version_dir: Path, placement: InstancePlacement

@@ -37,6 +37,7 @@ class TreeInstance(BackendInstance):
     platforms = ()
     default_filename = "xgboost.json"
     platform = ""
+    inline_ok = True
 
     @classmethod
     def model_path(cls, config: mc.ModelConfig, version_dir: Path) -> Path:
