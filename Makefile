@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
-MODELS := examples/model_repository/mlp/1/model.onnx examples/model_repository/deepmet/1/model.onnx
+MODELS := examples/model_repository/mlp/1/model.onnx examples/model_repository/facile/1/model.onnx
 
 .PHONY: setup setup-core models demo test lint clean
 

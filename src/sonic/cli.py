@@ -358,26 +358,146 @@ def repo_threadcontrol(repository: Path, model: str, threads: int) -> None:
         click.echo(f"updated {repository / name / 'config.pbtxt'}")
 
 
-@main.command()
+def _progress(total: int, what: str) -> tuple[object, object]:
+    """A rich progress bar and a callback that advances it by n."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeRemainingColumn())  # fmt: skip
+    task = bar.add_task(what, total=total)
+    return bar, lambda n: bar.advance(task, n)
+
+
+@main.command(context_settings={"show_default": True})
+@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--events", "n_events", type=click.IntRange(min=1), default=500)
+@click.option("--process", "processes", multiple=True, default=("ttbar", "znunu"),
+              type=click.Choice(["ttbar", "znunu"]),
+              help="Hard processes, alternating event by event (repeatable).")
+@click.option("--pileup", type=click.FloatRange(min=0), default=20.0,
+              help="Mean number of pileup collisions (Poisson).")
+@click.option("--seed", type=int, default=1)
+@click.option("--pool-size", type=click.IntRange(min=1), default=400,
+              help="Minimum-bias events generated for pileup overlay.")
+def sample(output: Path, n_events: int, processes: tuple[str, ...], pileup: float, seed: int,
+           pool_size: int) -> None:  # fmt: skip
+    """Generate Pythia 8 events with pileup into a NanoAOD-like ROOT file OUTPUT."""
+    from sonic.workflow.generate import generate_sample
+
+    bar, advance = _progress(n_events, f"generating {output.name}")
+    done = [0]
+
+    def step(n: int) -> None:
+        advance(n - done[0])  # type: ignore[operator]
+        done[0] = n
+
+    with bar:  # type: ignore[attr-defined]
+        generate_sample(output, n_events, processes=list(processes), pileup=pileup, seed=seed,
+                        pool_size=pool_size, progress=step)  # fmt: skip
+    click.echo(f"wrote {output}")
+
+
+@main.group()
+def workflow() -> None:
+    """The DeepMET job: run it direct or as a service; train the model."""
+
+
+@workflow.command("run", context_settings={"show_default": True})
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--mode", type=click.Choice(["direct", "service"]), default="direct")
+@click.option("--model", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=Path("examples/model_repository/deepmet/1/model.onnx"),
+              help="ONNX file for direct mode.")
+@click.option("--model-name", default="deepmet", help="Model name on the servers.")
+@click.option("--server", "servers", multiple=True, help="host:port (repeatable).")
+@click.option("--server-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="JSON file of named servers (CMSSW format).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc")
+@click.option("--client-mode", type=click.Choice(["sync", "async"]), default="async")
+@click.option("--fallback-repository", type=click.Path(path_type=Path, file_okay=False),
+              help="Repository for a local fallback server when every server fails.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=100, help="Events per chunk.")
+@click.option("--ignore-leptons", is_flag=True, help="As CMSSW's ignore_leptons.")
+@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("workflow-output"))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "root"]), default="parquet")
+@click.option("--dask", help="'local' for a LocalCluster, or a scheduler address.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, help="LocalCluster workers.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the timing summary as JSON.")
+def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: str,
+                 servers: tuple[str, ...], server_file: Path | None, protocol: str,
+                 client_mode: str, fallback_repository: Path | None, chunk_size: int,
+                 ignore_leptons: bool, output_dir: Path, fmt: str, dask: str | None,
+                 workers: int, json_out: Path | None) -> None:  # fmt: skip
+    """Run DeepMET over FILES (ROOT, tree Events) and write per-event MET."""
+    import json
+
+    import uproot
+
+    from sonic.workflow.runner import JobConfig, run_files
+
+    cfg = JobConfig(mode=mode, model=model.resolve(), model_name=model_name, servers=servers,
+                    server_file=server_file, protocol=protocol, client_mode=client_mode,
+                    fallback_repository=fallback_repository, chunk_size=chunk_size,
+                    ignore_leptons=ignore_leptons, output_format=fmt)  # fmt: skip
+    total = sum(uproot.open(f)["Events"].num_entries for f in files)
+    bar, advance = _progress(total, f"{mode} over {len(files)} file(s)")
+    with bar:  # type: ignore[attr-defined]
+        result = run_files(list(files), cfg, output_dir, dask=dask, workers=workers,
+                           progress=advance)  # type: ignore[arg-type]  # fmt: skip
+    click.echo(f"{result.events} events in {result.wall_s:.2f} s: "
+               f"{result.events_per_s:.1f} events/s")  # fmt: skip
+    for stage, seconds in result.stages.items():
+        click.echo(f"  {stage:13s} {seconds:8.3f} s  {seconds / max(result.events, 1) * 1e3:7.3f} "
+                   "ms/event")  # fmt: skip
+    for out in result.outputs:
+        click.echo(f"wrote {out}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.as_dict(), indent=1))
+
+
+@workflow.command("train", context_settings={"show_default": True})
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("examples/model_repository/deepmet/1/model.onnx"))
+@click.option("--epochs", type=click.IntRange(min=1), default=25)
+@click.option("--seed", type=int, default=0)
+def workflow_train(files: tuple[Path, ...], out: Path, epochs: int, seed: int) -> None:
+    """Train DeepMET with PyTorch on generated FILES and export it to ONNX (--out)."""
+    from sonic.workflow import deepmet
+
+    inputs, target = deepmet.load_training_data(list(files))
+    click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates")
+    bar, advance = _progress(epochs, "training")
+
+    def report(epoch: int, train_loss: float, val_loss: float) -> None:
+        advance(1)  # type: ignore[operator]
+        bar.console.log(f"epoch {epoch}: train {train_loss:.4f} validation {val_loss:.4f}")  # type: ignore[attr-defined]
+
+    with bar:  # type: ignore[attr-defined]
+        net, result = deepmet.train(inputs, target, epochs=epochs, seed=seed, progress=report)
+    deepmet.export_onnx(net, out)
+    click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")
+
+
+@main.command(context_settings={"show_default": True})
 @click.option(
     "--model-repository",
     type=click.Path(path_type=Path, exists=True, file_okay=False),
     default=Path("examples/model_repository"),
-    show_default=True,
 )
-@click.option(
-    "--requests",
-    "n_requests",
-    type=int,
-    default=200,
-    show_default=True,
-    help="Inference requests per protocol.",
-)
-def demo(model_repository: Path, n_requests: int) -> None:
-    """Start a local server on free ports, run inference through it, compare with direct."""
+@click.option("--events", "n_events", type=click.IntRange(min=1), default=600,
+              help="Events in the demo sample (generated once, then reused).")
+@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("build/demo"), help="Sample cache, outputs and report.")
+def demo(model_repository: Path, n_events: int, work_dir: Path) -> None:
+    """Generate (or reuse) a sample, run DeepMET direct and as a service, write a report."""
     from sonic.demo import run_demo
 
-    raise SystemExit(run_demo(model_repository, n_requests))
+    raise SystemExit(run_demo(model_repository, work_dir, n_events))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -412,6 +412,23 @@ class Client:
             (ns("compute_input") + ns("compute_infer") + ns("compute_output")),
         )
 
+    def server_times(self) -> dict[str, tuple[int, int]]:
+        """Per server, the model's total (queue ns, compute ns) from the statistics extension.
+
+        Differences between two calls give the time the servers spent on the
+        requests in between, as they report it; a server that does not answer
+        is left out.
+        """
+        times = {}
+        for ep in self.endpoints:
+            try:
+                _, queue, compute = self._stats(ep)
+            except Exception as err:
+                log.debug("no statistics from %s: %s", ep.server.name, err)
+                continue
+            times[ep.server.name] = (queue, compute)
+        return times
+
     def _decode(self, result: Any) -> dict[str, np.ndarray]:
         names = self.requested_outputs or self.info().outputs
         return {n: result.as_numpy(n) for n in names}

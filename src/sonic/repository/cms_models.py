@@ -2,12 +2,10 @@
 
 Each model takes exactly the tensors its CMSSW SONIC producer sends (see
 ``examples/model_repository/<model>/README.md`` for the sources), so a job
-configured for those models can be pointed at this server.  The weights are
-random (fixed seed) until a trained model replaces them: DeepMET is trained
-by the physics workflow; FACILE and ParticleNet stay untrained examples.
+configured for those models can be pointed at this server.  FACILE's weights
+are random (fixed seed); DeepMET is trained by the physics workflow
+(:mod:`sonic.workflow.deepmet`) and its ONNX file ships in the repository.
 
-- :func:`deepmet_model`: DeepMETSonicProducer, 4500 PF candidates x 8 features
-  plus three categorical inputs -> ``output/BiasAdd`` (px, py / 50).
 - :func:`facile_model`: FacileHcalReconstructor, one row per HCAL channel:
   ``continuousinputs``, ``depth``, ``ieta`` -> ``output/BiasAdd``.
 """
@@ -19,11 +17,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from sonic.repository.examples import IR_VERSION, OPSET
-
-MAX_PF = 4500
-DEEPMET_FEATURES = 8
-EMBEDDING_SIZES = {"input_cat0": 3, "input_cat1": 11, "input_cat2": 4}  # charge, pdgId, fromPV
-EMBEDDING_DIM = 8
 
 FACILE_CONTINUOUS = 10  # iphi, gain, 8 charge time samples
 FACILE_DEPTHS = 7
@@ -71,45 +64,6 @@ class _Graph:
         m.ir_version = IR_VERSION
         onnx.checker.check_model(m)
         return m
-
-
-def deepmet_model(seed: int = 0) -> onnx.ModelProto:
-    """The DeepMET architecture with the DeepMETSonicProducer interface.
-
-    Embeddings of the categorical inputs are concatenated with the 8
-    continuous features (32 per candidate), three tanh layers (64, 32, 16)
-    and a linear layer give 3 numbers per candidate; the weighted sum
-    Σ (w0 - 1)·[w1, w2, px, py] over real (pT > 0) candidates feeds the final
-    Dense(4 -> 2) named ``output``, whose output is ``output/BiasAdd``.
-    """
-    g = _Graph(seed)
-    feats = ["input"]
-    for name, size in EMBEDDING_SIZES.items():
-        table = (0.1 * g.rng.standard_normal((size, EMBEDDING_DIM))).astype(np.float32)
-        idx = g.op("Cast", [name], to=TensorProto.INT64)
-        idx = g.op("Squeeze", [idx, g.const(np.array([2]))])
-        idx = g.op("Clip", [idx, g.const(np.array(0)), g.const(np.array(size - 1))])
-        feats.append(g.op("Gather", [g.const(table, f"emb_{name}"), idx]))
-    x = g.op("Concat", feats, axis=2)
-    width = DEEPMET_FEATURES + EMBEDDING_DIM * len(EMBEDDING_SIZES)
-    for n_out in (64, 32, 16):
-        x = g.dense(x, width, n_out, "Tanh")
-        width = n_out
-    w = g.dense(x, width, 3, None)
-    pt = g.slice_last("input", 4, 5)
-    real = g.op("Cast", [g.op("Greater", [g.op("Abs", [pt]), g.const(np.float32(0))])],
-                to=TensorProto.FLOAT)  # fmt: skip
-    w0 = g.op("Mul", [g.op("Sub", [g.slice_last(w, 0, 1), g.const(np.float32(1))]), real])
-    pxpy = g.slice_last("input", 6, 8)
-    vec = g.op("Concat", [g.slice_last(w, 1, 3), pxpy], axis=2)
-    summed = g.op("ReduceSum", [g.op("Mul", [w0, vec]), g.const(np.array([1]))], keepdims=0)
-    g.dense(summed, 4, 2, None, out="output/BiasAdd")
-    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                            ["batch", MAX_PF, DEEPMET_FEATURES])]  # fmt: skip
-    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", MAX_PF, 1])
-               for n in EMBEDDING_SIZES]  # fmt: skip
-    outputs = [helper.make_tensor_value_info("output/BiasAdd", TensorProto.FLOAT, ["batch", 2])]
-    return g.model("deepmet", inputs, outputs)
 
 
 def facile_model(seed: int = 0) -> onnx.ModelProto:

@@ -130,13 +130,13 @@ def write_model(
 def write_example_repository(repo: Path, *, torch: bool = False) -> list[str]:
     """Write the bundled example models (their configs are kept in git).
 
-    ParticleNet's ONNX file is kept in git too; it is rebuilt only with
-    ``torch=True``, which needs PyTorch.  Returns the names written.
+    DeepMET's ONNX file (trained by ``sonic workflow train``) and ParticleNet's
+    are kept in git too; ParticleNet is rebuilt only with ``torch=True``, which
+    needs PyTorch.  Returns the names written.
     """
-    from sonic.repository.cms_models import deepmet_model, facile_model
+    from sonic.repository.cms_models import facile_model
 
-    models = {"mlp": mlp_model(), "simple": simple_model(), "deepmet": deepmet_model(),
-              "facile": facile_model()}  # fmt: skip
+    models = {"mlp": mlp_model(), "simple": simple_model(), "facile": facile_model()}
     for name, model in models.items():
         write_model(model, repo, name)
     written = list(models)

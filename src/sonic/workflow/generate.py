@@ -1,0 +1,218 @@
+"""``sonic sample``: Pythia 8 collisions with pileup, through the detector, into a ROOT file.
+
+Processes at 13.6 TeV: ``ttbar`` (gg/qqbar -> ttbar) and ``znunu`` (Z -> nu nu
+plus a jet, pT-hat > 50 GeV).  Several processes alternate event by event,
+so any chunk of the file mixes them.  Pileup is a Poisson number (mean
+``pileup``) of minimum-bias collisions overlaid on each event.  They are drawn
+from a pool of pre-generated minimum-bias events (as CMS premixing draws from
+a library), each turned by a random angle about the beam and placed at its
+own z in the beam spot, so a large pileup costs no extra generation.
+
+The file follows NanoAOD's naming: jagged ``PFCands_*`` branches with the
+``nPFCands`` counter, ``GenMET_pt/phi`` from the neutrinos of the hard
+collision, ``RawPFMET_pt/phi`` and ``PuppiMET_pt/phi`` from the candidates,
+``run``/``luminosityBlock``/``event``, ``Pileup_nPU`` and ``PV_z``.  One
+branch is this project's own: ``GenProcess_id`` (index into ``PROCESSES``).
+Everything is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sonic.workflow.detector import BEAM_SPOT_SIGMA_Z, NEUTRINOS, Candidates, Particles, reconstruct
+
+ECM_GEV = 13600.0
+PROCESSES: dict[str, list[str]] = {
+    "ttbar": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on"],
+    "znunu": [
+        "WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on",
+        "WeakZ0:gmZmode = 2", "23:onMode = off", "23:onIfAny = 12 14 16",
+        "PhaseSpace:pTHatMin = 50.",
+    ],
+    "minbias": ["SoftQCD:nonDiffractive = on"],
+}
+HARD_PROCESSES = ("ttbar", "znunu")
+#: Pythia's seeds must be below 900 000 000.
+_SEED_RANGE = 900_000_000
+
+
+def _pythia(process: str, seed: int) -> object:
+    try:
+        import pythia8mc
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "event generation needs Pythia 8: pip install 'pythia8mc==8.317.2' "
+            "(or the project's 'workflow' extra)"
+        ) from err
+    if process not in PROCESSES:
+        raise ValueError(f"unknown process {process!r}; choose from {sorted(PROCESSES)}")
+    py = pythia8mc.Pythia("", False)
+    for cmd in [f"Beams:eCM = {ECM_GEV}", "Next:numberCount = 0", "Print:quiet = on",
+                "Random:setSeed = on", f"Random:seed = {seed % _SEED_RANGE + 1}",
+                *PROCESSES[process]]:  # fmt: skip
+        py.readString(cmd)
+    if not py.init():
+        raise RuntimeError(f"Pythia failed to initialise process {process!r}")
+    return py
+
+
+def _final_state(py: object) -> tuple[Particles, float, float]:
+    """Visible and invisible final-state particles of Pythia's current event, and GenMET."""
+    rows = [
+        (q.id(), q.charge(), q.px(), q.py(), q.pz(), q.xProd(), q.yProd(), q.zProd())
+        for q in py.event  # type: ignore[attr-defined]
+        if q.isFinal()
+    ]
+    a = np.array(rows, dtype=np.float64).reshape(-1, 8)
+    pdg = a[:, 0].astype(np.int32)
+    # Pythia's vertices are in mm; CMS's impact parameters are in cm.
+    parts = Particles(pdg, a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5] / 10, a[:, 6] / 10,
+                      a[:, 7] / 10)  # fmt: skip
+    nu = np.isin(np.abs(pdg), NEUTRINOS)
+    return parts, -0.0 + parts.px[nu].sum(), parts.py[nu].sum()
+
+
+@dataclass(slots=True)
+class Event:
+    process: int
+    candidates: Candidates
+    genmet: tuple[float, float]
+    n_pu: int
+    pv_z: float
+
+
+class EventGenerator:
+    """Hard collisions with pileup overlaid, reconstructed into PF candidates."""
+
+    def __init__(
+        self, processes: list[str], *, pileup: float = 20.0, pool_size: int = 400, seed: int = 1
+    ) -> None:
+        for p in processes:
+            if p not in HARD_PROCESSES:
+                raise ValueError(f"unknown process {p!r}; choose from {list(HARD_PROCESSES)}")
+        if pileup < 0:
+            raise ValueError(f"pileup must be >= 0, not {pileup}")
+        self.processes = list(processes)
+        self.pileup = pileup
+        self.rng = np.random.default_rng(seed)
+        self._hard = [_pythia(p, seed + 7919 * i) for i, p in enumerate(self.processes)]
+        self._pool: list[Particles] = []
+        if pileup > 0:
+            mb = _pythia("minbias", seed + 104729)
+            while len(self._pool) < max(pool_size, 1):
+                if mb.next():  # type: ignore[attr-defined]
+                    self._pool.append(_final_state(mb)[0])
+        self._count = 0
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        which = self._count % len(self.processes)
+        self._count += 1
+        py = self._hard[which]
+        while not py.next():  # type: ignore[attr-defined]
+            pass
+        hard, mex, mey = _final_state(py)
+        n_pu = int(self.rng.poisson(self.pileup)) if self.pileup > 0 else 0
+        z_pv = float(self.rng.normal(0.0, BEAM_SPOT_SIGMA_Z))
+        parts, pu_flags, dz = [hard], [np.zeros(len(hard.pdg), bool)], [np.zeros(len(hard.pdg))]
+        for idx in self.rng.integers(0, len(self._pool), n_pu) if n_pu else ():
+            overlay = self._pool[int(idx)].rotated(float(self.rng.uniform(-math.pi, math.pi)))
+            z = float(self.rng.normal(0.0, BEAM_SPOT_SIGMA_Z))
+            parts.append(overlay)
+            pu_flags.append(np.ones(len(overlay.pdg), bool))
+            dz.append(np.full(len(overlay.pdg), z - z_pv))
+        cands = reconstruct(Particles.concat(parts), np.concatenate(pu_flags),
+                            np.concatenate(dz), self.rng)  # fmt: skip
+        return Event(which, cands, (mex, mey), n_pu, z_pv)
+
+
+def _met(px: np.ndarray, py: np.ndarray) -> tuple[float, float]:
+    mx, my = -float(px.sum()), -float(py.sum())
+    return math.hypot(mx, my), math.atan2(my, mx)
+
+
+def _columns(events: list[Event], first: int, run: int) -> dict[str, object]:
+    import awkward as ak
+
+    f32 = np.float32
+    cand_fields = {
+        "pt": f32, "eta": f32, "phi": f32, "mass": f32, "d0": f32, "dz": f32,
+        "puppiWeight": f32, "pdgId": np.int32, "charge": np.int32, "fromPV": np.int32,
+    }  # fmt: skip
+    counts = np.array([len(e.candidates.pt) for e in events], dtype=np.int64)
+    flat = {
+        k: np.concatenate([getattr(e.candidates, k) for e in events]).astype(t)
+        for k, t in cand_fields.items()
+    }
+    pf = ak.unflatten(ak.zip(flat), counts)
+    raw = [_met(e.candidates.px, e.candidates.py) for e in events]
+    puppi = [_met(e.candidates.px * e.candidates.puppiWeight,
+                  e.candidates.py * e.candidates.puppiWeight) for e in events]  # fmt: skip
+    ids = np.arange(first, first + len(events), dtype=np.uint64) + 1
+    return {
+        "run": np.full(len(events), run, dtype=np.uint32),
+        "luminosityBlock": (1 + (ids - 1) // 100).astype(np.uint32),
+        "event": ids,
+        "PFCands": pf,
+        "GenMET_pt": np.array([math.hypot(*e.genmet) for e in events], f32),
+        "GenMET_phi": np.array([math.atan2(e.genmet[1], e.genmet[0]) for e in events], f32),
+        "RawPFMET_pt": np.array([m[0] for m in raw], f32),
+        "RawPFMET_phi": np.array([m[1] for m in raw], f32),
+        "PuppiMET_pt": np.array([m[0] for m in puppi], f32),
+        "PuppiMET_phi": np.array([m[1] for m in puppi], f32),
+        "Pileup_nPU": np.array([e.n_pu for e in events], np.int32),
+        "PV_z": np.array([e.pv_z for e in events], f32),
+        "GenProcess_id": np.array([e.process for e in events], np.int32),
+    }
+
+
+def generate_sample(
+    path: Path,
+    n_events: int,
+    *,
+    processes: list[str] | None = None,
+    pileup: float = 20.0,
+    seed: int = 1,
+    pool_size: int = 400,
+    chunk_size: int = 200,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Write ``n_events`` reconstructed events to the ROOT file ``path`` (tree ``Events``).
+
+    ``progress`` is called with the number of events done after each chunk.
+    """
+    import uproot
+
+    if n_events < 1:
+        raise ValueError(f"n_events must be >= 1, not {n_events}")
+    gen = EventGenerator(processes or list(HARD_PROCESSES), pileup=pileup, pool_size=pool_size,
+                         seed=seed)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    done = 0
+    try:
+        with uproot.recreate(tmp) as f:
+            while done < n_events:
+                events = [next(gen) for _ in range(min(chunk_size, n_events - done))]
+                cols = _columns(events, done, seed)
+                if done == 0:  # a TTree (NanoAOD's container), not uproot's default RNTuple
+                    tree = f.mktree("Events", {k: getattr(v, "type", None) or v.dtype
+                                               for k, v in cols.items()})  # fmt: skip
+                tree.extend(cols)
+                done += len(events)
+                if progress is not None:
+                    progress(done)
+        tmp.replace(path)  # a crashed run never leaves a half-written sample behind
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path

@@ -1,0 +1,149 @@
+"""MET resolution, plots and the self-contained HTML report of a workflow run.
+
+Resolution is the width of the difference from GenMET in each transverse
+component: the standard deviation, and the robust half-width of the central
+68% interval (``sigma68``), which tails do not dominate.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Estimators in a workflow output: (label, pt column, phi column).
+ESTIMATORS = (("DeepMET", "DeepMETResolutionTune_pt", "DeepMETResolutionTune_phi"),
+              ("PF (raw)", "RawPFMET_pt", "RawPFMET_phi"),
+              ("PUPPI-like", "PuppiMET_pt", "PuppiMET_phi"))  # fmt: skip
+
+
+def _xy(pt: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return pt * np.cos(phi), pt * np.sin(phi)
+
+
+def sigma68(x: np.ndarray) -> float:
+    lo, hi = np.percentile(x, [16, 84])
+    return float(hi - lo) / 2
+
+
+def resolution(table: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per estimator: std and sigma68 of (MET - GenMET) in x and y, in GeV."""
+    gx, gy = _xy(np.asarray(table["GenMET_pt"], float), np.asarray(table["GenMET_phi"], float))
+    out: dict[str, dict[str, float]] = {}
+    for label, pt, phi in ESTIMATORS:
+        if pt not in table:
+            continue
+        x, y = _xy(np.asarray(table[pt], float), np.asarray(table[phi], float))
+        dx, dy = x - gx, y - gy
+        out[label] = {"std_x": float(np.std(dx)), "std_y": float(np.std(dy)),
+                      "sigma68_x": sigma68(dx), "sigma68_y": sigma68(dy),
+                      "events": len(dx)}  # fmt: skip
+    return out
+
+
+def read_outputs(paths: list[str] | list[Path]) -> dict[str, np.ndarray]:
+    """Concatenate workflow outputs (Parquet or ROOT) into columns."""
+    parts: list[dict[str, np.ndarray]] = []
+    for p in map(Path, paths):
+        if p.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(p)
+            parts.append({k: t.column(k).to_numpy() for k in t.column_names})
+        else:
+            import uproot
+
+            parts.append(uproot.open(p)["Events"].arrays(library="np"))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    plt.style.use(mplhep.style.CMS)
+    return plt
+
+
+def resolution_plot(table: Mapping[str, np.ndarray]) -> str:
+    """Histograms of MET - GenMET in x and y for each estimator; base64 PNG."""
+    plt = _plt()
+    res = resolution(table)
+    gx, gy = _xy(np.asarray(table["GenMET_pt"], float), np.asarray(table["GenMET_phi"], float))
+    fig, axes = plt.subplots(1, 2, figsize=(16, 7))
+    bins = np.linspace(-100, 100, 51)
+    for ax, comp, g in ((axes[0], "x", gx), (axes[1], "y", gy)):
+        for label, pt, phi in ESTIMATORS:
+            if pt not in table:
+                continue
+            x, y = _xy(np.asarray(table[pt], float), np.asarray(table[phi], float))
+            d = (x if comp == "x" else y) - g
+            s = res[label][f"sigma68_{comp}"]
+            ax.hist(np.clip(d, bins[0], bins[-1]), bins=bins, histtype="step", linewidth=2,
+                    label=f"{label}: $\\sigma_{{68}}$ = {s:.1f} GeV")  # fmt: skip
+        ax.set_xlabel(f"$p_{{{comp}}}^{{miss}} - p_{{{comp}}}^{{miss,gen}}$ [GeV]")
+        ax.set_ylabel("events")
+        ax.legend(fontsize=14)
+    fig.suptitle(f"MET resolution, {len(gx)} events")
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def timing_plot(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """Stacked bars: time per event of each stage, per run (ms/event); base64 PNG."""
+    plt = _plt()
+    stages = ("io", "inputs", "infer_client", "output")
+    fig, ax = plt.subplots(figsize=(10, 6))
+    names = list(runs)
+    bottom = np.zeros(len(names))
+    for stage in stages:
+        v = np.array([runs[n]["stages"][stage] / max(runs[n]["events"], 1) * 1e3 for n in names])
+        ax.bar(names, v, bottom=bottom, label=stage)
+        bottom += v
+    ax.set_ylabel("ms per event")
+    ax.legend(fontsize=14)
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def write_html(path: Path, title: str, sections: list[tuple[str, str]]) -> Path:
+    """A self-contained page: each section is (heading, HTML body); images inline."""
+    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 8px;"
+        "text-align:right}img{max-width:100%}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>\n{body}</body></html>"
+    )
+    return path
+
+
+def html_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return html.escape(f"{v:.3g}" if isinstance(v, float) else str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def img(png_b64: str) -> str:
+    return f"<img src='data:image/png;base64,{png_b64}'>"

@@ -1,0 +1,49 @@
+"""DeepMET in PyTorch: starts as PF MET, trains, and exports with CMSSW's interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import uproot
+
+torch = pytest.importorskip("torch")
+
+from sonic.workflow import deepmet  # noqa: E402
+from sonic.workflow.inputs import INPUT_NAMES, MAX_N_PF, OUTPUT_NAME  # noqa: E402
+
+
+def test_untrained_network_is_raw_pf_met(samples: list[Path]) -> None:
+    inputs, _ = deepmet.load_training_data(samples[:1])
+    net = deepmet.build_network()
+    with torch.no_grad():
+        out = net(*(torch.from_numpy(inputs.tensors[k]) for k in INPUT_NAMES)).numpy()
+    met = inputs.met(out)
+    a = uproot.open(samples[0])["Events"].arrays(["RawPFMET_pt", "RawPFMET_phi"], library="np")
+    expected = np.stack([a["RawPFMET_pt"] * np.cos(a["RawPFMET_phi"]),
+                         a["RawPFMET_pt"] * np.sin(a["RawPFMET_phi"])], axis=1)  # fmt: skip
+    np.testing.assert_allclose(met, expected, rtol=1e-3, atol=0.05)
+
+
+def test_train_and_export(samples: list[Path], tmp_path: Path) -> None:
+    inputs, target = deepmet.load_training_data(samples)
+    seen: list[tuple[int, float, float]] = []
+    net, result = deepmet.train(inputs, target, epochs=2, batch_size=8,
+                                progress=lambda *a: seen.append(a))  # fmt: skip
+    assert [s[0] for s in seen] == [1, 2] and len(result.val_loss) == 2
+    path = deepmet.export_onnx(net, tmp_path / "model.onnx")
+    sess = ort.InferenceSession(str(path))
+    assert [i.name for i in sess.get_inputs()] == list(INPUT_NAMES)
+    assert sess.get_inputs()[0].shape[1:] == [MAX_N_PF, 8]
+    assert sess.get_inputs()[1].shape[1:] == [MAX_N_PF, 1]
+    assert [o.name for o in sess.get_outputs()] == [OUTPUT_NAME]
+    # The same numbers from ONNX Runtime as from PyTorch, with CMSSW's full padding.
+    width = inputs.tensors["input"].shape[1]
+    padded = {k: np.pad(v, ((0, 0), (0, MAX_N_PF - width), (0, 0)))
+              for k, v in inputs.tensors.items()}  # fmt: skip
+    got = sess.run([OUTPUT_NAME], padded)[0]
+    with torch.no_grad():
+        ref = net(*(torch.from_numpy(inputs.tensors[k]) for k in INPUT_NAMES)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)

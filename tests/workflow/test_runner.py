@@ -1,0 +1,98 @@
+"""The DeepMET job direct and as a service (real ``sonic serve``), on one process and Dask."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+
+from sonic.launcher import LocalServer
+from sonic.workflow.report import read_outputs, resolution
+from sonic.workflow.runner import STAGES, JobConfig, run_files
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "model_repository"
+MODEL = EXAMPLES / "deepmet" / "1" / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(EXAMPLES / "deepmet", repo / "deepmet")
+    with LocalServer(repo) as srv:
+        yield srv
+
+
+def _met(paths: list[str]) -> np.ndarray:
+    t = read_outputs(paths)
+    pt, phi = t["DeepMETResolutionTune_pt"], t["DeepMETResolutionTune_phi"]
+    return np.stack([pt * np.cos(phi), pt * np.sin(phi)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def direct(samples: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    out = tmp_path_factory.mktemp("direct")
+    return run_files(samples, JobConfig(mode="direct", model=MODEL, chunk_size=10), out).outputs
+
+
+@pytest.mark.parametrize(("protocol", "client_mode"), [("grpc", "async"), ("grpc", "sync"),
+                                                       ("http", "async")])  # fmt: skip
+def test_service_outputs_equal_direct(
+    samples: list[Path], direct: list[str], server: LocalServer, tmp_path: Path, protocol: str,
+    client_mode: str,
+) -> None:
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    cfg = JobConfig(mode="service", servers=(url,), protocol=protocol, client_mode=client_mode,
+                    chunk_size=10)  # fmt: skip
+    result = run_files(samples, cfg, tmp_path)
+    assert result.events == 48
+    a, b = _met(direct), _met(result.outputs)
+    assert np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-3)) <= 1e-5
+    for stage in STAGES:
+        assert result.stages[stage] > 0, stage  # the server reported its time too
+    assert result.stages["infer_server"] < result.stages["infer_client"]
+
+
+def test_direct_output_rows_and_resolution(samples: list[Path], direct: list[str]) -> None:
+    t = read_outputs(direct)
+    ids = np.concatenate([uproot.open(f)["Events"]["event"].array(library="np") for f in samples])
+    assert t["event"].tolist() == ids.tolist()
+    assert (t["nPFCands_used"] > 0).all()
+    res = resolution(t)
+    assert set(res) == {"DeepMET", "PF (raw)", "PUPPI-like"}
+    assert all(r["events"] == 48 for r in res.values())
+
+
+def test_dask_run_equals_single_process(samples: list[Path], direct: list[str],
+                                        tmp_path: Path) -> None:  # fmt: skip
+    cfg = JobConfig(mode="direct", model=MODEL, chunk_size=10)
+    result = run_files(samples, cfg, tmp_path, dask="local", workers=2)
+    assert result.events == 48 and len(result.outputs) == 2
+    a, b = read_outputs(direct), read_outputs(result.outputs)
+    assert a["event"].tolist() == b["event"].tolist()
+    np.testing.assert_array_equal(_met(direct), _met(result.outputs))
+
+
+def test_root_output(samples: list[Path], tmp_path: Path) -> None:
+    cfg = JobConfig(mode="direct", model=MODEL, output_format="root")
+    (out,) = run_files(samples[:1], cfg, tmp_path).outputs
+    tree = uproot.open(out)["Events"]
+    assert tree.num_entries == 24
+    assert {"event", "DeepMETResolutionTune_pt", "GenMET_pt"} <= set(tree.keys())
+
+
+def test_bad_configs_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="direct mode needs the model file"):
+        JobConfig(mode="direct")
+    with pytest.raises(ValueError, match="service mode needs servers"):
+        JobConfig(mode="service")
+    with pytest.raises(ValueError, match="mode must be 'direct' or 'service', not 'remote'"):
+        JobConfig(mode="remote")
+    empty = tmp_path / "empty.root"
+    with uproot.recreate(empty) as f:
+        f["other"] = {"x": np.arange(3)}
+    with pytest.raises(KeyError, match="has no 'Events' tree"):
+        run_files([empty], JobConfig(mode="direct", model=MODEL), tmp_path)
