@@ -42,7 +42,8 @@ def test_two_instances_run_in_parallel(tmp_path: Path) -> None:
         finally:
             await c.close()
 
+    # Two single-threaded instances on two cores: close to twice as fast.  A
+    # shared machine can steal a core for a moment, so the best of 3 counts.
     with LocalServer(tmp_path) as srv:
-        serial, parallel = asyncio.run(main(srv.grpc_url))
-    # Two single-threaded instances on two cores: close to twice as fast.
-    assert parallel < 0.75 * serial, (serial, parallel)
+        runs = [asyncio.run(main(srv.grpc_url)) for _ in range(3)]
+    assert min(parallel / serial for serial, parallel in runs) < 0.75, runs
