@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -481,6 +482,104 @@ def workflow_train(files: tuple[Path, ...], out: Path, epochs: int, seed: int) -
         net, result = deepmet.train(inputs, target, epochs=epochs, seed=seed, progress=report)
     deepmet.export_onnx(net, out)
     click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")
+
+
+@main.group(invoke_without_command=True, context_settings={"show_default": True})
+@click.option("-m", "model", help="Model name (required unless a subcommand is given).")
+@click.option("-x", "version", default="", help="Model version (default: the server's choice).")
+@click.option("-u", "url", help="Server address (default localhost:8000 http / 8001 grpc).")
+@click.option("-i", "protocol", type=click.Choice(["http", "grpc"], case_sensitive=False),
+              default="http")
+@click.option("-b", "batch_size", type=click.IntRange(min=1), default=1)
+@click.option("--concurrency-range", help="start[:end[:step]] requests in flight.")
+@click.option("--request-rate-range", help="start[:end[:step]] requests per second.")
+@click.option("--request-distribution", type=click.Choice(["constant", "poisson"]),
+              default="constant")
+@click.option("-p", "--measurement-interval", type=click.IntRange(min=1), default=5000,
+              help="Window length (ms) in time_windows mode.")
+@click.option("--measurement-mode", type=click.Choice(["time_windows", "count_windows"]),
+              default="time_windows")
+@click.option("--measurement-request-count", type=click.IntRange(min=1), default=50)
+@click.option("-s", "--stability-percentage", type=click.FloatRange(min=0), default=10.0)
+@click.option("-r", "--max-trials", type=click.IntRange(min=3), default=10)
+@click.option("--percentile", type=click.IntRange(1, 99), help="Stabilize on this percentile.")
+@click.option("--shared-memory", type=click.Choice(["none", "system", "cuda"]), default="none")
+@click.option("--output-shared-memory-size", type=click.IntRange(min=1), default=102400)
+@click.option("--input-data", default="random", help="zero, random or a JSON data file.")
+@click.option("--shape", "shapes", multiple=True, help="NAME:d1,d2 for variable dims.")
+@click.option("-f", "csv_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--verbose-csv", is_flag=True)
+@click.option("--collect-metrics", is_flag=True, help="Scrape nv_gpu_* from --metrics-url.")
+@click.option("--metrics-url", default="localhost:8002/metrics")
+@click.option("--metrics-interval", type=click.IntRange(min=10), default=1000)
+@click.option("--profile-export-file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-H", "headers", multiple=True, help="'name:value' header (repeatable).")
+@click.option("--ssl-grpc-use-ssl", is_flag=True)
+@click.option("--ssl-grpc-root-certifications-file", type=click.Path(exists=True))
+@click.option("--ssl-grpc-private-key-file", type=click.Path(exists=True))
+@click.option("--ssl-grpc-certificate-chain-file", type=click.Path(exists=True))
+@click.option("--ssl-https-verify-peer", type=click.Choice(["0", "1"]), default="1")
+@click.option("--ssl-https-verify-host", type=click.Choice(["0", "1", "2"]), default="2")
+@click.option("--ssl-https-ca-certificates-file", type=click.Path(exists=True))
+@click.option("--ssl-https-client-certificate-file", type=click.Path(exists=True))
+@click.option("--ssl-https-private-key-file", type=click.Path(exists=True))
+@click.option("--async", "async_", is_flag=True, help="Accepted; sonic perf is always async.")
+@click.option("--sync", is_flag=True, help="Accepted; sonic perf is always async.")
+@click.option("--processes", type=click.IntRange(min=1), default=1,
+              help="Load-generating processes (sonic's own flag).")
+@click.pass_context
+def perf(ctx: click.Context, **o: Any) -> None:
+    """perf_analyzer's command line: measure a model at concurrency or request-rate levels.
+
+    The measurement (windows stable within -s percent over the last 3), the
+    server-side breakdown and the -f CSV are perf_analyzer's.  Subcommands
+    sweep, scrape and report build on it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from sonic.perf.analyzer import Options, Unstable, analyze, parse_range
+    from sonic.perf.inputs import parse_shapes
+    from sonic.perf.profiler import Settings
+    from sonic.perf.target import Target, parse_header
+
+    if not o["model"]:
+        raise click.UsageError("-m (model name) is required")
+    if o["shared_memory"] == "cuda":
+        raise click.UsageError("--shared-memory cuda is not available: this build has no CUDA "
+                               "shared memory; use system")  # fmt: skip
+    protocol = o["protocol"].lower()
+    kind = "grpc" if protocol == "grpc" else "https"
+    try:
+        levels: list[tuple[str, float]] = [("concurrency", 1)]
+        if o["request_rate_range"]:
+            levels = [("rate", v) for v in parse_range(o["request_rate_range"], float)]
+        if o["concurrency_range"]:
+            levels = [("concurrency", v) for v in parse_range(o["concurrency_range"])]
+        prefix = f"ssl_{kind}_"
+        ssl_options = {k.removeprefix(prefix): str(v) for k, v in o.items()
+                       if k.startswith(prefix) and v and not isinstance(v, bool)}  # fmt: skip
+        ssl = o["ssl_grpc_use_ssl"] if kind == "grpc" else bool(
+            o["ssl_https_ca_certificates_file"] or o["ssl_https_client_certificate_file"])
+        url = o["url"] or ("localhost:8001" if kind == "grpc" else "localhost:8000")
+        target = Target(url, protocol, o["model"], o["version"],
+                        tuple(parse_header(h) for h in o["headers"]), ssl, ssl_options)  # fmt: skip
+        settings = Settings(o["measurement_mode"], o["measurement_interval"],
+                            o["measurement_request_count"], o["stability_percentage"],
+                            o["max_trials"], o["percentile"], o["processes"],
+                            o["request_distribution"])  # fmt: skip
+        opts = Options(o["batch_size"], levels, settings, o["input_data"],
+                       parse_shapes(o["shapes"]), o["shared_memory"],
+                       o["output_shared_memory_size"], o["csv_file"], o["verbose_csv"],
+                       o["collect_metrics"], o["metrics_url"], o["metrics_interval"],
+                       o["profile_export_file"])  # fmt: skip
+        analyze(target, opts, log=click.echo)
+    except Unstable as err:
+        click.echo(str(err), err=True)
+        raise SystemExit(2) from None
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    except Exception as err:  # a server that is down, a model it does not have, ...
+        raise click.ClickException(f"{type(err).__name__}: {err}") from None
 
 
 @main.command(context_settings={"show_default": True})

@@ -1,0 +1,132 @@
+"""``sonic perf`` against a real server, side by side with NVIDIA perf_analyzer's own files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sonic.launcher import LocalServer
+from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from tests.conftest import SIMPLE_CONFIG
+
+PERF_ANALYZER = Path(sys.executable).parent / "perf_analyzer"
+FAST = ["-p", "300", "-s", "100", "-r", "6"]  # short windows; a loose bound on a busy machine
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    repo = tmp_path_factory.mktemp("repo")
+    config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
+    write_model(mlp_model(), repo, "mlp", config=config)
+    with LocalServer(repo, "--allow-client-shm=true") as srv:
+        yield srv
+
+
+def sonic_perf(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sonic.cli", "perf", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def perf_analyzer(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(PERF_ANALYZER), *map(str, args)], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def header(path: Path) -> str:
+    return path.read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("extra", [
+    ["--concurrency-range", "1:2"],
+    ["--concurrency-range", "1", "--verbose-csv"],
+    ["--request-rate-range", "100"],
+    ["--concurrency-range", "1", "--percentile", "95"],
+])  # fmt: skip
+def test_csv_header_equals_perf_analyzer(server: LocalServer, tmp_path: Path,
+                                         extra: list[str]) -> None:  # fmt: skip
+    common = ["-m", "mlp", "-u", server.grpc_url, "-i", "grpc", *FAST, *extra]
+    pa = perf_analyzer(*common, "-f", tmp_path / "pa.csv")
+    assert pa.returncode == 0, pa.stdout + pa.stderr
+    ours = sonic_perf(*common, "-f", tmp_path / "sonic.csv")
+    assert ours.returncode == 0, ours.stdout + ours.stderr
+    assert header(tmp_path / "sonic.csv") == header(tmp_path / "pa.csv")
+    assert len(rows(tmp_path / "sonic.csv")) == len(rows(tmp_path / "pa.csv"))
+
+
+def test_measures_like_perf_analyzer(server: LocalServer, tmp_path: Path) -> None:
+    out = tmp_path / "s.csv"
+    r = sonic_perf("-m", "mlp", "-u", server.grpc_url, "-i", "grpc", "-b", 4, *FAST,
+                   "--concurrency-range", "1:4:3", "-f", out, "--profile-export-file",
+                   tmp_path / "p.json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "Request concurrency: 4" in r.stdout and "Avg request latency" in r.stdout
+    (c1, c4) = sorted(rows(out), key=lambda x: int(x["Concurrency"]))
+    assert float(c4["Inferences/Second"]) > float(c1["Inferences/Second"]) > 0
+    assert int(c1["Server Compute Infer"]) > 0 and int(c1["p99 latency"]) >= int(c1["p50 latency"])
+    export = json.loads((tmp_path / "p.json").read_text())
+    assert [e["experiment"] for e in export["experiments"]] == [
+        {"mode": "concurrency", "value": 1}, {"mode": "concurrency", "value": 4}]
+    req = export["experiments"][0]["requests"][0]
+    assert req["response_timestamps"][0] > req["timestamp"] > 1.7e18  # epoch ns
+
+
+@pytest.mark.parametrize("extra", [
+    ["-i", "http"],
+    ["-i", "grpc", "--shared-memory", "system"],
+    ["-i", "http", "--shared-memory", "system"],
+    ["-i", "grpc", "--measurement-mode", "count_windows", "--measurement-request-count", "30"],
+    ["-i", "grpc", "--request-rate-range", "200", "--request-distribution", "poisson"],
+    ["-i", "grpc", "--processes", "2", "--concurrency-range", "2"],
+    ["-i", "grpc", "--input-data", "zero", "-H", "x-job:test"],
+])  # fmt: skip
+def test_modes(server: LocalServer, tmp_path: Path, extra: list[str]) -> None:
+    url = server.http_url if "http" in extra else server.grpc_url
+    r = sonic_perf("-m", "mlp", "-u", url, *FAST, *extra, "-f", tmp_path / "s.csv")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = rows(tmp_path / "s.csv")
+    assert float(row["Inferences/Second"]) > 0
+    if "--request-rate-range" in extra:
+        assert 100 < float(row["Inferences/Second"]) < 300
+
+
+def test_json_input_data_steps(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    from sonic.repository.examples import simple_model
+
+    write_model(simple_model(), repo, "simple", config=SIMPLE_CONFIG)
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"data": [
+        {"INPUT0": list(range(16)), "INPUT1": [1] * 16},
+        {"INPUT0": {"content": [2] * 16, "shape": [16]}, "INPUT1": [3] * 16},
+    ]}))  # fmt: skip
+    with LocalServer(repo) as srv:
+        r = sonic_perf("-m", "simple", "-u", srv.grpc_url, "-i", "grpc", *FAST,
+                       "--input-data", data)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"data": [{"INPUT0": [1] * 16}]}))
+        r = sonic_perf("-m", "simple", "-u", srv.grpc_url, "-i", "grpc", "--input-data", bad)
+        assert r.returncode == 2 and "lacks input(s) ['INPUT1']" in r.stderr
+
+
+def test_errors_are_clear(server: LocalServer) -> None:
+    r = sonic_perf("-m", "nosuch", "-u", server.grpc_url, "-i", "grpc")
+    assert r.returncode == 1 and "nosuch" in r.stderr
+    r = sonic_perf("-m", "mlp", "-u", server.grpc_url, "-i", "grpc", "-b", 1000)
+    assert r.returncode == 2 and "max_batch_size 256" in r.stderr
+    r = sonic_perf("-m", "mlp", "-u", server.grpc_url, "--concurrency-range", "4:1")
+    assert r.returncode == 2 and "start <= end" in r.stderr
+    # A stability bound of 0% is never met: perf_analyzer's failure message and exit code.
+    r = sonic_perf("-m", "mlp", "-u", server.grpc_url, "-i", "grpc", "-p", 200, "-s", 0, "-r", 3)
+    assert r.returncode == 2 and "Failed to obtain stable measurement within 3" in r.stderr
