@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sonic.launcher import LocalServer
+from sonic.plots import html_table, img, write_html
 from sonic.workflow import report
 from sonic.workflow.runner import JobConfig, JobResult, run_files
 
@@ -107,11 +108,11 @@ def run_demo(repository: Path, work_dir: Path, n_events: int = 600) -> int:
     timing = report.timing_plot({k: r.as_dict() for k, r in runs.items()})
     runs_json = json.dumps({k: r.as_dict() for k, r in runs.items()}, indent=1)
     title = "SONIC demo: DeepMET direct and as a service"
-    page = report.write_html(work_dir / "report.html", title, [
+    page = write_html(work_dir / "report.html", title, [
         ("Throughput and stages",
-         report.html_table(["", *runs], rows) + f"<p>{summary}</p>" + report.img(timing)),
+         html_table(["", *runs], rows) + f"<p>{summary}</p>" + img(timing)),
         ("MET resolution",
-         report.html_table(res_header, res_rows) + report.img(report.resolution_plot(direct))),
+         html_table(res_header, res_rows) + img(report.resolution_plot(direct))),
         ("Runs (JSON)", f"<pre>{runs_json}</pre>"),
     ])  # fmt: skip
     console.print(f"report: {page}")

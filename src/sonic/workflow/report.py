@@ -7,14 +7,13 @@ component: the standard deviation, and the robust half-width of the central
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sonic.plots import png, pyplot
 
 #: Estimators in a workflow output: (label, pt column, phi column).
 ESTIMATORS = (("DeepMET", "DeepMETResolutionTune_pt", "DeepMETResolutionTune_phi"),
@@ -62,26 +61,9 @@ def read_outputs(paths: list[str] | list[Path]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    plt.style.use(mplhep.style.CMS)
-    return plt
-
-
 def resolution_plot(table: Mapping[str, np.ndarray]) -> str:
     """Histograms of MET - GenMET in x and y for each estimator; base64 PNG."""
-    plt = _plt()
+    plt = pyplot()
     res = resolution(table)
     gx, gy = _xy(np.asarray(table["GenMET_pt"], float), np.asarray(table["GenMET_phi"], float))
     fig, axes = plt.subplots(1, 2, figsize=(16, 7))
@@ -99,14 +81,12 @@ def resolution_plot(table: Mapping[str, np.ndarray]) -> str:
         ax.set_ylabel("events")
         ax.legend(fontsize=14)
     fig.suptitle(f"MET resolution, {len(gx)} events")
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    return png(fig)
 
 
 def timing_plot(runs: Mapping[str, Mapping[str, Any]]) -> str:
     """Stacked bars: time per event of each stage, per run (ms/event); base64 PNG."""
-    plt = _plt()
+    plt = pyplot()
     stages = ("io", "inputs", "infer_client", "output")
     fig, ax = plt.subplots(figsize=(10, 6))
     names = list(runs)
@@ -117,33 +97,4 @@ def timing_plot(runs: Mapping[str, Mapping[str, Any]]) -> str:
         bottom += v
     ax.set_ylabel("ms per event")
     ax.legend(fontsize=14)
-    out = _png(fig)
-    plt.close(fig)
-    return out
-
-
-def write_html(path: Path, title: str, sections: list[tuple[str, str]]) -> Path:
-    """A self-contained page: each section is (heading, HTML body); images inline."""
-    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 8px;"
-        "text-align:right}img{max-width:100%}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>\n{body}</body></html>"
-    )
-    return path
-
-
-def html_table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return html.escape(f"{v:.3g}" if isinstance(v, float) else str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def img(png_b64: str) -> str:
-    return f"<img src='data:image/png;base64,{png_b64}'>"
+    return png(fig)
