@@ -3,9 +3,10 @@
 One sample (Pythia 8 ttbar + Z->nunu, pileup 20; generated once into
 ``build/bench``), one ``sonic serve`` on loopback with the shipped DeepMET, and
 the job run alternately direct and through the SONIC client (gRPC; async, so
-the next chunk is read and built while the server infers, and sync), three
-times each.  Prints the median events/s, the ratio to direct and the time of
-each stage per event, and writes ``benchmarks/results/workflow_direct_vs_service.json``::
+the next chunk is read and built while the server infers, and sync; inputs on
+the wire, and async with inputs in system shared memory), three times each.
+Prints the median events/s, the ratio to direct and the time of each stage
+per event, and writes ``benchmarks/results/workflow_direct_vs_service.json``::
 
     .venv/bin/python benchmarks/workflow_direct_vs_service.py --events 1000 --repeats 3
 """
@@ -52,14 +53,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         shutil.copytree(MODEL_DIR, repo / "deepmet")
-        with LocalServer(repo) as server:
+        with LocalServer(repo, "--allow-client-shm=true") as server:
             configs = {
                 "direct": JobConfig(mode="direct", model=MODEL_DIR / "1" / "model.onnx",
                                     chunk_size=args.chunk_size),
                 "service (async)": JobConfig(mode="service", servers=(server.grpc_url,),
-                                             chunk_size=args.chunk_size),
+                                             chunk_size=args.chunk_size, shared_memory="off"),
                 "service (sync)": JobConfig(mode="service", servers=(server.grpc_url,),
-                                            client_mode="sync", chunk_size=args.chunk_size),
+                                            client_mode="sync", chunk_size=args.chunk_size,
+                                            shared_memory="off"),
+                "service (async, shm)": JobConfig(mode="service", servers=(server.grpc_url,),
+                                                  chunk_size=args.chunk_size),
             }  # fmt: skip
             run_files([sample], configs["service (async)"], Path(tmp) / "warm")  # warm the server
             for rep in range(args.repeats):

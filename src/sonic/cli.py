@@ -416,6 +416,8 @@ def workflow() -> None:
               help="JSON file of named servers (CMSSW format).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc")
 @click.option("--client-mode", type=click.Choice(["sync", "async"]), default="async")
+@click.option("--shared-memory", type=click.Choice(["auto", "on", "off"]), default="auto",
+              help="Inputs through system shared memory to a server on this node.")
 @click.option("--fallback-repository", type=click.Path(path_type=Path, file_okay=False),
               help="Repository for a local fallback server when every server fails.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=100, help="Events per chunk.")
@@ -429,7 +431,8 @@ def workflow() -> None:
               help="Also write the timing summary as JSON.")
 def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: str,
                  servers: tuple[str, ...], server_file: Path | None, protocol: str,
-                 client_mode: str, fallback_repository: Path | None, chunk_size: int,
+                 client_mode: str, shared_memory: str, fallback_repository: Path | None,
+                 chunk_size: int,
                  ignore_leptons: bool, output_dir: Path, fmt: str, dask: str | None,
                  workers: int, json_out: Path | None) -> None:  # fmt: skip
     """Run DeepMET over FILES (ROOT, tree Events) and write per-event MET."""
@@ -441,6 +444,7 @@ def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: st
 
     cfg = JobConfig(mode=mode, model=model.resolve(), model_name=model_name, servers=servers,
                     server_file=server_file, protocol=protocol, client_mode=client_mode,
+                    shared_memory=shared_memory,
                     fallback_repository=fallback_repository, chunk_size=chunk_size,
                     ignore_leptons=ignore_leptons, output_format=fmt)  # fmt: skip
     total = sum(uproot.open(f)["Events"].num_entries for f in files)

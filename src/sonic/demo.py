@@ -66,7 +66,7 @@ def run_demo(repository: Path, work_dir: Path, n_events: int = 600) -> int:
     model = repository / "deepmet" / "1" / "model.onnx"
     runs: dict[str, JobResult] = {}
     with console.status("starting sonic serve on free ports"):
-        server = LocalServer(repository).start()
+        server = LocalServer(repository, "--allow-client-shm=true").start()
     try:
         console.print(f"server up: gRPC {server.grpc_url}, HTTP {server.http_url}")
         configs = {"direct": JobConfig(mode="direct", model=model),

@@ -203,3 +203,43 @@ def test_checksum_verification(sonic_repo: Path, tmp_path: Path) -> None:
             pytest.raises(ModelVersionError, match=r"MD5:1/model\.onnx: local 0000"),
         ):
             c.verify_checksum()
+
+
+def _regions(url: str) -> list[str]:
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(url)
+    try:
+        return [r["name"] for r in c.get_system_shared_memory_status(as_json=True)
+                .get("regions", {}).values()]  # fmt: skip
+    finally:
+        c.close()
+
+
+def test_shared_memory_auto_on_the_same_host(kind: str, repo: Path,
+                                             direct: ort.InferenceSession) -> None:  # fmt: skip
+    x = _data(300, seed=4)
+    want = direct.run(["output"], {"input": x})[0]
+    extra = ("--allow-client-shm=true",) if kind == "sonic" else ()
+    server = LocalServer(repo, *extra) if kind == "sonic" else TritonServer(repo)
+    with server as srv:
+        with Client("mlp", [srv.grpc_url]) as client:  # auto: loopback and allowed
+            np.testing.assert_array_equal(client.infer({"input": x})["output"], want)
+            regions = _regions(srv.grpc_url)
+            assert regions and all(r.startswith("sonic_client_") for r in regions)
+            got = asyncio.run(client.infer_async({"input": x}))["output"]
+            np.testing.assert_array_equal(got, want)
+        assert _regions(srv.grpc_url) == []  # unregistered on close
+        with Client("mlp", [srv.grpc_url], shared_memory="off") as client:
+            client.infer({"input": x})
+            assert _regions(srv.grpc_url) == []
+
+
+def test_shared_memory_refused_falls_back_or_fails_clearly(sonic_repo: Path) -> None:
+    x = _data(5)
+    with LocalServer(sonic_repo) as srv:  # --allow-client-shm defaults to false
+        with Client("mlp", [srv.grpc_url]) as client:
+            assert client.infer({"input": x})["output"].shape == (5, 2)
+        with Client("mlp", [srv.grpc_url], shared_memory="on", retries=[]) as client, \
+                pytest.raises(InferenceError, match="--allow-client-shm=true"):  # fmt: skip
+            client.infer({"input": x})

@@ -14,7 +14,9 @@ it works against ``sonic serve`` and NVIDIA Triton alike:
 - a failed call is retried by policy: the same server N times, then another
   server, then a local fallback ``sonic serve`` started on free ports;
 - every call records its timing: serialisation, wait, deserialisation and,
-  with ``verbose``, the server's queue and compute times.
+  with ``verbose``, the server's queue and compute times;
+- inputs go through system shared memory to a server on the same host that
+  allows it (``shared_memory="auto"``, the default; see ``client.shm``).
 
 Modes: :meth:`Client.infer` (sync), :meth:`Client.infer_async` (asyncio) and
 :meth:`Client.infer_future` (pseudo-async: a thread completes a future).
@@ -44,6 +46,7 @@ from sonic.client.errors import (
     retryable,
 )
 from sonic.client.servers import Server, environment_servers, load_servers
+from sonic.client.shm import Region, ShmPool, is_local, write_inputs
 from sonic.protocol.datatypes import from_numpy_dtype
 
 log = logging.getLogger("sonic.client")
@@ -88,6 +91,8 @@ class _Endpoint:
     models: set[str] = field(default_factory=set)
     _sync: dict[int, Any] = field(default_factory=dict)
     _aio: dict[int, Any] = field(default_factory=dict)
+    #: None: not decided yet; False: inputs go on the wire.
+    shm: ShmPool | bool | None = None
 
     def module(self, aio: bool = False) -> Any:
         name = f"tritonclient.{self.protocol}" + (".aio" if aio else "")
@@ -132,6 +137,9 @@ class _Endpoint:
         return {"authorization": f"Bearer {self.server.token}"} if self.server.token else None
 
     def close(self) -> None:
+        if isinstance(self.shm, ShmPool):
+            self.shm.close()
+            self.shm = None
         for client in self._sync.values():
             client.close()
         self._sync.clear()
@@ -157,6 +165,7 @@ class Client:
         fallback_repository: Path | None = None,
         model_config_path: Path | None = None,
         verbose: bool = False,
+        shared_memory: str = "auto",
     ) -> None:
         if protocol not in ("grpc", "http"):
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
@@ -166,6 +175,8 @@ class Client:
             )
         if compression not in (None, "none", "gzip", "deflate"):
             raise ValueError(f"compression must be none, gzip or deflate, not {compression!r}")
+        if shared_memory not in ("auto", "on", "off"):
+            raise ValueError(f"shared_memory must be auto, on or off, not {shared_memory!r}")
         for kind, _ in retries:
             if kind not in ("same", "diff", "fallback"):
                 raise ValueError(f"retry kinds are 'same', 'diff' and 'fallback', not {kind!r}")
@@ -180,6 +191,7 @@ class Client:
         self.fallback_repository = fallback_repository
         self.model_config_path = model_config_path
         self.verbose = verbose
+        self.shared_memory = shared_memory
         specs = [Server.parse(s) for s in servers]
         if server_file is not None:
             specs += load_servers(server_file)
@@ -371,20 +383,47 @@ class Client:
                 for i in range(0, rows, mbs)]  # fmt: skip
 
     # -- requests -----------------------------------------------------------------
+    def _pool(self, ep: _Endpoint) -> ShmPool | None:
+        """The endpoint's shared-memory pool, deciding on first use (see ``client.shm``)."""
+        if ep.shm is None:
+            host = ep.server.url.rsplit(":", 1)[0].strip("[]")
+            wanted = self.shared_memory == "on" or (self.shared_memory == "auto"
+                                                     and is_local(host))  # fmt: skip
+            ep.shm = ShmPool(ep.sync, ep.headers()) if wanted else False
+        return ep.shm if isinstance(ep.shm, ShmPool) else None
+
     def _request(
         self, ep: _Endpoint, chunk: Mapping[str, np.ndarray], aio: bool
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Any, Region | None]:
         mod = ep.module(aio)
         info = self.info()
+        arrays = {name: np.asarray(a) for name, a in chunk.items()}
+        region = None
+        pool = self._pool(ep)
+        if pool is not None and all(info.inputs[n].datatype != "BYTES" for n in arrays):
+            try:
+                region = pool.acquire(sum(a.nbytes for a in arrays.values()))
+            except Exception as err:
+                if self.shared_memory == "on":
+                    raise InferenceError(
+                        f"server {ep.server.name} refused shared memory ({err}); start it with "
+                        "--allow-client-shm=true or use shared_memory='auto'", []) from err
+                log.info("server %s: no shared memory (%s); inputs go on the wire",
+                         ep.server.name, err)  # fmt: skip
+                ep.shm = False
         tensors = []
-        for name, array in chunk.items():
-            array = np.asarray(array)
+        spans = write_inputs(region, list(arrays.values())) if region else []
+        for i, (name, array) in enumerate(arrays.items()):
             t = mod.InferInput(name, list(array.shape), info.inputs[name].datatype)
-            t.set_data_from_numpy(array)
+            if region is not None:
+                offset, size = spans[i]
+                t.set_shared_memory(region.name, size, offset=offset)
+            else:
+                t.set_data_from_numpy(array)
             tensors.append(t)
         names = self.requested_outputs or info.outputs
         outputs = [mod.InferRequestedOutput(n) for n in names]
-        return tensors, outputs
+        return tensors, outputs, region
 
     def _kwargs(self, ep: _Endpoint) -> dict[str, Any]:
         kw: dict[str, Any] = {"model_version": self.version, "headers": ep.headers()}
@@ -437,11 +476,15 @@ class Client:
         self, ep: _Endpoint, chunk: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        tensors, outputs = self._request(ep, chunk, aio=False)
-        before = self._stats(ep) if self.verbose else None
-        t1 = time.perf_counter()
-        result = ep.sync().infer(self.model, tensors, outputs=outputs, **self._kwargs(ep))
-        t2 = time.perf_counter()
+        tensors, outputs, region = self._request(ep, chunk, aio=False)
+        try:
+            before = self._stats(ep) if self.verbose else None
+            t1 = time.perf_counter()
+            result = ep.sync().infer(self.model, tensors, outputs=outputs, **self._kwargs(ep))
+            t2 = time.perf_counter()
+        finally:
+            if region is not None:
+                ep.shm.release(region)  # type: ignore[union-attr]
         out = self._decode(result)
         t3 = time.perf_counter()
         self._record(ep, t1 - t0, t2 - t1, t3 - t2, rows, before)
@@ -451,10 +494,15 @@ class Client:
         self, ep: _Endpoint, chunk: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        tensors, outputs = self._request(ep, chunk, aio=True)
-        t1 = time.perf_counter()
-        result = await ep.aio().infer(self.model, tensors, outputs=outputs, **self._kwargs(ep))
-        t2 = time.perf_counter()
+        tensors, outputs, region = self._request(ep, chunk, aio=True)
+        try:
+            t1 = time.perf_counter()
+            result = await ep.aio().infer(self.model, tensors, outputs=outputs,
+                                          **self._kwargs(ep))  # fmt: skip
+            t2 = time.perf_counter()
+        finally:
+            if region is not None:
+                ep.shm.release(region)  # type: ignore[union-attr]
         out = self._decode(result)
         self._record(ep, t1 - t0, t2 - t1, time.perf_counter() - t2, rows, None)
         return out

@@ -8,7 +8,8 @@ ROOT.  Inference runs either
 
 - ``direct``: in-process onnxruntime on the model file; or
 - ``service``: through :class:`sonic.client.Client` (any servers, gRPC or
-  HTTP, retries and local fallback), ``sync`` or ``async``; in ``async`` mode
+  HTTP, retries, local fallback, shared memory with a server on the same
+  node), ``sync`` or ``async``; in ``async`` mode
   the next chunk is read and built while the server works on this one, as
   CMSSW's ExternalWork lets other modules run while a request is in flight.
 
@@ -58,6 +59,7 @@ class JobConfig:
     server_file: Path | None = None
     protocol: str = "grpc"
     client_mode: str = "async"  # sync | async
+    shared_memory: str = "auto"  # auto | on | off (see sonic.client.shm)
     fallback_repository: Path | None = None
     chunk_size: int = 100
     max_events: int | None = None  # per file, as cmsRun's maxEvents
@@ -147,7 +149,8 @@ class _Service:
 
         self.client = Client(cfg.model_name, list(cfg.servers), server_file=cfg.server_file,
                              protocol=cfg.protocol, outputs=[OUTPUT_NAME],
-                             fallback_repository=cfg.fallback_repository)  # fmt: skip
+                             fallback_repository=cfg.fallback_repository,
+                             shared_memory=cfg.shared_memory)  # fmt: skip
         self.asynchronous = cfg.client_mode == "async"
 
     def submit(self, tensors: dict[str, np.ndarray]) -> _InFlight:

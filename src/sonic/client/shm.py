@@ -1,0 +1,116 @@
+"""System shared memory for a client on the same host as its server (CMSSW's ``useSharedMemory``).
+
+When the server runs on this node, input tensors need not cross the socket:
+the client writes them into a POSIX shared-memory region the server has
+registered, and the request carries only the region's name, size and offset.
+Regions are created and registered once and reused (one per request in
+flight, grown to the largest request), and unregistered on close.
+
+``auto`` mode uses it for servers whose address is this host's and that
+accept the registration (``sonic serve --allow-client-shm=true``; Triton
+accepts by default); a server that refuses is used over the wire, silently.
+Outputs still come back on the wire; BYTES inputs always do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import itertools
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("sonic.client")
+_names = itertools.count()
+
+
+def is_local(host: str) -> bool:
+    """True if ``host`` is this machine (loopback, or one of its own addresses)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    own = {"127.0.0.1", "::1"}
+    with contextlib.suppress(OSError):
+        own |= {i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None)}
+    for info in infos:
+        addr = info[4][0]
+        if addr in own or ipaddress.ip_address(addr.split("%")[0]).is_loopback:
+            return True
+    return False
+
+
+@dataclass(slots=True)
+class Region:
+    name: str
+    handle: Any
+    size: int
+
+
+class ShmPool:
+    """Registered regions of one server, handed out one per request in flight."""
+
+    def __init__(self, client: Callable[[], Any], headers: dict[str, str] | None) -> None:
+        self._client = client
+        self._headers = headers
+        self._free: list[Region] = []
+        self._all: list[Region] = []
+        self._lock = threading.Lock()
+
+    def acquire(self, nbytes: int) -> Region:
+        """A registered region of at least ``nbytes``; raises if the server refuses."""
+        import tritonclient.utils.shared_memory as shm
+
+        with self._lock:
+            fits = [r for r in self._free if r.size >= nbytes]
+            if fits:
+                region = min(fits, key=lambda r: r.size)
+                self._free.remove(region)
+                return region
+        name = f"sonic_client_{os.getpid()}_{next(_names)}"
+        handle = shm.create_shared_memory_region(name, f"/{name}", max(nbytes, 1))
+        try:
+            self._client().register_system_shared_memory(name, f"/{name}", max(nbytes, 1),
+                                                         headers=self._headers)  # fmt: skip
+        except Exception:
+            shm.destroy_shared_memory_region(handle)
+            raise
+        region = Region(name, handle, max(nbytes, 1))
+        with self._lock:
+            self._all.append(region)
+        return region
+
+    def release(self, region: Region) -> None:
+        with self._lock:
+            self._free.append(region)
+
+    def close(self) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        with self._lock:
+            regions, self._all, self._free = self._all, [], []
+        for r in regions:
+            with contextlib.suppress(Exception):
+                self._client().unregister_system_shared_memory(r.name, headers=self._headers)
+            with contextlib.suppress(Exception):
+                shm.destroy_shared_memory_region(r.handle)
+
+
+def write_inputs(region: Region, arrays: list[np.ndarray]) -> list[tuple[int, int]]:
+    """Copy the arrays one after the other into the region; their (offset, size)."""
+    import tritonclient.utils.shared_memory as shm
+
+    spans, offset = [], 0
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        shm.set_shared_memory_region(region.handle, [a], offset=offset)
+        spans.append((offset, a.nbytes))
+        offset += a.nbytes
+    return spans
