@@ -12,7 +12,12 @@ TRITON := tools/triton-venv/.ready
 # The demo needs the package and the models; the tests also need perf_analyzer and real Triton.
 setup-core: $(STAMP) $(MODELS)
 
-setup: setup-core $(VENV)/bin/perf_analyzer $(TRITON)
+DEPLOY_TOOLS := /usr/sbin/haproxy /usr/bin/prometheus
+
+setup: setup-core $(VENV)/bin/perf_analyzer $(TRITON) $(DEPLOY_TOOLS)
+
+$(DEPLOY_TOOLS) &: scripts/install_deploy_tools.sh
+	bash scripts/install_deploy_tools.sh
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }

@@ -1,0 +1,179 @@
+"""The real local gateway (HAProxy with deploy/gateway/haproxy.cfg) before two sonic replicas."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from sonic.client import Client
+from sonic.gateway import Gateway, Prometheus
+from sonic.launcher import LocalServer, free_ports
+from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+
+SECRET = "test-secret-for-the-gateway"
+
+
+def jwt(secret: str = SECRET, **claims: object) -> str:
+    """An HS256 JWT (what a site's token issuer would hand a grid job)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": "cms-job", **claims}).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+AUTH = {"authorization": f"Bearer {jwt()}"}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
+    write_model(mlp_model(), root, "mlp", config=config)
+    return root
+
+
+@pytest.fixture
+def replicas(repo: Path) -> Iterator[list[LocalServer]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(LocalServer(repo)) for _ in range(2)]
+
+
+def start_gateway(replicas: list[LocalServer], **kw: object) -> Gateway:
+    grpc_port, http_port, stats_port = free_ports(3)
+    gw = Gateway([("127.0.0.1", r.grpc_port, r.http_port) for r in replicas], grpc_port,
+                 http_port, stats_port, **kw).start()  # type: ignore[arg-type]  # fmt: skip
+    deadline = time.monotonic() + 20  # until its health checks see every replica up
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/metrics") as r:
+            text = r.read().decode()
+        up = [ln for ln in text.splitlines()
+              if ln.startswith("haproxy_server_status") and 'proxy="sonic_grpc"' in ln
+              and 'state="UP"' in ln and ln.endswith(" 1")]  # fmt: skip
+        if len(up) == len(replicas):
+            return gw
+        time.sleep(0.2)
+    gw.stop()
+    raise TimeoutError("the gateway never saw all replicas up")
+
+
+def infer(client: grpcclient.InferenceServerClient,
+          headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    x = grpcclient.InferInput("input", [1, 64], "FP32")
+    x.set_data_from_numpy(np.ones((1, 64), np.float32))
+    client.infer("mlp", [x], headers=headers)
+
+
+def successes(server: LocalServer) -> int:
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    s = c.get_inference_statistics("mlp", as_json=True)["model_stats"][0]["inference_stats"]
+    c.close()
+    return int(s.get("success", {}).get("count", 0))
+
+
+def test_calls_spread_over_replicas(replicas: list[LocalServer]) -> None:
+    gw = start_gateway(replicas)
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{gw.grpc_port}")
+        for _ in range(40):  # one connection: the gateway balances per call, not per connection
+            infer(client)
+        counts = [successes(r) for r in replicas]
+        assert sum(counts) == 40 and min(counts) >= 10, counts
+    finally:
+        gw.stop()
+
+
+def test_killed_replica_is_routed_around(replicas: list[LocalServer]) -> None:
+    gw = start_gateway(replicas)
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+    try:
+        url = f"127.0.0.1:{gw.grpc_port}"
+        with Client("mlp", [url], retries=[("same", 3)]) as client:
+            want = client.infer({"input": x})["output"]
+
+            def run() -> None:
+                for _ in range(400):
+                    try:
+                        results.append(client.infer({"input": x})["output"])
+                    except Exception as err:
+                        errors.append(err)
+
+            t = threading.Thread(target=run)
+            t.start()
+            time.sleep(0.3)
+            assert replicas[0].proc is not None
+            replicas[0].proc.kill()  # no drain: in-flight calls fail and the client retries
+            t.join(120)
+        assert errors == [] and len(results) == 400
+        assert all(np.array_equal(r, want) for r in results)
+        assert successes(replicas[1]) > 200  # the survivor took over
+    finally:
+        gw.stop()
+
+
+def test_requests_without_a_valid_token_are_refused(replicas: list[LocalServer]) -> None:
+    gw = start_gateway(replicas, auth="jwt", jwt_alg="HS256", jwt_key=SECRET)
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{gw.grpc_port}")
+        infer(client, AUTH)
+        for headers in (None, {"authorization": f"Bearer {jwt('wrong-secret')}"},
+                        {"authorization": "Bearer not-a-jwt"}):  # fmt: skip
+            with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+                infer(client, headers)
+        http = f"http://127.0.0.1:{gw.http_port}/v2/health/ready"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(http)
+        assert e.value.code == 401
+        e.value.close()
+        with urllib.request.urlopen(urllib.request.Request(http, headers=AUTH)) as r:
+            assert r.status == 200
+        assert sum(successes(r) for r in replicas) == 1  # refused calls never reached a server
+    finally:
+        gw.stop()
+
+
+def test_admission_refuses_repository_index_over_threshold(replicas: list[LocalServer]) -> None:
+    prom_port, = free_ports(1)
+    prom = Prometheus([f"127.0.0.1:{r.metrics_port}" for r in replicas], prom_port,
+                      interval_s=0.5).start()  # fmt: skip
+    # The default query gives queue time per execution in ms; it is >= 0.1 ms here (the batcher's
+    # 100 us delay), so a 0.02 ms threshold trips under any traffic.
+    gw = start_gateway(replicas, prometheus=prom.url, admission_threshold=0.02,
+                       admission_interval_ms=300)  # fmt: skip
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{gw.grpc_port}")
+        assert client.get_model_repository_index(as_json=True)["models"]  # idle: admitted
+        refused = None
+        deadline = time.monotonic() + 30
+        while refused is None and time.monotonic() < deadline:
+            for _ in range(20):
+                infer(client)
+            try:
+                client.get_model_repository_index()
+            except InferenceServerException as err:
+                refused = err
+        assert refused is not None and "UNAVAILABLE" in str(refused)
+        assert "saturated" in str(refused)
+        infer(client)  # running jobs keep their inference
+    finally:
+        gw.stop()
+        prom.stop()
