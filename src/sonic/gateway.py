@@ -2,7 +2,7 @@
 
 ``sonic gateway --replicas N`` starts N servers on free loopback ports, a real
 Prometheus scraping them (for the admission check and dashboards), and HAProxy
-with ``deploy/gateway/haproxy.cfg``, the same configuration the Kubernetes
+with ``deploy/k8s/base/gateway/haproxy.cfg``, the same configuration the Kubernetes
 deployment runs, on the public ports.  Requests are balanced per gRPC call
 (least outstanding requests), a dead replica is taken out by health checks
 and its connection errors redispatched, calls without a valid JWT are refused
@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GATEWAY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "gateway"
+GATEWAY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "gateway"
 QUEUE_PER_EXEC = ("sum(rate(nv_inference_queue_duration_us[30s])) / "
                   "sum(rate(nv_inference_exec_count[30s]) * 1000 + 0.001)")  # fmt: skip
 
@@ -115,7 +115,7 @@ class Prometheus:
 
 @dataclass
 class Gateway:
-    """HAProxy with deploy/gateway/haproxy.cfg in front of static replicas."""
+    """HAProxy with deploy/k8s/base/gateway/haproxy.cfg in front of static replicas."""
 
     replicas: list[tuple[str, int, int]]
     grpc_port: int

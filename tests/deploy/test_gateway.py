@@ -1,4 +1,4 @@
-"""The real local gateway (HAProxy with deploy/gateway/haproxy.cfg) before two sonic replicas."""
+"""The real local gateway (HAProxy, deploy/k8s/base/gateway) before two sonic replicas."""
 
 from __future__ import annotations
 

@@ -1,0 +1,116 @@
+"""The Kubernetes manifests: every overlay renders with kubectl kustomize and validates."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/cpu-hpa", "overlays/site-example"]
+QUEUE_PER_EXEC = ("sum(rate(nv_inference_queue_duration_us[30s])) / "
+                  "sum(rate(nv_inference_exec_count[30s]) * 1000 + 0.001)")  # fmt: skip
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(["kubectl", "kustomize", str(K8S / overlay)], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (d,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"].startswith(name)]
+    return d
+
+
+def _check_custom(d: dict[str, Any]) -> None:
+    """KEDA and Prometheus-operator objects: the fields their CRDs require."""
+    spec = d["spec"]
+    if d["kind"] == "ScaledObject":
+        assert d["apiVersion"] == "keda.sh/v1alpha1"
+        assert spec["scaleTargetRef"]["name"]
+        assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        for t in spec["triggers"]:
+            assert t["type"] == "prometheus"
+            assert {"serverAddress", "query", "threshold"} <= set(t["metadata"])
+            assert t["metadata"]["serverAddress"].startswith("http")
+            float(t["metadata"]["threshold"])
+    elif d["kind"] == "ServiceMonitor":
+        assert d["apiVersion"] == "monitoring.coreos.com/v1"
+        assert spec["selector"]["matchLabels"] and spec["endpoints"][0]["port"]
+    elif d["kind"] == "PodMonitor":
+        assert d["apiVersion"] == "monitoring.coreos.com/v1"
+        assert spec["selector"]["matchLabels"] and spec["podMetricsEndpoints"][0]["port"]
+    else:
+        raise AssertionError(f"no check for custom kind {d['kind']}")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates(overlay: str) -> None:
+    docs = render(overlay)
+    version = kubernetes_validate.latest_version()
+    for d in docs:
+        if d["apiVersion"].startswith(("keda.sh/", "monitoring.coreos.com/")):
+            _check_custom(d)
+            continue
+        kubernetes_validate.validate(d, version, strict=True)
+    server = one(docs, "Deployment", "sonic-server")["spec"]["template"]["spec"]
+    c = server["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["lifecycle"]["preStop"]["exec"]["command"]
+    assert server["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert one(docs, "PodDisruptionBudget", "sonic-server")["spec"]["minAvailable"] == 1
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    assert services["sonic-headless"]["spec"]["clusterIP"] == "None"
+    assert {p["port"] for p in services["sonic"]["spec"]["ports"]} == {8000, 8001, 8002}
+    gw = one(docs, "ConfigMap", "sonic-gateway")["data"]
+    local = K8S / "base" / "gateway"
+    assert gw["haproxy.cfg"] == (local / "haproxy.cfg").read_text()  # the file the tests run
+    assert gw["admission.lua"] == (local / "admission.lua").read_text()
+    assert "leastconn" in gw["backends-k8s.cfg"]
+    assert one(docs, "ConfigMap", "sonic-grafana-dashboard")["metadata"]["labels"][
+        "grafana_dashboard"] == "1"
+    scalers = by_kind(docs, "ScaledObject") + by_kind(docs, "HorizontalPodAutoscaler")
+    assert len(scalers) == 1  # KEDA, or the plain HPA component instead
+
+
+def test_autoscaling_query_is_queue_time_per_execution() -> None:
+    (so,) = by_kind(render("base"), "ScaledObject")
+    query = " ".join(so["spec"]["triggers"][0]["metadata"]["query"].split())
+    assert query.replace('{namespace="sonic"}', "") == QUEUE_PER_EXEC
+    (hpa,) = by_kind(render("overlays/cpu-hpa"), "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["external"]["metric"]["name"] == "sonic_queue_ms_per_execution"
+
+
+def test_overlays_change_what_they_say() -> None:
+    gpu = one(render("overlays/gpu"), "Deployment", "sonic-server")["spec"]["template"]["spec"]
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["containers"][0]["image"].endswith("0.1.0-cuda")
+    cpu = one(render("overlays/cpu"), "Deployment", "sonic-server")["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in cpu["containers"][0]["resources"]["limits"]
+    site = render("overlays/site-example")
+    assert by_kind(site, "PersistentVolumeClaim") == []  # models from CVMFS instead
+    server = one(site, "Deployment", "sonic-server")["spec"]["template"]["spec"]
+    assert server["volumes"][0]["hostPath"]["path"].startswith("/cvmfs/")
+    env = {e["name"]: e for e in one(site, "Deployment", "sonic-gateway")["spec"]["template"][
+        "spec"]["containers"][0]["env"]}
+    assert env["ADMISSION_THRESHOLD"]["value"] == "30"
+    assert "secretKeyRef" in env["SONIC_JWT_KEY"]["valueFrom"]
+    (so,) = by_kind(site, "ScaledObject")
+    assert (so["spec"]["maxReplicaCount"], so["spec"]["triggers"][0]["metadata"]["threshold"]) == (
+        8, "10")

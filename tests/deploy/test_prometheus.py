@@ -1,0 +1,91 @@
+"""A real Prometheus scraping a loaded sonic serve: the autoscaling query and the dashboard."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from sonic.gateway import QUEUE_PER_EXEC, Prometheus
+from sonic.launcher import LocalServer, free_ports
+from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+
+DASHBOARD = (Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "monitoring"
+             / "sonic-dashboard.json")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def monitored(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalServer, Prometheus]]:
+    repo = tmp_path_factory.mktemp("repo")
+    config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
+    write_model(mlp_model(), repo, "mlp", config=config)
+    with LocalServer(repo) as server:
+        (port,) = free_ports(1)
+        prom = Prometheus([f"127.0.0.1:{server.metrics_port}"], port, interval_s=0.5).start()
+        try:
+            yield server, prom
+        finally:
+            prom.stop()
+
+
+def value(prom: Prometheus, query: str) -> float:
+    result = prom.query(query)
+    assert result, f"no data for {query}"
+    return float(result[0]["value"][1])
+
+
+def saturate(url: str, seconds: float, concurrency: int = 16) -> None:
+    """Many callers at once on a batch-1 model: requests wait in the queue."""
+    stop = time.monotonic() + seconds
+
+    def work() -> None:
+        c = grpcclient.InferenceServerClient(url)
+        x = grpcclient.InferInput("input", [64, 64], "FP32")
+        x.set_data_from_numpy(np.ones((64, 64), np.float32))
+        while time.monotonic() < stop:
+            c.infer("mlp", [x])
+        c.close()
+
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_autoscaling_query_rises_under_saturation(
+    monitored: tuple[LocalServer, Prometheus],
+) -> None:
+    server, prom = monitored
+    # Idle: a trickle of single requests, each alone in the queue.
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    x = grpcclient.InferInput("input", [1, 64], "FP32")
+    x.set_data_from_numpy(np.ones((1, 64), np.float32))
+    for _ in range(20):
+        c.infer("mlp", [x])
+        time.sleep(0.1)
+    time.sleep(1.5)
+    idle = value(prom, QUEUE_PER_EXEC.replace("30s", "3s"))
+    saturate(server.grpc_url, 4.0)
+    busy = value(prom, QUEUE_PER_EXEC.replace("30s", "3s"))
+    assert busy > 2 * idle, (idle, busy)
+
+
+def test_every_dashboard_query_returns_data(monitored: tuple[LocalServer, Prometheus]) -> None:
+    server, prom = monitored
+    saturate(server.grpc_url, 2.0, concurrency=4)
+    time.sleep(1.0)
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    for e in exprs:
+        q = e.replace("$__rate_interval", "30s")
+        assert prom.query(q), f"dashboard query returned no data: {q}"
