@@ -177,3 +177,35 @@ def test_admission_refuses_repository_index_over_threshold(replicas: list[LocalS
     finally:
         gw.stop()
         prom.stop()
+
+
+def test_one_command_starts_the_local_gateway(repo: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    grpc_port, http_port, stats_port, prom_port = free_ports(4)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonic.cli", "gateway", f"--model-repository={repo}",
+         "--replicas", "2", "--grpc-port", str(grpc_port), "--http-port", str(http_port),
+         "--stats-port", str(stats_port), "--prometheus-port", str(prom_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = ""
+        deadline = time.monotonic() + 120
+        while "ready" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "sonic gateway exited early"
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until its health checks have seen a replica up
+            with contextlib.suppress(InferenceServerException):
+                if client.is_server_ready():
+                    break
+            time.sleep(0.2)
+        infer(client)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped" in out
