@@ -15,5 +15,5 @@ trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 export DEBIAN_FRONTEND=noninteractive
 ($SUDO apt-get install -y -qq "${need[@]}" >/dev/null) \
   || ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null)
-haproxy -v | head -1
-prometheus --version 2>&1 | head -1
+haproxy -v | sed -n 1p        # sed reads all: head would SIGPIPE haproxy under pipefail
+prometheus --version 2>&1 | sed -n 1p

@@ -121,6 +121,7 @@ class Gateway:
     grpc_port: int
     http_port: int
     stats_port: int
+    tls_crt: str = ""  # PEM with certificate and key: TLS on the public ports
     auth: str = "none"  # none | jwt
     jwt_alg: str = "HS256"
     jwt_key: str = ""
@@ -133,7 +134,9 @@ class Gateway:
     proc: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SONIC_GATEWAY_DIR": str(GATEWAY_DIR), "GATEWAY_BIND": self.bind,
+        tls = {"GATEWAY_TLS_CRT": self.tls_crt} if self.tls_crt else {}
+        return {**os.environ, **tls, "SONIC_GATEWAY_DIR": str(GATEWAY_DIR),
+                "GATEWAY_BIND": self.bind,
                 "GATEWAY_GRPC_PORT": str(self.grpc_port), "GATEWAY_HTTP_PORT": str(self.http_port),
                 "GATEWAY_STATS_PORT": str(self.stats_port), "SONIC_AUTH": self.auth,
                 "SONIC_JWT_ALG": self.jwt_alg, "SONIC_JWT_KEY": self.jwt_key,

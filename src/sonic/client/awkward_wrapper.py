@@ -124,16 +124,7 @@ class TritonWrapper:
     def _empty_outputs(self) -> dict[str, np.ndarray]:
         info = self.client.info()
         names = self.client.requested_outputs or info.outputs
-        config = (
-            self.client.best_server()
-            .sync()
-            .get_model_config(
-                self.model,
-                self.version,
-                **self.client._json(),
-            )
-        )
-        config = config.get("config", config)
+        config = self.client.model_config()
         shapes = {o["name"]: [int(d) for d in o.get("dims", [])] for o in config["output"]}
         return {n: np.zeros((0, *shapes.get(n, [])), dtype=np.float32) for n in names}
 

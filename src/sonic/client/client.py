@@ -113,7 +113,7 @@ class _Endpoint:
         loop = id(asyncio.get_running_loop())
         if loop not in self._aio:
             self._aio[loop] = self.module(True).InferenceServerClient(
-                self.server.url, **self._ssl()
+                self.server.url, **self._ssl(aio=True)
             )
         return self._aio[loop]
 
@@ -123,7 +123,7 @@ class _Endpoint:
         if client is not None:
             await client.close()
 
-    def _ssl(self) -> dict[str, Any]:
+    def _ssl(self, aio: bool = False) -> dict[str, Any]:
         if not self.server.ssl:
             return {}
         if self.protocol == "grpc":
@@ -131,7 +131,14 @@ class _Endpoint:
             if self.server.root_certificates:
                 kwargs["root_certificates"] = self.server.root_certificates
             return kwargs
-        return {"ssl": True}
+        if not self.server.root_certificates:
+            return {"ssl": True}
+        if aio:  # aiohttp takes an SSL context, geventhttpclient a dict of options
+            import ssl
+
+            return {"ssl": True, "ssl_context": ssl.create_default_context(
+                cafile=self.server.root_certificates)}  # fmt: skip
+        return {"ssl": True, "ssl_options": {"ca_certs": self.server.root_certificates}}
 
     def headers(self) -> dict[str, str] | None:
         return {"authorization": f"Bearer {self.server.token}"} if self.server.token else None
@@ -209,7 +216,7 @@ class Client:
     def _discover(self) -> None:
         for ep in self.endpoints:
             try:
-                index = ep.sync().get_model_repository_index(**self._json())
+                index = ep.sync().get_model_repository_index(**self._json(ep))
             except Exception as err:  # a saturated gateway refuses this on purpose
                 log.warning("server %s skipped: RepositoryIndex failed: %s", ep.server.name, err)
                 ep.failures += 1
@@ -217,12 +224,16 @@ class Client:
             rows = index["models"] if isinstance(index, dict) else index
             ep.models = {r["name"] for r in rows if r.get("state", "READY") == "READY"}
 
-    def _json(self) -> dict[str, bool]:
-        return {"as_json": True} if self.protocol == "grpc" else {}
+    def _json(self, ep: _Endpoint) -> dict[str, Any]:
+        """Keyword arguments of control calls: JSON answers over gRPC, and the server's token."""
+        kw: dict[str, Any] = {"headers": ep.headers()}
+        if self.protocol == "grpc":
+            kw["as_json"] = True
+        return kw
 
     def _queue_ns(self, ep: _Endpoint) -> float:
         try:
-            stats = ep.sync().get_inference_statistics(self.model, **self._json())
+            stats = ep.sync().get_inference_statistics(self.model, **self._json(ep))
             q = stats["model_stats"][0]["inference_stats"]["queue"]
             return int(q.get("ns", 0)) / max(int(q.get("count", 0)), 1)
         except Exception:
@@ -235,8 +246,9 @@ class Client:
         live = []
         for ep in hosts:
             try:
-                if ep.sync().is_server_live() and ep.sync().is_model_ready(
-                    self.model, self.version
+                h = ep.headers()
+                if ep.sync().is_server_live(headers=h) and ep.sync().is_model_ready(
+                    self.model, self.version, headers=h
                 ):
                     live.append(ep)
             except Exception:
@@ -287,8 +299,8 @@ class Client:
         """The model's inputs, outputs and max_batch_size, read once from a server."""
         if self._info is None:
             ep = self.best_server()
-            meta = ep.sync().get_model_metadata(self.model, self.version, **self._json())
-            cfg = ep.sync().get_model_config(self.model, self.version, **self._json())
+            meta = ep.sync().get_model_metadata(self.model, self.version, **self._json(ep))
+            cfg = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
             cfg = cfg.get("config", cfg)
             mbs = int(cfg.get("max_batch_size", 0))
             skip = 1 if mbs > 0 else 0
@@ -323,7 +335,7 @@ class Client:
         if not want:
             raise ModelVersionError(f"{self.model_config_path} records no checksum agent")
         ep = self.best_server()
-        remote = ep.sync().get_model_config(self.model, self.version, **self._json())
+        remote = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
         remote = remote.get("config", remote)
         have: dict[str, str] = {}
         for agent in remote.get("model_repository_agents", {}).get("agents", []):
@@ -442,7 +454,7 @@ class Client:
         return kw
 
     def _stats(self, ep: _Endpoint) -> tuple[int, int, int]:
-        s = ep.sync().get_inference_statistics(self.model, self.version, **self._json())
+        s = ep.sync().get_inference_statistics(self.model, self.version, **self._json(ep))
         st = s["model_stats"][0]["inference_stats"]
         ns = lambda k: int(st.get(k, {}).get("ns", 0))  # noqa: E731
         return (
@@ -450,6 +462,12 @@ class Client:
             ns("queue"),
             (ns("compute_input") + ns("compute_infer") + ns("compute_output")),
         )
+
+    def model_config(self) -> dict[str, Any]:
+        """The model's config as the best server serves it (Triton's JSON form)."""
+        ep = self.best_server()
+        cfg = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
+        return cfg.get("config", cfg)
 
     def server_times(self) -> dict[str, tuple[int, int]]:
         """Per server, the model's total (queue ns, compute ns) from the statistics extension.
