@@ -113,6 +113,8 @@ def main() -> None:
     help="Server processes sharing the ports (SO_REUSEPORT), for many cores.",
 )
 @_bool_option("--reuse-port", False, "Bind gRPC and HTTP with SO_REUSEPORT (set by --workers).")
+@click.option("--worker-peers", default="", hidden=True,
+              help="Other workers' private metrics ports (set by --workers).")
 @click.option(
     "--http-max-input-size", type=int, default=1 << 26, help="Largest HTTP request body, in bytes."
 )
@@ -163,6 +165,7 @@ def serve(**opts: object) -> None:
         allow_client_shm=bool(opts["allow_client_shm"]),
         workers=int(opts["workers"]),  # type: ignore[call-overload]
         reuse_port=bool(opts["reuse_port"]),
+        worker_peers=[int(p) for p in str(opts["worker_peers"]).split(",") if p],
         default_max_batch_size=default_mbs,
         log_verbose=verbose,
     )

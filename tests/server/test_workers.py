@@ -80,6 +80,13 @@ def test_workers_share_ports_and_aggregate_metrics(model_repo: Path) -> None:
         line = next(ln for ln in text.splitlines() if ln.startswith(prefix))
         assert float(line.rsplit(" ", 1)[1]) == n
         assert text.count("\nnv_cpu_utilization ") <= 1
+        # Whichever worker a new connection lands on, statistics count the whole server.
+        for _ in range(6):
+            url = f"http://{srv.http_url}/v2/models/identity_fp32/stats"
+            with urllib.request.urlopen(url) as r:
+                stats = json.loads(r.read())["model_stats"][0]
+            assert stats["inference_stats"]["success"]["count"] == n
+            assert stats["inference_count"] == n
         # gRPC on the shared port works too.
         import tritonclient.grpc as grpcclient
 

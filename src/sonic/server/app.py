@@ -72,6 +72,7 @@ class Server:
             strict_readiness=settings.strict_readiness,
             allow_client_shm=settings.allow_client_shm,
         )
+        self.dataplane.peers = list(settings.worker_peers)
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -101,7 +102,8 @@ class Server:
             from sonic.server.metrics import metrics_app
 
             http_servers.append(
-                _uvicorn(metrics_app(self.manager), s.metrics_address, s.metrics_port)
+                _uvicorn(metrics_app(self.manager, worker=bool(s.worker_peers)),
+                         s.metrics_address, s.metrics_port)
             )
         http_tasks = []
         for i, srv in enumerate(http_servers):

@@ -10,7 +10,10 @@ ones finish).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.parse
+import urllib.request
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -35,12 +38,24 @@ EXTENSIONS = [
 ]
 
 
+def _peer_statistics(port: int, name: str, version: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"name": name, "version": version})
+    try:
+        url = f"http://127.0.0.1:{port}/worker/statistics?{query}"
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return list(json.loads(r.read())["model_stats"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 class DataPlane:
     def __init__(
         self, manager: ModelManager, *, strict_readiness: bool = False,
         allow_client_shm: bool = False,
     ) -> None:  # fmt: skip
         self.manager = manager
+        #: Private metrics ports of the other workers of ``--workers N`` (none otherwise).
+        self.peers: list[int] = []
         self.shm = SharedMemoryManager(allow_client_shm)
         self.strict_readiness = strict_readiness
         self.accepting = False
@@ -111,6 +126,26 @@ class DataPlane:
         return True
 
     # -- statistics -------------------------------------------------------------
+    async def statistics_all(self, name: str = "", version: str = "") -> list[ModelStatistics]:
+        """:meth:`statistics` with the numbers of the other workers of ``--workers N`` added.
+
+        Each worker serves its own statistics as JSON on its private metrics
+        port (``/worker/statistics``); a peer that does not answer (restarting)
+        is left out of this answer.
+        """
+        local = self.statistics(name, version)
+        if not self.peers:
+            return local
+        merged = {(s.name, s.version): s.copy() for s in local}
+        answers = await asyncio.gather(*(asyncio.to_thread(_peer_statistics, p, name, version)
+                                         for p in self.peers))  # fmt: skip
+        for rows in answers:
+            for row in rows:
+                key = (row["name"], row["version"])
+                if key in merged:
+                    merged[key].add(row)
+        return list(merged.values())
+
     def statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
         if not name:
             return sorted(

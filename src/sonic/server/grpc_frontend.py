@@ -98,7 +98,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelStatistics(self, request: Any, context: Any) -> pb.ModelStatisticsResponse:
-        stats = self.dp.statistics(request.name, request.version)
+        stats = await self.dp.statistics_all(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[s.to_proto() for s in stats])
 
     @_rpc

@@ -144,7 +144,8 @@ class HttpFrontend:
 
     async def model_stats(self, request: Request) -> Response:
         name, version = self._model(request) if "model" in request.path_params else ("", "")
-        return _json({"model_stats": [s.to_dict() for s in self.dp.statistics(name, version)]})
+        stats = await self.dp.statistics_all(name, version)
+        return _json({"model_stats": [s.to_dict() for s in stats]})
 
     async def infer(self, request: Request) -> Response:
         start = time.perf_counter_ns()

@@ -10,6 +10,7 @@ to counter names, and dashboards and autoscalers written for Triton query
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 
@@ -208,13 +209,25 @@ def exposition(metrics: Iterable[Metric]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def metrics_app(manager: ModelManager) -> Starlette:
+def metrics_app(manager: ModelManager, *, worker: bool = False) -> Starlette:
+    """``/metrics``; for a worker of ``--workers N`` (on its private loopback port) also
+    ``/worker/statistics``, its own statistics as JSON, which its peers add to theirs."""
     collector = TritonCollector(manager)
 
     async def metrics(request: Request) -> Response:
         return Response(exposition(collector.collect()), media_type=CONTENT_TYPE)
 
-    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
+    async def statistics(request: Request) -> Response:
+        name = request.query_params.get("name", "")
+        version = request.query_params.get("version", "")
+        rows = [m.stats.to_dict() for m in manager.serving()
+                if name in ("", m.stats.name) and version in ("", m.stats.version)]  # fmt: skip
+        return Response(json.dumps({"model_stats": rows}), media_type="application/json")
+
+    routes = [Route("/metrics", metrics, methods=["GET"])]
+    if worker:
+        routes.append(Route("/worker/statistics", statistics, methods=["GET"]))
+    return Starlette(routes=routes)
 
 
 __all__ = ["TritonCollector", "exposition", "metrics_app"]

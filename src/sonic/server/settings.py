@@ -43,4 +43,6 @@ class ServerSettings:
     workers: int = 1
     #: Bind with SO_REUSEPORT (set for the workers of --workers N).
     reuse_port: bool = False
+    #: The other workers' private metrics ports, whose statistics this worker adds to its own.
+    worker_peers: list[int] = field(default_factory=list)
     log_verbose: int = 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
@@ -125,6 +126,30 @@ class ModelStatistics:
         stats.compute_input.add(input_ns)
         stats.compute_infer.add(infer_ns)
         stats.compute_output.add(output_ns)
+
+    def add(self, other: dict[str, Any]) -> None:
+        """Add another process's statistics of this version (its :meth:`to_dict` form).
+
+        ``--workers N`` runs N processes; each adds its peers' numbers so that the
+        statistics extension answers for the whole server, whichever worker a
+        client's connection landed on.
+        """
+        for stage in _STAGES:
+            d = other.get("inference_stats", {}).get(stage, {})
+            getattr(self, stage).add(int(d.get("ns", 0)), int(d.get("count", 0)))
+        self.inference_count += int(other.get("inference_count", 0))
+        self.execution_count += int(other.get("execution_count", 0))
+        self.last_inference_ms = max(self.last_inference_ms, int(other.get("last_inference", 0)))
+        for b in other.get("batch_stats", []):
+            mine = self.batches.setdefault(int(b["batch_size"]), BatchStats())
+            for stage in ("compute_input", "compute_infer", "compute_output"):
+                getattr(mine, stage).add(int(b[stage]["ns"]), int(b[stage]["count"]))
+
+    def copy(self) -> ModelStatistics:
+        out = ModelStatistics(self.name, self.version)
+        out.add(self.to_dict())
+        out.failure_reasons = dict(self.failure_reasons)
+        return out
 
     def to_proto(self) -> pb.ModelStatistics:
         msg = pb.ModelStatistics(

@@ -11,11 +11,13 @@ with ``SO_REUSEPORT``; the kernel spreads incoming *connections* over them
   series (host-level CPU and memory gauges are taken once), so dashboards and
   autoscalers see one server;
 - restarts a worker that dies, and on SIGTERM/SIGINT drains them all and
-  exits 0 when they did.
+  exits 0 when they did;
+- makes each worker's statistics extension answer for the whole server: a
+  worker adds its peers' statistics (served as JSON on their private metrics
+  ports) to its own.
 
-Limits, by design: the statistics extension answers per worker (the one the
-client's connection landed on), and explicit model control would reach one
-worker only, so ``--workers`` requires ``--model-control-mode`` none or poll.
+Limit, by design: explicit model control would reach one worker only, so
+``--workers`` requires ``--model-control-mode`` none or poll.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ log = logging.getLogger("sonic.server.workers")
 HOST_METRICS = {"nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes"}
 
 
-def worker_args(s: ServerSettings, metrics_port: int) -> list[str]:
+def worker_args(s: ServerSettings, metrics_port: int, peers: list[int] | None = None) -> list[str]:
     """The command line of one worker: the same server, reuse-port, private metrics."""
     args = [sys.executable, "-m", "sonic.cli", "serve"]
     args += [f"--model-repository={r}" for r in s.model_repositories]
@@ -64,6 +66,7 @@ def worker_args(s: ServerSettings, metrics_port: int) -> list[str]:
         f"--http-max-input-size={s.http_max_input_size}",
         f"--backend-config=onnxruntime,default-max-batch-size={s.default_max_batch_size}",
         f"--log-verbose={s.log_verbose}", "--reuse-port=true", "--workers=1",
+        f"--worker-peers={','.join(map(str, peers or []))}",
     ]  # fmt: skip
     return args
 
@@ -108,7 +111,8 @@ class Supervisor:
         self.stopping = False
 
     def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen(worker_args(self.settings, self.ports[i]))
+        peers = [p for j, p in enumerate(self.ports) if j != i]
+        self.procs[i] = subprocess.Popen(worker_args(self.settings, self.ports[i], peers))
         log.info("started worker %d (pid %d)", i, self.procs[i].pid)  # type: ignore[union-attr]
 
     def _scrape(self, port: int) -> str:
