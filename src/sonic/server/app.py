@@ -86,6 +86,10 @@ class Server:
                 loop.add_signal_handler(sig, self.request_stop)
 
         await self.manager.startup()
+        # Models are loaded: serve from the first connection.  With --workers the kernel hands
+        # connections to a worker as soon as its shared socket listens, so a worker must never
+        # listen while still refusing requests.
+        self.dataplane.accepting = True
 
         grpc_server = None
         http_servers: list[uvicorn.Server] = []
@@ -118,14 +122,13 @@ class Server:
         if s.model_control_mode is ControlMode.POLL:
             poller = asyncio.create_task(self.manager.poll_forever(s.repository_poll_secs))
 
-        # Wait until every HTTP listener is up (or one failed) before going ready.
+        # Wait until every HTTP listener is up (or one failed) before announcing readiness.
         while any(not srv.started for srv in http_servers):
             for t in http_tasks:
                 if t.done():
                     await t  # re-raises a bind failure
                     raise OSError("an HTTP listener stopped during start-up")
             await asyncio.sleep(0.01)
-        self.dataplane.accepting = True
         print("sonic server ready", flush=True)
 
         await self._stop.wait()
