@@ -62,27 +62,52 @@ def prometheus_config(targets: list[str], interval_s: float = 1.0) -> str:
             f"      - targets: [{listed}]\n")  # fmt: skip
 
 
+class _Daemon:
+    """A Debian-packaged daemon run in its own scratch directory, logging to a file there."""
+
+    program = ""
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def _launch(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        exe = shutil.which(self.program)
+        if exe is None:
+            raise FileNotFoundError(
+                f"{self.program} is not installed (scripts/install_deploy_tools.sh installs it)"
+            )
+        self._log = (self.workdir / f"{self.program}.log").open("wb")
+        self.proc = subprocess.Popen([exe, *args], env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+
+    def logs(self) -> str:
+        return (self.workdir / f"{self.program}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self._log.close()
+            self.proc = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 @dataclass
-class Prometheus:
+class Prometheus(_Daemon):
     """A real Prometheus server scraping ``targets`` (host:port of /metrics)."""
 
+    program = "prometheus"
     targets: list[str]
     port: int
     interval_s: float = 1.0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sonic-prom-")))
-    proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Prometheus:
-        exe = shutil.which("prometheus")
-        if exe is None:
-            raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
         cfg = self.workdir / "prometheus.yml"
         cfg.write_text(prometheus_config(self.targets, self.interval_s))
-        self.log = (self.workdir / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [exe, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
+        data = self.workdir / "data"
+        self._launch([f"--config.file={cfg}", f"--storage.tsdb.path={data}",
+                      f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"])
+        assert self.proc is not None
         _wait_port("127.0.0.1", self.port, self.proc, "prometheus")
         # Its discovery hands targets to the scrapers only every 5 s: wait for a first scrape.
         deadline = time.monotonic() + 30
@@ -105,18 +130,12 @@ class Prometheus:
             raise RuntimeError(f"prometheus query failed: {doc}")
         return doc["data"]["result"]
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.log.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
 
 @dataclass
-class Gateway:
+class Gateway(_Daemon):
     """HAProxy with deploy/k8s/base/gateway/haproxy.cfg in front of static replicas."""
 
+    program = "haproxy"
     replicas: list[tuple[str, int, int]]
     grpc_port: int
     http_port: int
@@ -131,7 +150,6 @@ class Gateway:
     admission_interval_ms: int = 500
     bind: str = "127.0.0.1"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sonic-gw-")))
-    proc: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
         tls = {"GATEWAY_TLS_CRT": self.tls_crt} if self.tls_crt else {}
@@ -146,24 +164,10 @@ class Gateway:
                 "ADMISSION_INTERVAL_MS": str(self.admission_interval_ms)}  # fmt: skip
 
     def start(self) -> Gateway:
-        exe = shutil.which("haproxy")
-        if exe is None:
-            raise FileNotFoundError("haproxy is not installed (apt-get install haproxy)")
         backends = self.workdir / "backends.cfg"
         backends.write_text(backends_config(self.replicas))
-        self.log = (self.workdir / "haproxy.log").open("wb")
-        self.proc = subprocess.Popen([exe, "-db", "-f", str(GATEWAY_DIR / "haproxy.cfg"), "-f",
-                                      str(backends)], env=self.env(), stdout=self.log,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+        self._launch(["-db", "-f", str(GATEWAY_DIR / "haproxy.cfg"), "-f", str(backends)],
+                     env=self.env())  # fmt: skip
+        assert self.proc is not None
         _wait_port(self.bind, self.grpc_port, self.proc, "haproxy")
         return self
-
-    def logs(self) -> str:
-        return (self.workdir / "haproxy.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.log.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
