@@ -108,14 +108,19 @@ class Prometheus(_Daemon):
         self._launch([f"--config.file={cfg}", f"--storage.tsdb.path={data}",
                       f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"])
         assert self.proc is not None
-        _wait_port("127.0.0.1", self.port, self.proc, "prometheus")
-        # Its discovery hands targets to the scrapers only every 5 s: wait for a first scrape.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if len(self.query("up")) == len(self.targets):
-                return self
-            time.sleep(0.25)
-        raise TimeoutError(f"prometheus scraped none of {self.targets} within 30 s")
+        try:
+            _wait_port("127.0.0.1", self.port, self.proc, "prometheus")
+            # Its discovery hands targets to the scrapers only every 5 s: wait for a first scrape.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if len(self.query("up")) == len(self.targets):
+                    return self
+                time.sleep(0.25)
+            raise TimeoutError(f"prometheus scraped none of {self.targets} within 30 s:\n"
+                               f"{self.logs()[-2000:]}")  # fmt: skip
+        except BaseException:
+            self.stop()  # never leave a half-started daemon behind
+            raise
 
     @property
     def url(self) -> str:
@@ -169,5 +174,10 @@ class Gateway(_Daemon):
         self._launch(["-db", "-f", str(GATEWAY_DIR / "haproxy.cfg"), "-f", str(backends)],
                      env=self.env())  # fmt: skip
         assert self.proc is not None
-        _wait_port(self.bind, self.grpc_port, self.proc, "haproxy")
+        try:
+            _wait_port(self.bind, self.grpc_port, self.proc, "haproxy")
+        except BaseException as err:
+            log = self.logs()[-2000:]
+            self.stop()
+            raise RuntimeError(f"haproxy did not start: {err}\n{log}") from err
         return self

@@ -300,8 +300,7 @@ class Client:
         if self._info is None:
             ep = self.best_server()
             meta = ep.sync().get_model_metadata(self.model, self.version, **self._json(ep))
-            cfg = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
-            cfg = cfg.get("config", cfg)
+            cfg = self._config(ep)
             mbs = int(cfg.get("max_batch_size", 0))
             skip = 1 if mbs > 0 else 0
             self._info = ModelInfo(
@@ -335,8 +334,7 @@ class Client:
         if not want:
             raise ModelVersionError(f"{self.model_config_path} records no checksum agent")
         ep = self.best_server()
-        remote = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
-        remote = remote.get("config", remote)
+        remote = self._config(ep)
         have: dict[str, str] = {}
         for agent in remote.get("model_repository_agents", {}).get("agents", []):
             if agent.get("name") == "checksum":
@@ -463,11 +461,13 @@ class Client:
             (ns("compute_input") + ns("compute_infer") + ns("compute_output")),
         )
 
+    def _config(self, ep: _Endpoint) -> dict[str, Any]:
+        cfg = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
+        return cfg.get("config", cfg)  # gRPC wraps it in a ModelConfigResponse
+
     def model_config(self) -> dict[str, Any]:
         """The model's config as the best server serves it (Triton's JSON form)."""
-        ep = self.best_server()
-        cfg = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
-        return cfg.get("config", cfg)
+        return self._config(self.best_server())
 
     def server_times(self) -> dict[str, tuple[int, int]]:
         """Per server, the model's total (queue ns, compute ns) from the statistics extension.

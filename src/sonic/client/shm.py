@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
-import logging
 import os
 import socket
 import threading
@@ -27,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("sonic.client")
 _names = itertools.count()
 
 

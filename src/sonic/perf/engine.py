@@ -50,9 +50,16 @@ class _Records:
         self._rows: list[tuple[int, int, int, int, int]] = []
         self.first_error: str | None = None
 
-    def add(self, row: tuple[int, int, int, int, int]) -> None:
+    def ok(self, start_ns: int, end_ns: int, send_ns: int, recv_ns: int) -> None:
         with self._lock:
-            self._rows.append(row)
+            self._rows.append((start_ns, end_ns, send_ns, recv_ns, 1))
+
+    def failed(self, start_ns: int, err: BaseException) -> None:
+        """A failed request is data (counted, its first error kept), not a crash."""
+        with self._lock:
+            self._rows.append((start_ns, time.monotonic_ns(), 0, 0, 0))
+            if self.first_error is None:
+                self.first_error = f"{type(err).__name__}: {err}"
 
     def flush(self) -> np.ndarray:
         with self._lock:
@@ -60,26 +67,31 @@ class _Records:
         return np.array(rows, dtype=np.int64).reshape(-1, 5)
 
 
-async def _grpc_sender(spec: LoadSpec) -> tuple[Any, Any]:
+def _grpc_channel(t: Target, aio: bool) -> Any:
+    """A grpc.aio or blocking channel with the target's TLS settings and no size limits."""
     import grpc
+
+    api: Any = grpc.aio if aio else grpc
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    if not t.ssl:
+        return api.insecure_channel(t.url, options=options)
+    o = t.ssl_options
+
+    def read(key: str) -> bytes | None:
+        return Path(o[key]).read_bytes() if o.get(key) else None
+
+    creds = grpc.ssl_channel_credentials(read("root_certifications_file"),
+                                         read("private_key_file"),
+                                         read("certificate_chain_file"))  # fmt: skip
+    return api.secure_channel(t.url, creds, options=options)
+
+
+async def _grpc_sender(spec: LoadSpec) -> tuple[Any, Any]:
     from tritonclient.grpc import service_pb2 as pb
 
-    t = spec.target
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-    if t.ssl:
-        o = t.ssl_options
-
-        def read(key: str) -> bytes | None:
-            return open(o[key], "rb").read() if o.get(key) else None
-
-        creds = grpc.ssl_channel_credentials(read("root_certifications_file"),
-                                             read("private_key_file"),
-                                             read("certificate_chain_file"))  # fmt: skip
-        channel = grpc.aio.secure_channel(t.url, creds, options=options)
-    else:
-        channel = grpc.aio.insecure_channel(t.url, options=options)
+    channel = _grpc_channel(spec.target, aio=True)
     call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-    metadata = tuple((k.lower(), v) for k, v in t.headers) or None
+    metadata = tuple((k.lower(), v) for k, v in spec.target.headers) or None
     payloads = spec.payloads
 
     async def send(i: int) -> tuple[int, int]:
@@ -140,11 +152,9 @@ async def drive(spec: LoadSpec, records: _Records, stop: asyncio.Event) -> None:
         t0 = time.monotonic_ns()
         try:
             s, r = await send(i)
-            records.add((t0, time.monotonic_ns(), s, r, 1))
+            records.ok(t0, time.monotonic_ns(), s, r)
         except Exception as err:
-            records.add((t0, time.monotonic_ns(), 0, 0, 0))
-            if records.first_error is None:
-                records.first_error = f"{type(err).__name__}: {err}"
+            records.failed(t0, err)
 
     async def closed_loop() -> None:
         while not stop.is_set():
@@ -177,23 +187,6 @@ async def drive(spec: LoadSpec, records: _Records, stop: asyncio.Event) -> None:
         await close()
 
 
-def _grpc_channel(t: Target) -> Any:
-    import grpc
-
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-    if not t.ssl:
-        return grpc.insecure_channel(t.url, options=options)
-    o = t.ssl_options
-
-    def read(key: str) -> bytes | None:
-        return Path(o[key]).read_bytes() if o.get(key) else None
-
-    creds = grpc.ssl_channel_credentials(read("root_certifications_file"),
-                                         read("private_key_file"),
-                                         read("certificate_chain_file"))  # fmt: skip
-    return grpc.secure_channel(t.url, creds, options=options)
-
-
 class _BlockingGrpcLoad:
     """Concurrency mode over gRPC: one thread per request in flight, blocking calls.
 
@@ -206,7 +199,7 @@ class _BlockingGrpcLoad:
     def __init__(self, spec: LoadSpec, records: _Records) -> None:
         from tritonclient.grpc import service_pb2 as pb
 
-        self._channel = _grpc_channel(spec.target)
+        self._channel = _grpc_channel(spec.target, aio=False)
         call = self._channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         metadata = tuple((k.lower(), v) for k, v in spec.target.headers) or None
         payloads = spec.payloads
@@ -223,11 +216,9 @@ class _BlockingGrpcLoad:
                     raw = call(payloads[i % len(payloads)], metadata=metadata)
                     t1 = time.monotonic_ns()
                     pb.ModelInferResponse.FromString(raw)
-                    records.add((t0, t1, 0, time.monotonic_ns() - t1, 1))
+                    records.ok(t0, t1, 0, time.monotonic_ns() - t1)
                 except Exception as err:
-                    records.add((t0, time.monotonic_ns(), 0, 0, 0))
-                    if records.first_error is None:
-                        records.first_error = f"{type(err).__name__}: {err}"
+                    records.failed(t0, err)
 
         self._threads = [threading.Thread(target=work, daemon=True, name=f"sonic-perf-{i}")
                          for i in range(int(spec.value))]  # fmt: skip

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sonic.perf.results import percentile_us
-from sonic.perf.tidy import PA_COLUMNS, _number, row
+from sonic.perf.tidy import PA_COLUMNS, parse_number, row
 
 HARDWARE = {"cpu", "gpu", "t4", "a10", "a100", "h100", "h200", "l4", "l40s", "v100"}
 SERVERS = {"triton", "sonic", "mlserver", "tritonserver"}
@@ -39,7 +39,7 @@ def metadata_from_name(stem: str) -> dict[str, Any]:
         t = token.lower()
         if "=" in token:
             k, v = token.split("=", 1)
-            meta[ALIASES.get(k.lower(), k.lower())] = _number(v)
+            meta[ALIASES.get(k.lower(), k.lower())] = parse_number(v)
         elif m := re.fullmatch(r"(?:b|batch|bs)(\d+)", t):
             meta["batch_size"] = int(m.group(1))
         elif t in HARDWARE:
@@ -76,7 +76,8 @@ def read_perf_analyzer_csv(path: Path) -> list[dict[str, Any]]:
         if "Inferences/Second" not in fields or not ({"Concurrency", "Request Rate"} & set(fields)):
             raise ValueError(f"{path} is not a perf_analyzer CSV (columns {fields[:4]}...)")
         meta = _meta(path)
-        return [row(meta, **{PA_COLUMNS[k]: _number(v) for k, v in r.items() if k in PA_COLUMNS})
+        return [row(meta, **{PA_COLUMNS[k]: parse_number(v) for k, v in r.items()
+                             if k in PA_COLUMNS})
                 for r in reader]  # fmt: skip
 
 

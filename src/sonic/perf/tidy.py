@@ -60,7 +60,7 @@ def from_level(r: LevelResult, meta: Mapping[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def _number(v: Any) -> Any:
+def parse_number(v: Any) -> Any:
     if v is None or v == "":
         return None
     try:
@@ -99,6 +99,6 @@ def read(path: Path) -> list[dict[str, Any]]:
 
         return [row(r) for r in pq.read_table(path).to_pylist()]
     with path.open() as f:
-        return [row({k: _number(v) if k in NUMBERS or k in ("batch_size", "instance_count",
+        return [row({k: parse_number(v) if k in NUMBERS or k in ("batch_size", "instance_count",
                      "max_queue_delay_us") else (v or None) for k, v in r.items()})
                 for r in csv.DictReader(f)]  # fmt: skip
