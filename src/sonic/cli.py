@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from sonic import __version__
+from sonic.server.settings import AuthSettings, Limits, ServerSettings, TlsSettings
 
+_LIMITS = Limits()
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n"}
 
@@ -51,6 +54,36 @@ def _bool_option(name: str, default: bool, help: str) -> click.Option:
         flag_value="true",
         show_default=True,
         help=help,
+    )
+
+
+def _tls_options(front: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """tritonserver's ``--grpc-use-ssl``, ``--grpc-server-cert`` ... (and the same for HTTP)."""
+    what = "gRPC" if front == "grpc" else "HTTP"
+    options = [
+        _bool_option(f"--{front}-use-ssl", False, f"Serve {what} over TLS."),
+        _bool_option(f"--{front}-use-ssl-mutual", False,
+                     f"Require {what} client certificates signed by --{front}-root-cert."),
+        click.option(f"--{front}-server-cert", default="", help="PEM certificate (chain)."),
+        click.option(f"--{front}-server-key", default="", help="PEM private key."),
+        click.option(f"--{front}-root-cert", default="", help="PEM CA for client certificates."),
+    ]  # fmt: skip
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _tls_settings(front: str, opts: dict[str, Any]) -> TlsSettings:
+    return TlsSettings(
+        use_ssl=bool(opts[f"{front}_use_ssl"] or opts[f"{front}_use_ssl_mutual"]),
+        mutual=bool(opts[f"{front}_use_ssl_mutual"]),
+        server_cert=str(opts[f"{front}_server_cert"]),
+        server_key=str(opts[f"{front}_server_key"]),
+        root_cert=str(opts[f"{front}_root_cert"]),
     )
 
 
@@ -106,6 +139,8 @@ def main() -> None:
 @_bool_option("--allow-grpc", True, "Serve gRPC.")
 @_bool_option("--allow-metrics", True, "Serve Prometheus metrics.")
 @_bool_option("--allow-client-shm", False, "Let clients register system shared memory.")
+@click.option("--client-shm-key-prefix", default="",
+              help="Only shared-memory keys that start with this may be registered.")
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -115,9 +150,29 @@ def main() -> None:
 @_bool_option("--reuse-port", False, "Bind gRPC and HTTP with SO_REUSEPORT (set by --workers).")
 @click.option("--worker-peers", default="", hidden=True,
               help="Other workers' private metrics ports (set by --workers).")
-@click.option(
-    "--http-max-input-size", type=int, default=1 << 26, help="Largest HTTP request body, in bytes."
-)
+@click.option("--http-max-input-size", type=click.IntRange(min=1),
+              default=_LIMITS.http_max_input_size,
+              help="Largest HTTP request body (after decompression), in bytes.")
+@click.option("--grpc-max-message-size", type=click.IntRange(min=1),
+              default=_LIMITS.grpc_max_message_size, help="Largest gRPC message, in bytes.")
+@click.option("--max-tensor-elements", type=click.IntRange(min=1),
+              default=_LIMITS.max_tensor_elements, help="Most elements in one tensor.")
+@click.option("--max-batch-size", type=click.IntRange(min=0), default=_LIMITS.max_batch_size,
+              help="Cap on every model's max_batch_size (0: none).")
+@click.option("--max-queue-size", type=click.IntRange(min=0), default=_LIMITS.max_queue_size,
+              help="Queued requests per model where its config sets none (0: unbounded).")
+@click.option("--request-timeout-ms", type=click.IntRange(min=0),
+              default=_LIMITS.request_timeout_ms,
+              help="Longest time a request may spend in the server (0: no limit).")
+@_tls_options("grpc")
+@_tls_options("http")
+@click.option("--auth-token-file", default="", help="Static bearer tokens: lines '<role> <token>'.")
+@click.option("--auth-jwt-secret-file", default="", help="Shared secret for HS256/384/512 JWTs.")
+@click.option("--auth-jwks-file", default="", help="JWKS with the public keys for signed JWTs.")
+@click.option("--auth-jwt-audience", default="", help="Required JWT 'aud' (empty: not checked).")
+@click.option("--auth-jwt-issuer", default="", help="Required JWT 'iss' (empty: not checked).")
+@click.option("--auth-roles-claim", default="roles", help="JWT claim that lists the roles.")
+@_bool_option("--auth-open-health", True, "Health endpoints answer without credentials.")
 @click.option("--log-verbose", type=int, default=0, help="Verbose logging level (0 = off).")
 @_bool_option("--log-info", True, "Log informational messages.")
 @click.option(
@@ -128,8 +183,7 @@ def main() -> None:
 def serve(**opts: object) -> None:
     """Serve a Triton model repository over gRPC and HTTP (tritonserver's flags)."""
     from sonic.server.app import serve as run_server
-    from sonic.server.manager import ControlMode
-    from sonic.server.settings import ServerSettings
+    from sonic.server.settings import ControlMode
 
     verbose = int(opts["log_verbose"])  # type: ignore[call-overload]
     level = logging.DEBUG if verbose else (logging.INFO if opts["log_info"] else logging.WARNING)
@@ -161,13 +215,28 @@ def serve(**opts: object) -> None:
         allow_http=bool(opts["allow_http"]),
         allow_grpc=bool(opts["allow_grpc"]),
         allow_metrics=bool(opts["allow_metrics"]),
-        http_max_input_size=int(opts["http_max_input_size"]),  # type: ignore[call-overload]
         allow_client_shm=bool(opts["allow_client_shm"]),
+        client_shm_key_prefix=str(opts["client_shm_key_prefix"]).lstrip("/"),
         workers=int(opts["workers"]),  # type: ignore[call-overload]
         reuse_port=bool(opts["reuse_port"]),
         worker_peers=[int(p) for p in str(opts["worker_peers"]).split(",") if p],
         default_max_batch_size=default_mbs,
         log_verbose=verbose,
+        log_info=bool(opts["log_info"]),
+        grpc_tls=_tls_settings("grpc", opts),
+        http_tls=_tls_settings("http", opts),
+        auth=AuthSettings(
+            token_file=str(opts["auth_token_file"]),
+            jwt_secret_file=str(opts["auth_jwt_secret_file"]),
+            jwks_file=str(opts["auth_jwks_file"]),
+            jwt_audience=str(opts["auth_jwt_audience"]),
+            jwt_issuer=str(opts["auth_jwt_issuer"]),
+            roles_claim=str(opts["auth_roles_claim"]),
+            open_health=bool(opts["auth_open_health"]),
+        ),
+        limits=Limits(**{k: int(opts[k]) for k in (  # type: ignore[call-overload]
+            "grpc_max_message_size", "http_max_input_size", "max_tensor_elements",
+            "max_batch_size", "max_queue_size", "request_timeout_ms")}),
     )
     if settings.workers > 1 and settings.model_control_mode is ControlMode.EXPLICIT:
         raise click.BadParameter(
@@ -180,6 +249,15 @@ def serve(**opts: object) -> None:
             raise click.BadParameter(
                 f"'{repo}' is not a directory", param_hint="--model-repository"
             )
+    try:
+        settings.grpc_tls.check("grpc")
+        settings.http_tls.check("http")
+        for path in (settings.auth.token_file, settings.auth.jwt_secret_file,
+                     settings.auth.jwks_file):  # fmt: skip
+            if path and not Path(path).is_file():
+                raise ValueError(f"authentication file '{path}' does not exist")
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     run_server(settings)
 
 

@@ -15,6 +15,8 @@ Exception tree::
     ├── Unsupported            UNSUPPORTED   -> gRPC UNIMPLEMENTED, HTTP 501
     ├── AlreadyExists          ALREADY_EXISTS-> gRPC ALREADY_EXISTS, HTTP 409
     ├── Internal               INTERNAL      -> gRPC INTERNAL, HTTP 500
+    ├── Unauthenticated        UNAUTHENTICATED -> gRPC UNAUTHENTICATED, HTTP 401
+    ├── PermissionDenied       PERMISSION_DENIED -> gRPC PERMISSION_DENIED, HTTP 403
     └── ModelConfigError       INVALID_ARG, names the model and the config field
 """
 
@@ -35,6 +37,10 @@ class Status(enum.Enum):
     ALREADY_EXISTS = "ALREADY_EXISTS"
     INTERNAL = "INTERNAL"
     CANCELLED = "CANCELLED"
+    # Not core statuses in Triton (its front ends answer these themselves); ours come from
+    # sonic.server.auth and map to the transports' own codes.
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 class SonicError(Exception):
@@ -72,6 +78,18 @@ class AlreadyExists(SonicError):
 
 class Internal(SonicError):
     status = Status.INTERNAL
+
+
+class Unauthenticated(SonicError):
+    """No credentials, or credentials that do not verify."""
+
+    status = Status.UNAUTHENTICATED
+
+
+class PermissionDenied(SonicError):
+    """Valid credentials whose role does not allow the call."""
+
+    status = Status.PERMISSION_DENIED
 
 
 def closest(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:

@@ -95,7 +95,6 @@ class LocalServer:
             self.args(), stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
         deadline = time.monotonic() + timeout_s
-        url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 log = self.log()
@@ -103,17 +102,25 @@ class LocalServer:
                 raise RuntimeError(
                     f"sonic serve exited with {self.proc.returncode} during start-up:\n{log}"
                 )
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
+            if self._ready():
+                return self
             time.sleep(0.05)
         self.stop()
         log = self.log()
         self._log.close()
         raise TimeoutError(f"sonic serve was not ready within {timeout_s}s:\n{log}")
+
+    def _ready(self) -> bool:
+        """The server's own "ready" line (printed once every listener is up, whatever TLS or
+        credentials its HTTP port wants), or plain HTTP /v2/health/ready (other servers)."""
+        if "sonic server ready" in self.log():
+            return True
+        try:
+            url = f"http://{self.http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM, wait for the drain, SIGKILL only if it hangs; returns the exit code."""

@@ -124,21 +124,28 @@ class _Endpoint:
             await client.close()
 
     def _ssl(self, aio: bool = False) -> dict[str, Any]:
-        if not self.server.ssl:
+        """tritonclient's TLS arguments, which differ by protocol and by sync/asyncio."""
+        sv = self.server
+        if not sv.ssl:
             return {}
         if self.protocol == "grpc":
             kwargs: dict[str, Any] = {"ssl": True}
-            if self.server.root_certificates:
-                kwargs["root_certificates"] = self.server.root_certificates
+            for key in ("root_certificates", "private_key", "certificate_chain"):
+                if getattr(sv, key):
+                    kwargs[key] = getattr(sv, key)
             return kwargs
-        if not self.server.root_certificates:
+        if not (sv.root_certificates or sv.certificate_chain):
             return {"ssl": True}
         if aio:  # aiohttp takes an SSL context, geventhttpclient a dict of options
             import ssl
 
-            return {"ssl": True, "ssl_context": ssl.create_default_context(
-                cafile=self.server.root_certificates)}  # fmt: skip
-        return {"ssl": True, "ssl_options": {"ca_certs": self.server.root_certificates}}
+            ctx = ssl.create_default_context(cafile=sv.root_certificates or None)
+            if sv.certificate_chain:
+                ctx.load_cert_chain(sv.certificate_chain, sv.private_key or None)
+            return {"ssl": True, "ssl_context": ctx}
+        options = {"ca_certs": sv.root_certificates, "certfile": sv.certificate_chain,
+                   "keyfile": sv.private_key}  # fmt: skip
+        return {"ssl": True, "ssl_options": {k: v for k, v in options.items() if v}}
 
     def headers(self) -> dict[str, str] | None:
         return {"authorization": f"Bearer {self.server.token}"} if self.server.token else None

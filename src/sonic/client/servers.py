@@ -1,7 +1,9 @@
 """Servers a job may use: addresses, or a file of named servers, as CMSSW's TritonService has.
 
 A server file is JSON: ``{"servers": [{"name": "purdue", "address": "host", "port": 8001,
-"useSsl": false, "rootCertificates": "", "token": ""}]}`` (CMSSW's key names).
+"useSsl": false, "rootCertificates": "", "privateKey": "", "certificateChain": "",
+"token": ""}]}`` (CMSSW's key names; the key and chain are a client certificate for
+servers that require mutual TLS).
 ``SONIC_LOCAL_BALANCER_HOST``/``_PORT`` add the site's local balancer, as in CMSSW.
 """
 
@@ -20,6 +22,9 @@ class Server:
     ssl: bool = False
     root_certificates: str = ""
     token: str = ""
+    #: Client certificate and its key (PEM paths), for servers that require mutual TLS.
+    private_key: str = ""
+    certificate_chain: str = ""
 
     @classmethod
     def parse(cls, spec: str | Server) -> Server:
@@ -44,6 +49,8 @@ def load_servers(path: Path) -> list[Server]:
                 ssl=bool(entry.get("useSsl", False)),
                 root_certificates=str(entry.get("rootCertificates", "")),
                 token=str(entry.get("token", "")),
+                private_key=str(entry.get("privateKey", "")),
+                certificate_chain=str(entry.get("certificateChain", "")),
             )
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(

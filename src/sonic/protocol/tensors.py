@@ -21,6 +21,18 @@ from sonic.protocol.datatypes import element_size, to_numpy_dtype
 
 _LEN = struct.Struct("<I")
 
+#: Most elements one tensor may have (``sonic serve --max-tensor-elements``).  A shape is
+#: checked against it before anything is allocated for it, so a request cannot claim more
+#: memory than this with a few bytes of header.
+_limits = {"max_elements": 1 << 28}
+
+
+def set_max_tensor_elements(n: int) -> None:
+    """Set the per-tensor element limit of this process (the server does, once, at start)."""
+    if n <= 0:
+        raise ValueError("the tensor element limit must be positive")
+    _limits["max_elements"] = n
+
 
 @dataclass(slots=True)
 class Tensor:
@@ -60,13 +72,29 @@ class InferResponse:
 
 
 def element_count(shape: tuple[int, ...] | list[int], name: str) -> int:
-    """Number of elements of ``shape``, rejecting negative dims by name."""
+    """Number of elements of ``shape``, rejecting negative dims and oversized shapes by name.
+
+    Each dim is checked on its own too: ``[0, 10**30]`` has no elements but no
+    array can have that shape.
+    """
+    limit = _limits["max_elements"]
     for d in shape:
         if d < 0:
             raise InvalidArgument(
                 f"input '{name}' has invalid shape {list(shape)}: dims must be >= 0"
             )
-    return math.prod(shape)
+        if d > limit:
+            raise InvalidArgument(
+                f"input '{name}' has shape {list(shape)}: dim {d} is over the limit of {limit} "
+                "elements per tensor (--max-tensor-elements)"
+            )
+    count = math.prod(shape)
+    if count > limit:
+        raise InvalidArgument(
+            f"input '{name}' has shape {list(shape)} with {count} elements, over the limit of "
+            f"{limit} per tensor (--max-tensor-elements)"
+        )
+    return count
 
 
 def serialize_bytes(array: np.ndarray) -> bytes:
@@ -83,10 +111,18 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 
 
 def deserialize_bytes(buf: bytes | memoryview, count: int, name: str) -> np.ndarray:
-    """Length-prefixed BYTES -> object array of ``count`` elements, checked."""
-    out = np.empty(count, dtype=object)
+    """Length-prefixed BYTES -> object array of ``count`` elements, checked.
+
+    Each element takes at least its 4-byte length, so a count the buffer cannot hold is
+    refused before the array is allocated (a few bytes must not claim gigabytes).
+    """
     view = memoryview(buf)
     pos, n = 0, len(view)
+    if count * 4 > n:
+        raise InvalidArgument(
+            f"BYTES input '{name}': {n} bytes cannot hold {count} elements (4-byte length each)"
+        )
+    out = np.empty(count, dtype=object)
     for i in range(count):
         if pos + 4 > n:
             raise InvalidArgument(f"BYTES input '{name}': data ends after {i} of {count} elements")

@@ -13,16 +13,21 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl as stdlib_ssl
+from typing import Any
 
 import uvicorn
 
+from sonic.protocol.tensors import set_max_tensor_elements
 from sonic.repository.layout import ModelRepository
+from sonic.server.auth import Authenticator, describe
 from sonic.server.dataplane import DataPlane
 from sonic.server.grpc_frontend import build_server
 from sonic.server.http_frontend import HttpFrontend
 from sonic.server.loader import LoadOptions
+from sonic.server.logsettings import LogSettings
 from sonic.server.manager import ControlMode, ModelManager
-from sonic.server.settings import ServerSettings
+from sonic.server.settings import ServerSettings, TlsSettings
 
 log = logging.getLogger("sonic.server")
 
@@ -37,7 +42,12 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
+def _uvicorn(app: object, host: str, port: int, tls: TlsSettings | None = None) -> uvicorn.Server:
+    ssl: dict[str, Any] = {}
+    if tls is not None and tls.use_ssl:
+        ssl = {"ssl_certfile": tls.server_cert, "ssl_keyfile": tls.server_key,
+               "ssl_ca_certs": tls.root_cert or None,
+               "ssl_cert_reqs": stdlib_ssl.CERT_REQUIRED if tls.mutual else stdlib_ssl.CERT_NONE}
     config = uvicorn.Config(
         app,
         host=host,
@@ -48,6 +58,7 @@ def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=1,
+        **ssl,
     )
     server = uvicorn.Server(config)
     # The server owns signal handling; uvicorn must not install its own.
@@ -58,12 +69,19 @@ def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
 class Server:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        settings.grpc_tls.check("grpc")
+        settings.http_tls.check("http")
+        limits = settings.limits
+        set_max_tensor_elements(limits.max_tensor_elements)
+        self.auth = Authenticator(settings.auth)
         self.manager = ModelManager(
             ModelRepository(settings.model_repositories),
             settings.model_control_mode,
             LoadOptions(
                 strict_config=settings.strict_model_config,
                 default_max_batch_size=settings.default_max_batch_size,
+                max_batch_size=limits.max_batch_size,
+                max_queue_size=limits.max_queue_size,
             ),
             settings.load_models,
         )
@@ -71,7 +89,10 @@ class Server:
             self.manager,
             strict_readiness=settings.strict_readiness,
             allow_client_shm=settings.allow_client_shm,
+            request_timeout_s=limits.request_timeout_ms / 1000,
+            shm_key_prefix=settings.client_shm_key_prefix,
         )
+        self.dataplane.logs = LogSettings(settings.log_verbose, settings.log_info)
         self.dataplane.peers = list(settings.worker_peers)
         self._stop = asyncio.Event()
 
@@ -95,13 +116,16 @@ class Server:
         http_servers: list[uvicorn.Server] = []
         if s.allow_grpc:
             grpc_server, port = build_server(
-                self.dataplane, f"{s.grpc_address}:{s.grpc_port}", reuse_port=s.reuse_port
-            )
+                self.dataplane, f"{s.grpc_address}:{s.grpc_port}", reuse_port=s.reuse_port,
+                max_message_bytes=s.limits.grpc_max_message_size, tls=s.grpc_tls, auth=self.auth,
+            )  # fmt: skip
             await grpc_server.start()
-            log.info("Started GRPCInferenceService at %s:%d", s.grpc_address, port)
+            log.info("Started GRPCInferenceService at %s:%d%s", s.grpc_address, port,
+                     " (TLS)" if s.grpc_tls.use_ssl else "")  # fmt: skip
         if s.allow_http:
-            front = HttpFrontend(self.dataplane, s.http_max_input_size)
-            http_servers.append(_uvicorn(front.app(), s.http_address, s.http_port))
+            front = HttpFrontend(self.dataplane, s.limits.http_max_input_size, self.auth)
+            http_servers.append(_uvicorn(front.app(), s.http_address, s.http_port, s.http_tls))
+        log.info(describe(s.auth))
         if s.allow_metrics:
             from sonic.server.metrics import metrics_app
 

@@ -21,6 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sonic import __version__
 from sonic.errors import InvalidArgument, Unavailable
 from sonic.protocol.tensors import InferRequest, InferResponse
+from sonic.server.logsettings import LogSettings
 from sonic.server.manager import ControlMode, ModelManager
 from sonic.server.shm import REGION, SharedMemoryManager
 from sonic.server.statistics import ModelStatistics
@@ -35,6 +36,7 @@ EXTENSIONS = [
     "parameters",
     "statistics",
     "system_shared_memory",
+    "logging",
 ]
 
 
@@ -51,13 +53,16 @@ def _peer_statistics(port: int, name: str, version: str) -> list[dict[str, Any]]
 class DataPlane:
     def __init__(
         self, manager: ModelManager, *, strict_readiness: bool = False,
-        allow_client_shm: bool = False,
+        allow_client_shm: bool = False, request_timeout_s: float = 0.0, shm_key_prefix: str = "",
     ) -> None:  # fmt: skip
         self.manager = manager
+        #: Longest time a request may spend in the server (``--request-timeout-ms``; 0: none).
+        self.request_timeout_s = request_timeout_s
         #: Private metrics ports of the other workers of ``--workers N`` (none otherwise).
         self.peers: list[int] = []
-        self.shm = SharedMemoryManager(allow_client_shm)
+        self.shm = SharedMemoryManager(allow_client_shm, shm_key_prefix)
         self.strict_readiness = strict_readiness
+        self.logs = LogSettings()
         self.accepting = False
         self.inflight = 0
         self._idle = asyncio.Event()
@@ -106,7 +111,17 @@ class DataPlane:
             for t in request.inputs:
                 if REGION in t.parameters:
                     t.data = self.shm.read_input(t)
-            response = await model.infer(request, start)
+            if self.request_timeout_s:
+                try:
+                    async with asyncio.timeout(self.request_timeout_s):
+                        response = await model.infer(request, start)
+                except TimeoutError:
+                    raise Unavailable(
+                        f"Request timeout expired: model '{request.model_name}' did not answer "
+                        f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
+                    ) from None
+            else:
+                response = await model.infer(request, start)
             for t in response.outputs:
                 if REGION in t.parameters:
                     self.shm.write_output(t)

@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -22,7 +23,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from sonic.errors import SonicError, Status, Unsupported
 from sonic.protocol.grpc_codec import decode_request, encode_response, params_from_proto
+from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
+from sonic.server.settings import AuthSettings, TlsSettings
 from sonic.server.shm import CUDA_SHM_MISSING
 
 log = logging.getLogger("sonic.server.grpc")
@@ -35,53 +38,70 @@ STATUS_CODES: dict[Status, grpc.StatusCode] = {
     Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Status.INTERNAL: grpc.StatusCode.INTERNAL,
     Status.CANCELLED: grpc.StatusCode.CANCELLED,
+    Status.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Status.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 R = TypeVar("R")
 
 
-def _rpc(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
-    """Map :class:`SonicError` (and anything unexpected) to a gRPC status."""
+Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            return await method(self, request, context)
-        except SonicError as err:
-            await context.abort(STATUS_CODES[err.status], err.message)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as err:
-            log.exception("internal error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
-        raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
-    return wrapper
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return str(value)
+    return None
+
+
+def _rpc(category: Category) -> Callable[[Method[R]], Method[R]]:
+    """Check the caller's role for ``category``, then map :class:`SonicError` (and anything
+    unexpected) to a gRPC status."""
+
+    def decorate(method: Method[R]) -> Method[R]:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+            try:
+                if self.auth.enabled:
+                    self.auth.check(category, _authorization(context))
+                return await method(self, request, context)
+            except SonicError as err:
+                await context.abort(STATUS_CODES[err.status], err.message)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as err:
+                log.exception("internal error in %s", method.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+            raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+
+        return wrapper
+
+    return decorate
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, auth: Authenticator) -> None:
         self.dp = dataplane
+        self.auth = auth
 
-    @_rpc
+    @_rpc(Category.HEALTH)
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dp.live())
 
-    @_rpc
+    @_rpc(Category.HEALTH)
     async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dp.ready())
 
-    @_rpc
+    @_rpc(Category.HEALTH)
     async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version))
 
-    @_rpc
+    @_rpc(Category.METADATA)
     async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**self.dp.server_metadata())
 
-    @_rpc
+    @_rpc(Category.METADATA)
     async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
         meta = self.dp.model_metadata(request.name, request.version)
         msg = pb.ModelMetadataResponse(
@@ -92,16 +112,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 target.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
         return msg
 
-    @_rpc
+    @_rpc(Category.MODEL_CONFIG)
     async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
         return pb.ModelConfigResponse(config=self.dp.model_config(request.name, request.version))
 
-    @_rpc
+    @_rpc(Category.STATISTICS)
     async def ModelStatistics(self, request: Any, context: Any) -> pb.ModelStatisticsResponse:
         stats = await self.dp.statistics_all(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[s.to_proto() for s in stats])
 
-    @_rpc
+    @_rpc(Category.INFERENCE)
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         start = time.perf_counter_ns()
         return encode_response(await self.dp.infer(decode_request(request), start))
@@ -110,6 +130,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests run concurrently; each response or error goes back as it completes."""
+        if self.auth.enabled:
+            try:
+                self.auth.check(Category.INFERENCE, _authorization(context))
+            except SonicError as err:
+                await context.abort(STATUS_CODES[err.status], err.message)
         results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
 
@@ -149,28 +174,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             read_task.cancel()
 
-    @_rpc
+    @_rpc(Category.REPOSITORY_INDEX)
     async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
         rows = self.dp.repository_index(request.ready)
         return pb.RepositoryIndexResponse(
             models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows]
         )
 
-    @_rpc
+    @_rpc(Category.MODEL_REPOSITORY)
     async def RepositoryModelLoad(
         self, request: Any, context: Any
     ) -> pb.RepositoryModelLoadResponse:
         await self.dp.load(request.model_name, params_from_proto(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
-    @_rpc
+    @_rpc(Category.MODEL_REPOSITORY)
     async def RepositoryModelUnload(
         self, request: Any, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
         await self.dp.unload(request.model_name, params_from_proto(request.parameters))
         return pb.RepositoryModelUnloadResponse()
 
-    @_rpc
+    @_rpc(Category.SHARED_MEMORY)
     async def SystemSharedMemoryStatus(
         self, request: Any, context: Any
     ) -> pb.SystemSharedMemoryStatusResponse:
@@ -181,29 +206,47 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
         return msg
 
-    @_rpc
+    @_rpc(Category.SHARED_MEMORY)
     async def SystemSharedMemoryRegister(
         self, request: Any, context: Any
     ) -> pb.SystemSharedMemoryRegisterResponse:
         self.dp.shm.register(request.name, request.key, request.offset, request.byte_size)
         return pb.SystemSharedMemoryRegisterResponse()
 
-    @_rpc
+    @_rpc(Category.SHARED_MEMORY)
     async def SystemSharedMemoryUnregister(
         self, request: Any, context: Any
     ) -> pb.SystemSharedMemoryUnregisterResponse:
         self.dp.shm.unregister(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
 
-    @_rpc
+    @_rpc(Category.LOGGING)
+    async def LogSettings(self, request: Any, context: Any) -> pb.LogSettingsResponse:
+        changes: dict[str, Any] = {}
+        for key, value in request.settings.items():
+            kind = value.WhichOneof("parameter_choice")
+            changes[key] = getattr(value, kind) if kind else None
+        values = self.dp.logs.update(changes) if changes else self.dp.logs.get()
+        msg = pb.LogSettingsResponse()
+        for key, v in values.items():
+            target = msg.settings[key]
+            if isinstance(v, bool):
+                target.bool_param = v
+            elif isinstance(v, int):
+                target.uint32_param = v
+            else:
+                target.string_param = v
+        return msg
+
+    @_rpc(Category.SHARED_MEMORY)
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
         raise Unsupported(CUDA_SHM_MISSING)
 
-    @_rpc
+    @_rpc(Category.SHARED_MEMORY)
     async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
         raise Unsupported(CUDA_SHM_MISSING)
 
-    @_rpc
+    @_rpc(Category.SHARED_MEMORY)
     async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
         raise Unsupported(CUDA_SHM_MISSING)
 
@@ -213,8 +256,15 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
     SERVICES = ("", "inference.GRPCInferenceService")
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, auth: Authenticator) -> None:
         self.dp = dataplane
+        self.auth = auth
+
+    async def _allow(self, context: Any) -> None:
+        try:
+            self.auth.check(Category.HEALTH, _authorization(context))
+        except SonicError as err:
+            await context.abort(STATUS_CODES[err.status], err.message)
 
     def _status(self, service: str) -> int:
         if self.dp.ready():
@@ -222,6 +272,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def Check(self, request: Any, context: Any) -> health_pb2.HealthCheckResponse:
+        await self._allow(context)
         if request.service not in self.SERVICES:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
         return health_pb2.HealthCheckResponse(status=self._status(request.service))
@@ -229,6 +280,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     async def Watch(
         self, request: Any, context: Any
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        await self._allow(context)
         last = None
         while True:
             status = (
@@ -242,23 +294,40 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             await asyncio.sleep(1.0)
 
 
+def _credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    pair = (Path(tls.server_key).read_bytes(), Path(tls.server_cert).read_bytes())
+    root = Path(tls.root_cert).read_bytes() if tls.root_cert else None
+    return grpc.ssl_server_credentials([pair], root_certificates=root,
+                                       require_client_auth=tls.mutual)  # fmt: skip
+
+
 def build_server(
     dataplane: DataPlane,
     address: str,
     *,
-    max_message_bytes: int = 2**31 - 1,
+    max_message_bytes: int = 1 << 28,
     reuse_port: bool = False,
+    tls: TlsSettings | None = None,
+    auth: Authenticator | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """A ``grpc.aio`` server bound to ``address`` (``host:port``); returns it and its port."""
+    """A ``grpc.aio`` server bound to ``address`` (``host:port``); returns it and its port.
+
+    Messages over ``max_message_bytes`` are refused by grpc itself with
+    RESOURCE_EXHAUSTED before they are read into memory.
+    """
+    auth = auth or Authenticator(AuthSettings())
     options = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), server)
-    port = server.add_insecure_port(address)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, auth), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane, auth), server)
+    if tls is not None and tls.use_ssl:
+        port = server.add_secure_port(address, _credentials(tls))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind the gRPC server to {address}")
     return server, port

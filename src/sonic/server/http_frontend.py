@@ -27,7 +27,9 @@ from starlette.routing import Route
 from sonic.errors import InvalidArgument, SonicError, Status, Unsupported
 from sonic.protocol import http_codec
 from sonic.repository.config import config_to_dict
+from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
+from sonic.server.settings import AuthSettings
 from sonic.server.shm import CUDA_SHM_MISSING
 
 log = logging.getLogger("sonic.server.http")
@@ -38,6 +40,8 @@ HTTP_STATUS: dict[Status, int] = {
     Status.UNAVAILABLE: 503,
     Status.UNSUPPORTED: 501,
     Status.ALREADY_EXISTS: 409,
+    Status.UNAUTHENTICATED: 401,
+    Status.PERMISSION_DENIED: 403,
 }
 DEFAULT_MAX_INPUT_BYTES = 1 << 26  # Triton's --http-max-input-size
 
@@ -52,17 +56,25 @@ def _error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
 
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Inflate a gzip/deflate body, refusing one that inflates past ``limit`` (a zip bomb)."""
     if not encoding or encoding == "identity":
         return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidArgument(f"unsupported Content-Encoding '{encoding}'; use gzip or deflate")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as err:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
         raise InvalidArgument(f"cannot decompress the {encoding} request body: {err}") from None
-    raise InvalidArgument(f"unsupported Content-Encoding '{encoding}'; use gzip or deflate")
+    if len(out) > limit:
+        raise InvalidArgument(
+            f"the {encoding} request body inflates to more than the limit of {limit} bytes "
+            "(--http-max-input-size)"
+        )
+    if not inflater.eof:
+        raise InvalidArgument(f"cannot decompress the {encoding} request body: it is truncated")
+    return out
 
 
 def _compress(body: bytes, accept: str | None) -> tuple[bytes, str | None]:
@@ -88,30 +100,59 @@ def _body_json(body: bytes, what: str) -> dict[str, Any]:
     return data
 
 
+def _parameters(data: dict[str, Any], what: str) -> dict[str, Any]:
+    params = data.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidArgument(f"the {what} 'parameters' must be a JSON object")
+    return dict(params)
+
+
 class HttpFrontend:
     def __init__(
-        self, dataplane: DataPlane, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
-    ) -> None:
+        self, dataplane: DataPlane, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        auth: Authenticator | None = None,
+    ) -> None:  # fmt: skip
         self.dp = dataplane
         self.max_input_bytes = max_input_bytes
+        self.auth = auth or Authenticator(AuthSettings())
+
+    def _too_big(self, size: int | str) -> InvalidArgument:
+        return InvalidArgument(
+            f"request body of {size} bytes exceeds the limit of {self.max_input_bytes} "
+            "bytes (--http-max-input-size)"
+        )
 
     async def _read(self, request: Request) -> bytes:
+        """The body, read no further than the limit (chunked bodies have no length)."""
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_input_bytes:
-            raise InvalidArgument(
-                f"request body of {length} bytes exceeds the limit of {self.max_input_bytes} "
-                "bytes (--http-max-input-size)"
-            )
-        body = await request.body()
-        return _decompress(body, request.headers.get("content-encoding"))
+            raise self._too_big(length)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_input_bytes:
+                raise self._too_big(f"more than {self.max_input_bytes}")
+            chunks.append(chunk)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return _decompress(body, request.headers.get("content-encoding"), self.max_input_bytes)
 
-    @staticmethod
-    def _guard(handler: Handler) -> Handler:
+    def _guard(self, handler: Handler, category: Category) -> Handler:
+        """Check the caller's role, and turn every error into Triton's ``{"error": ...}``."""
+        auth = self.auth
+
         async def wrapped(request: Request) -> Response:
             try:
+                if auth.enabled:
+                    auth.check(category, request.headers.get("authorization"))
                 return await handler(request)
             except SonicError as err:
-                return _error(err.message, HTTP_STATUS.get(err.status, 400))
+                response = _error(err.message, HTTP_STATUS.get(err.status, 400))
+                if err.status is Status.UNAUTHENTICATED:
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="sonic"'
+                return response
             except Exception as err:
                 log.exception("internal error on %s", request.url.path)
                 return _error(f"{type(err).__name__}: {err}", 500)
@@ -194,8 +235,7 @@ class HttpFrontend:
         return _json(self.dp.repository_index(bool(data.get("ready", False))))
 
     async def load(self, request: Request) -> Response:
-        data = _body_json(await self._read(request), "model load")
-        params = dict(data.get("parameters") or {})
+        params = _parameters(_body_json(await self._read(request), "model load"), "model load")
         for key, value in params.items():
             if key.startswith("file:"):
                 try:
@@ -207,7 +247,7 @@ class HttpFrontend:
 
     async def unload(self, request: Request) -> Response:
         data = _body_json(await self._read(request), "model unload")
-        await self.dp.unload(request.path_params["model"], data.get("parameters") or {})
+        await self.dp.unload(request.path_params["model"], _parameters(data, "model unload"))
         return Response(status_code=200)
 
     async def shm_status(self, request: Request) -> Response:
@@ -228,45 +268,46 @@ class HttpFrontend:
         self.dp.shm.unregister(request.path_params.get("region", ""))
         return Response(status_code=200)
 
+    async def logging(self, request: Request) -> Response:
+        if request.method == "GET":
+            return _json(self.dp.logs.get())
+        return _json(self.dp.logs.update(_body_json(await self._read(request), "log settings")))
+
     async def cuda_shm(self, request: Request) -> Response:
         raise Unsupported(CUDA_SHM_MISSING)
 
     # -- app ------------------------------------------------------------------
     def app(self) -> Starlette:
-        g = self._guard
+        def r(path: str, handler: Handler, category: Category, methods: list[str]) -> Route:
+            return Route(path, self._guard(handler, category), methods=methods)
+
+        C = Category
+        get, post = ["GET"], ["POST"]
         model_routes: list[Route] = []
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version:int}"):
             model_routes += [
-                Route(prefix, g(self.model_metadata), methods=["GET"]),
-                Route(prefix + "/ready", g(self.model_ready), methods=["GET"]),
-                Route(prefix + "/config", g(self.model_config), methods=["GET"]),
-                Route(prefix + "/stats", g(self.model_stats), methods=["GET"]),
-                Route(prefix + "/infer", g(self.infer), methods=["POST"]),
+                r(prefix, self.model_metadata, C.METADATA, get),
+                r(prefix + "/ready", self.model_ready, C.HEALTH, get),
+                r(prefix + "/config", self.model_config, C.MODEL_CONFIG, get),
+                r(prefix + "/stats", self.model_stats, C.STATISTICS, get),
+                r(prefix + "/infer", self.infer, C.INFERENCE, post),
             ]
+        shm = "/v2/systemsharedmemory"
         routes = [
-            Route("/v2/health/live", g(self.live), methods=["GET"]),
-            Route("/v2/health/ready", g(self.ready), methods=["GET"]),
-            Route("/v2", g(self.server_metadata), methods=["GET"]),
-            Route("/v2/models/stats", g(self.model_stats), methods=["GET"]),
-            Route("/v2/repository/index", g(self.repository_index), methods=["POST"]),
-            Route("/v2/repository/models/{model}/load", g(self.load), methods=["POST"]),
-            Route("/v2/repository/models/{model}/unload", g(self.unload), methods=["POST"]),
-            Route("/v2/systemsharedmemory/status", g(self.shm_status), methods=["GET"]),
-            Route(
-                "/v2/systemsharedmemory/region/{region}/status", g(self.shm_status), methods=["GET"]
-            ),
-            Route(
-                "/v2/systemsharedmemory/region/{region}/register",
-                g(self.shm_register),
-                methods=["POST"],
-            ),
-            Route("/v2/systemsharedmemory/unregister", g(self.shm_unregister), methods=["POST"]),
-            Route(
-                "/v2/systemsharedmemory/region/{region}/unregister",
-                g(self.shm_unregister),
-                methods=["POST"],
-            ),
-            Route("/v2/cudasharedmemory/{rest:path}", g(self.cuda_shm), methods=["GET", "POST"]),
+            r("/v2/health/live", self.live, C.HEALTH, get),
+            r("/v2/health/ready", self.ready, C.HEALTH, get),
+            r("/v2", self.server_metadata, C.METADATA, get),
+            r("/v2/models/stats", self.model_stats, C.STATISTICS, get),
+            r("/v2/repository/index", self.repository_index, C.REPOSITORY_INDEX, post),
+            r("/v2/repository/models/{model}/load", self.load, C.MODEL_REPOSITORY, post),
+            r("/v2/repository/models/{model}/unload", self.unload, C.MODEL_REPOSITORY, post),
+            r(shm + "/status", self.shm_status, C.SHARED_MEMORY, get),
+            r(shm + "/region/{region}/status", self.shm_status, C.SHARED_MEMORY, get),
+            r(shm + "/region/{region}/register", self.shm_register, C.SHARED_MEMORY, post),
+            r(shm + "/unregister", self.shm_unregister, C.SHARED_MEMORY, post),
+            r(shm + "/region/{region}/unregister", self.shm_unregister, C.SHARED_MEMORY, post),
+            r("/v2/cudasharedmemory/{rest:path}", self.cuda_shm, C.SHARED_MEMORY, get + post),
+            r("/v2/logging", self.logging, C.LOGGING, get + post),
             *model_routes,
         ]
 

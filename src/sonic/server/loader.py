@@ -9,6 +9,7 @@ an error naming the model and the field; nothing is half-registered.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,12 +30,17 @@ from sonic.server.model import LoadedModel
 from sonic.server.scheduler import BatchShape, DirectScheduler, DynamicBatcher, InstancePool
 from sonic.server.statistics import ModelStatistics
 
+log = logging.getLogger("sonic.server.loader")
 
 @dataclass(slots=True)
 class LoadOptions:
     strict_config: bool = False
     default_max_batch_size: int = 4
     gpus: tuple[int, ...] = ()
+    #: Cap on max_batch_size (``--max-batch-size``; 0: none).
+    max_batch_size: int = 0
+    #: Queue bound for models whose config sets none (``--max-queue-size``; 0: none).
+    max_queue_size: int = 0
 
 
 def placements(
@@ -71,6 +77,14 @@ def placements(
                 f"{mc.ModelInstanceGroup.Kind.Name(group.kind)} is not supported",
             )
     return out
+
+
+def _cap_batch(config: mc.ModelConfig, cap: int) -> None:
+    """Lower max_batch_size to the server's cap; clients read the lowered value and split."""
+    if cap and config.max_batch_size > cap:
+        log.warning("model '%s': max_batch_size %d lowered to the server's --max-batch-size %d",
+                    config.name, config.max_batch_size, cap)  # fmt: skip
+        config.max_batch_size = cap
 
 
 def load_model(
@@ -122,6 +136,7 @@ def load_model(
                     )
                 check_against_model(config, ins, outs, name)
                 check_structure(config, name)
+                _cap_batch(config, options.max_batch_size)
                 shape = BatchShape(
                     ragged=frozenset(t.name for t in config.input if t.allow_ragged_batch),
                     batch_inputs=tuple(batch_input_specs(config)),
@@ -133,9 +148,9 @@ def load_model(
             pool = InstancePool([first, *rest], name)
             scheduler: DirectScheduler | DynamicBatcher
             if config.max_batch_size > 0 and config.HasField("dynamic_batching"):
-                scheduler = DynamicBatcher(pool, stats, shape, config)
+                scheduler = DynamicBatcher(pool, stats, shape, config, options.max_queue_size)
             else:
-                scheduler = DirectScheduler(pool, stats, shape)
+                scheduler = DirectScheduler(pool, stats, shape, options.max_queue_size)
             loaded[v] = LoadedModel(name, v, config, scheduler, stats, model_dir)
     except BaseException:
         for inst in created:

@@ -24,14 +24,11 @@ from sonic.errors import ModelNotFound, SonicError, Unavailable
 from sonic.repository.layout import ModelRepository
 from sonic.server.loader import LoadOptions, load_model, materialize_files, remove_materialized
 from sonic.server.model import LoadedModel
+from sonic.server.settings import ControlMode
+
+__all__ = ["ControlMode", "ModelManager", "State"]
 
 log = logging.getLogger("sonic.server")
-
-
-class ControlMode(enum.Enum):
-    NONE = "none"
-    POLL = "poll"
-    EXPLICIT = "explicit"
 
 
 class State(enum.Enum):

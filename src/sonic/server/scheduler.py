@@ -85,6 +85,7 @@ class InstancePool:
     """
 
     def __init__(self, instances: Sequence[BackendInstance], model: str) -> None:
+        self.model = model
         self.instances = list(instances)
         self._may_inline = len(self.instances) == 1 and self.instances[0].inline_ok
         # Start on the thread: the first calls (allocation, warm-up) are the slow ones.
@@ -136,10 +137,15 @@ class InstancePool:
 class _Scheduler:
     """Shared by both schedulers: running one batch and recording it."""
 
-    def __init__(self, pool: InstancePool, stats: ModelStatistics, shape: BatchShape) -> None:
+    def __init__(
+        self, pool: InstancePool, stats: ModelStatistics, shape: BatchShape,
+        max_queue_size: int = 0,
+    ) -> None:  # fmt: skip
         self.pool = pool
         self.stats = stats
         self.shape = shape
+        #: Server-wide queue bound (``--max-queue-size``) where the config sets none.
+        self.max_queue_size = max_queue_size
         #: Requests accepted and not yet executing (nv_inference_pending_request_count).
         self.pending = 0
 
@@ -186,6 +192,12 @@ class DirectScheduler(_Scheduler):
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0,
     ) -> Execution:  # fmt: skip
+        if self.max_queue_size and self.pending >= self.max_queue_size:
+            raise Unavailable(
+                f"Exceeds maximum queue size: model '{self.pool.model}' already has "
+                f"{self.pending} request(s) waiting for an instance (--max-queue-size "
+                f"{self.max_queue_size})"
+            )
         loop = asyncio.get_running_loop()
         item = WorkItem(inputs, outputs, rows, time.perf_counter_ns(), loop.create_future())
         self.pending += 1
@@ -210,9 +222,9 @@ class QueuePolicy:
     allow_override: bool = False
 
     @classmethod
-    def from_proto(cls, p: mc.ModelQueuePolicy) -> QueuePolicy:
+    def from_proto(cls, p: mc.ModelQueuePolicy, default_max_queue_size: int = 0) -> QueuePolicy:
         return cls(
-            max_queue_size=p.max_queue_size,
+            max_queue_size=p.max_queue_size or default_max_queue_size,
             timeout_ns=p.default_timeout_microseconds * 1000,
             delay_on_timeout=p.timeout_action == mc.ModelQueuePolicy.DELAY,
             allow_override=p.allow_timeout_override,
@@ -224,9 +236,9 @@ class DynamicBatcher(_Scheduler):
 
     def __init__(
         self, pool: InstancePool, stats: ModelStatistics, shape: BatchShape,
-        config: mc.ModelConfig,
+        config: mc.ModelConfig, max_queue_size: int = 0,
     ) -> None:  # fmt: skip
-        super().__init__(pool, stats, shape)
+        super().__init__(pool, stats, shape, max_queue_size)
         db = config.dynamic_batching
         self.model = config.name
         self.max_batch = max(config.max_batch_size, 1)
@@ -235,9 +247,9 @@ class DynamicBatcher(_Scheduler):
         self.preserve_ordering = db.preserve_ordering
         self.levels = max(int(db.priority_levels), 1)
         self.default_level = int(db.default_priority_level) or self.levels
-        base = QueuePolicy.from_proto(db.default_queue_policy)
+        base = QueuePolicy.from_proto(db.default_queue_policy, max_queue_size)
         self.policies = {
-            level: QueuePolicy.from_proto(db.priority_queue_policy[level])
+            level: QueuePolicy.from_proto(db.priority_queue_policy[level], max_queue_size)
             if level in db.priority_queue_policy else base
             for level in range(1, self.levels + 1)
         }  # fmt: skip

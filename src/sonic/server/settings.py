@@ -2,16 +2,113 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sonic.server.manager import ControlMode
+
+class ControlMode(enum.Enum):
+    """tritonserver's --model-control-mode."""
+
+    NONE = "none"
+    POLL = "poll"
+    EXPLICIT = "explicit"
+
 
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_EXIT_TIMEOUT_S = 30
 DEFAULT_POLL_SECS = 15
+
+
+@dataclass(slots=True)
+class TlsSettings:
+    """TLS of one front end; the names follow tritonserver's ``--grpc-*ssl*`` flags."""
+
+    use_ssl: bool = False
+    #: Require and verify a client certificate signed by ``root_cert``.
+    mutual: bool = False
+    server_cert: str = ""
+    server_key: str = ""
+    root_cert: str = ""
+
+    def check(self, front: str) -> None:
+        """Fail at start, naming the flag, rather than at the first handshake."""
+        if not self.use_ssl:
+            return
+        for flag, path in (("server-cert", self.server_cert), ("server-key", self.server_key)):
+            if not path or not Path(path).is_file():
+                raise ValueError(f"--{front}-use-ssl needs --{front}-{flag} (a PEM file), "
+                                 f"got {path!r}")  # fmt: skip
+        if self.mutual and (not self.root_cert or not Path(self.root_cert).is_file()):
+            raise ValueError(f"--{front}-use-ssl-mutual needs --{front}-root-cert, the CA that "
+                             f"signs client certificates (got {self.root_cert!r})")  # fmt: skip
+
+    def args(self, front: str) -> list[str]:
+        return [f"--{front}-use-ssl={self.use_ssl}", f"--{front}-use-ssl-mutual={self.mutual}",
+                f"--{front}-server-cert={self.server_cert}",
+                f"--{front}-server-key={self.server_key}",
+                f"--{front}-root-cert={self.root_cert}"]  # fmt: skip
+
+
+@dataclass(slots=True)
+class AuthSettings:
+    """Who may call what: see :mod:`sonic.server.auth`.  Off when no source is given."""
+
+    #: Lines of ``<role> <token>``: static bearer tokens (role ``inference`` or ``admin``).
+    token_file: str = ""
+    #: Shared secret for HS256/384/512 JWTs.
+    jwt_secret_file: str = ""
+    #: Public keys (RFC 7517 JWKS) for RS/PS/ES/EdDSA JWTs.
+    jwks_file: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    #: JWT claim with the roles: a list, or a space-separated string.
+    roles_claim: str = "roles"
+    #: Health endpoints answer without credentials (Kubernetes probes, load balancers).
+    open_health: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token_file or self.jwt_secret_file or self.jwks_file)
+
+    def args(self) -> list[str]:
+        return [f"--auth-token-file={self.token_file}",
+                f"--auth-jwt-secret-file={self.jwt_secret_file}",
+                f"--auth-jwks-file={self.jwks_file}", f"--auth-jwt-audience={self.jwt_audience}",
+                f"--auth-jwt-issuer={self.jwt_issuer}", f"--auth-roles-claim={self.roles_claim}",
+                f"--auth-open-health={self.open_health}"]  # fmt: skip
+
+
+@dataclass(slots=True)
+class Limits:
+    """What one request may ask of the server; each is a ``sonic serve`` flag.
+
+    The defaults admit every realistic HEP request (a DeepMET batch of 1024
+    events is ~110 MB) and refuse the ones that would exhaust the host.
+    """
+
+    #: Largest gRPC message, either way (grpc's own default is 4 MiB).
+    grpc_max_message_size: int = 1 << 28
+    #: Largest HTTP request body after decompression (Triton's --http-max-input-size).
+    http_max_input_size: int = 1 << 26
+    #: Most elements in one tensor; bounds the memory a shape can claim.
+    max_tensor_elements: int = 1 << 28
+    #: Cap on every model's max_batch_size (configs above it are lowered at load, with a warning).
+    max_batch_size: int = 1 << 16
+    #: Requests queued per model when its config sets no max_queue_size (0: unbounded).
+    max_queue_size: int = 1 << 14
+    #: Longest time a request may spend in the server, queue and execution (0: no limit).
+    request_timeout_ms: int = 300_000
+
+    def args(self) -> list[str]:
+        return [f"--grpc-max-message-size={self.grpc_max_message_size}",
+                f"--http-max-input-size={self.http_max_input_size}",
+                f"--max-tensor-elements={self.max_tensor_elements}",
+                f"--max-batch-size={self.max_batch_size}",
+                f"--max-queue-size={self.max_queue_size}",
+                f"--request-timeout-ms={self.request_timeout_ms}"]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -37,7 +134,8 @@ class ServerSettings:
     allow_metrics: bool = True
     #: Let clients register system shared-memory regions (tritonserver's --allow-client-shm).
     allow_client_shm: bool = False
-    http_max_input_size: int = 1 << 26
+    #: Only keys starting with this (after the leading '/') may be registered.
+    client_shm_key_prefix: str = ""
     default_max_batch_size: int = 4
     #: Server processes sharing the ports (SO_REUSEPORT); see sonic.server.workers.
     workers: int = 1
@@ -46,3 +144,8 @@ class ServerSettings:
     #: The other workers' private metrics ports, whose statistics this worker adds to its own.
     worker_peers: list[int] = field(default_factory=list)
     log_verbose: int = 0
+    log_info: bool = True
+    grpc_tls: TlsSettings = field(default_factory=TlsSettings)
+    http_tls: TlsSettings = field(default_factory=TlsSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: Limits = field(default_factory=Limits)

@@ -6,7 +6,10 @@ offset, byte_size)``, and then names the region in tensor parameters
 Inputs are read straight out of the mapping (no copy for fixed-size types);
 outputs are written into it.  Registration is refused unless the server was
 started with ``--allow-client-shm=true``, and a key can only ever name an
-object directly under ``/dev/shm`` (no ``/`` inside it, no ``..``).
+object directly under ``/dev/shm`` (no ``/`` inside it, no ``..``, no
+symbolic link, only regular files).  ``--client-shm-key-prefix`` narrows that
+to the keys a site's jobs use, so a client cannot map another program's
+shared memory even when the server's user could.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +60,9 @@ def _path(key: str) -> str:
 
 
 class SharedMemoryManager:
-    def __init__(self, allow_register: bool) -> None:
+    def __init__(self, allow_register: bool, key_prefix: str = "") -> None:
         self.allow_register = allow_register
+        self.key_prefix = key_prefix.lstrip("/")
         self.regions: dict[str, Region] = {}
 
     # -- control ---------------------------------------------------------------
@@ -77,14 +82,22 @@ class SharedMemoryManager:
                 f"offset {offset} and byte_size {byte_size}"
             )
         path = _path(key)
+        if not os.path.basename(path).startswith(self.key_prefix):
+            raise InvalidArgument(
+                f"shared memory key '{key}' is not allowed: this server only maps keys that "
+                f"start with '/{self.key_prefix}' (--client-shm-key-prefix)"
+            )
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
         except OSError as err:
             raise InvalidArgument(
                 f"unable to open shared memory region '{name}' with key '{key}': {err.strerror}"
             ) from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidArgument(f"shared memory key '{key}' is not a shared memory object")
+            size = st.st_size
             if offset + byte_size > size:
                 raise InvalidArgument(
                     f"shared memory region '{name}': offset {offset} + byte_size {byte_size} "

@@ -1,0 +1,214 @@
+"""Who may call what: bearer tokens and JWTs, and two roles.
+
+A SONIC server is shared by many grid jobs and reachable over the network, so
+a site can require credentials on every call (``Authorization: Bearer <t>``
+as HTTP header or gRPC metadata, the way CMSSW's client and ``tritonclient``
+send them).  A token is accepted when it is
+
+- one of the static tokens of ``--auth-token-file`` (lines ``<role> <token>``),
+  compared by SHA-256 digest so that lookup time says nothing about the token;
+- a JWT signed with the shared secret of ``--auth-jwt-secret-file`` (HS*), or
+  with a key of the JWKS of ``--auth-jwks-file`` (RS*, PS*, ES*, EdDSA), with
+  an ``exp`` claim, and ``aud``/``iss`` when the server is told to check them.
+  Its roles are in ``--auth-roles-claim`` (a list or a space-separated string).
+
+There are two roles.  ``inference`` may infer and read (metadata, config,
+statistics, the repository index, which clients use to find a model);
+``admin`` may also change the server (model load/unload, shared-memory
+registration, log settings).  Health answers without credentials unless
+``--auth-open-health=false``: probes and load balancers carry no tokens.
+Missing or bad credentials are UNAUTHENTICATED (HTTP 401), a role that is not
+enough is PERMISSION_DENIED (HTTP 403).  The metrics port is not covered: it
+is for the site's Prometheus and is kept off the public network.
+
+Verified JWTs are cached until they expire (a few thousand at most), so a
+job's token costs one signature check, not one per request.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from sonic.errors import PermissionDenied, Unauthenticated
+from sonic.server.settings import AuthSettings
+
+HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"]
+KEY_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                  "ES256", "ES384", "ES512", "EdDSA"]  # fmt: skip
+CACHE_SIZE = 4096
+
+
+class Role(enum.IntEnum):
+    """Ordered: a role may do everything the roles below it may."""
+
+    NONE = 0
+    INFERENCE = 1
+    ADMIN = 2
+
+
+class Category(enum.Enum):
+    """Triton's protocol categories (its ``--*-restricted-api`` names) and the role each needs."""
+
+    HEALTH = "health"
+    METADATA = "metadata"
+    INFERENCE = "inference"
+    MODEL_CONFIG = "model-config"
+    STATISTICS = "statistics"
+    REPOSITORY_INDEX = "model-repository-index"
+    MODEL_REPOSITORY = "model-repository"
+    SHARED_MEMORY = "shared-memory"
+    LOGGING = "logging"
+
+
+NEEDS: dict[Category, Role] = {
+    Category.HEALTH: Role.INFERENCE,
+    Category.METADATA: Role.INFERENCE,
+    Category.INFERENCE: Role.INFERENCE,
+    Category.MODEL_CONFIG: Role.INFERENCE,
+    Category.STATISTICS: Role.INFERENCE,
+    Category.REPOSITORY_INDEX: Role.INFERENCE,
+    Category.MODEL_REPOSITORY: Role.ADMIN,
+    Category.SHARED_MEMORY: Role.ADMIN,
+    Category.LOGGING: Role.ADMIN,
+}
+
+
+def _role(name: str) -> Role:
+    try:
+        return Role[name.strip().upper()]
+    except KeyError:
+        raise ValueError(f"unknown role {name!r}: use 'inference' or 'admin'") from None
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _read_tokens(path: str) -> dict[bytes, Role]:
+    tokens: dict[bytes, Role] = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        role, _, token = line.partition(" ")
+        if not token.strip():
+            raise ValueError(f"{path}:{n}: expected '<role> <token>'")
+        tokens[_digest(token.strip())] = _role(role)
+    if not tokens:
+        raise ValueError(f"{path}: no tokens")
+    return tokens
+
+
+class Authenticator:
+    """Checks the credentials of one call against the role its category needs."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.settings = settings
+        self.enabled = settings.enabled
+        self._tokens = _read_tokens(settings.token_file) if settings.token_file else {}
+        self._secret = (Path(settings.jwt_secret_file).read_bytes().strip()
+                        if settings.jwt_secret_file else b"")  # fmt: skip
+        self._jwks: Any = None
+        if settings.jwks_file:
+            import jwt
+
+            self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwks_file).read_text())
+        self._cache: dict[str, tuple[Role, float]] = {}
+
+    # -- checks ------------------------------------------------------------------
+    def check(self, category: Category, authorization: str | None) -> None:
+        """Return if the call may go on; raise UNAUTHENTICATED or PERMISSION_DENIED."""
+        if not self.enabled or (category is Category.HEALTH and self.settings.open_health):
+            return
+        role = self.role(authorization)
+        need = NEEDS[category]
+        if role < need:
+            raise PermissionDenied(
+                f"the '{category.value}' calls need the '{need.name.lower()}' role; this "
+                f"token has '{role.name.lower()}'"
+            )
+
+    def role(self, authorization: str | None) -> Role:
+        if not authorization:
+            raise Unauthenticated(
+                "this server requires credentials: send 'authorization: Bearer <token>'"
+            )
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("the authorization header must be 'Bearer <token>'")
+        role = self._tokens.get(_digest(token))
+        if role is not None:
+            return role
+        cached = self._cache.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        if not (self._secret or self._jwks is not None):
+            raise Unauthenticated("unknown bearer token")
+        return self._verify_jwt(token)
+
+    # -- JWT ---------------------------------------------------------------------------
+    def _verify_jwt(self, token: str) -> Role:
+        import jwt
+
+        s = self.settings
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg", "")
+            if alg in HMAC_ALGORITHMS and self._secret:
+                key: Any = self._secret
+            elif alg in KEY_ALGORITHMS and self._jwks is not None:
+                key = self._jwk(header.get("kid"))
+            else:
+                raise Unauthenticated(f"JWT algorithm '{alg}' is not accepted by this server")
+            claims = jwt.decode(
+                token, key, algorithms=[alg],
+                audience=s.jwt_audience or None, issuer=s.jwt_issuer or None,
+                options={"require": ["exp"], "verify_aud": bool(s.jwt_audience)},
+            )  # fmt: skip
+        except jwt.PyJWTError as err:
+            raise Unauthenticated(f"invalid token: {err}") from None
+        role = self._claimed_role(claims)
+        if len(self._cache) >= CACHE_SIZE:
+            now = time.time()
+            self._cache = {t: v for t, v in self._cache.items() if v[1] > now}
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+        self._cache[token] = (role, float(claims["exp"]))
+        return role
+
+    def _jwk(self, kid: str | None) -> Any:
+        keys = self._jwks.keys
+        if kid is None:
+            if len(keys) == 1:
+                return keys[0].key
+            raise Unauthenticated("the JWT has no 'kid' and the server's JWKS has several keys")
+        for k in keys:
+            if k.key_id == kid:
+                return k.key
+        raise Unauthenticated(f"no key '{kid}' in the server's JWKS")
+
+    def _claimed_role(self, claims: dict[str, Any]) -> Role:
+        raw = claims.get(self.settings.roles_claim, [])
+        names = raw.split() if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
+        best = Role.NONE
+        for name in names:
+            try:
+                best = max(best, _role(str(name)))
+            except ValueError:
+                continue  # roles meant for other services
+        return best
+
+
+def describe(settings: AuthSettings) -> str:
+    """One log line: which credentials the server accepts."""
+    parts = [name for name, on in (("static tokens", settings.token_file),
+                                   ("HS* JWTs", settings.jwt_secret_file),
+                                   ("JWKS JWTs", settings.jwks_file)) if on]  # fmt: skip
+    return "authentication: " + (", ".join(parts) if parts else "off") + (
+        "; health is open" if settings.open_health and parts else "")
+
