@@ -116,10 +116,11 @@ def main() -> int:
     sys.stderr.write(run.stderr)
     done = re.search(r"Done (\d+) runs in (\d+) second", run.stderr)
     runs = int(done.group(1)) if done else 0
+    rss = re.findall(r"rss: (\d+)Mb", run.stderr)
     result = {
         "runs": runs, "seconds": round(elapsed, 1),
         "inputs_per_second": round(runs / elapsed) if elapsed else 0,
-        "exit_code": run.returncode,
+        "exit_code": run.returncode, "peak_rss_mb": int(rss[-1]) if rss else None,
         "findings": 0 if run.returncode == 0 else 1,
         "targets": ["http inference body", "grpc ModelInferRequest", "config.pbtxt + JSON config"],
         "python": platform.python_version(), "atheris": version("atheris"),

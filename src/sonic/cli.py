@@ -139,6 +139,8 @@ def main() -> None:
 @_bool_option("--allow-grpc", True, "Serve gRPC.")
 @_bool_option("--allow-metrics", True, "Serve Prometheus metrics.")
 @_bool_option("--allow-client-shm", False, "Let clients register system shared memory.")
+@_bool_option("--allow-cpu-fallback", False,
+              "Run KIND_GPU instance groups on the CPU when there is no GPU.")
 @click.option("--client-shm-key-prefix", default="",
               help="Only shared-memory keys that start with this may be registered.")
 @click.option(
@@ -217,6 +219,7 @@ def serve(**opts: object) -> None:
         allow_metrics=bool(opts["allow_metrics"]),
         allow_client_shm=bool(opts["allow_client_shm"]),
         client_shm_key_prefix=str(opts["client_shm_key_prefix"]).lstrip("/"),
+        allow_cpu_fallback=bool(opts["allow_cpu_fallback"]),
         workers=int(opts["workers"]),  # type: ignore[call-overload]
         reuse_port=bool(opts["reuse_port"]),
         worker_peers=[int(p) for p in str(opts["worker_peers"]).split(",") if p],
@@ -256,6 +259,9 @@ def serve(**opts: object) -> None:
                      settings.auth.jwks_file):  # fmt: skip
             if path and not Path(path).is_file():
                 raise ValueError(f"authentication file '{path}' does not exist")
+        from sonic.server.auth import Authenticator
+
+        Authenticator(settings.auth)  # a malformed token file or JWKS fails here, by name
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     run_server(settings)

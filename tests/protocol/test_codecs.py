@@ -52,7 +52,8 @@ def test_bytes_layout_is_length_prefixed_little_endian() -> None:
     ("raw", "count", "words"),
     [
         (b"\x05\x00\x00\x00ab", 1, "claims 5 bytes"),
-        (b"\x01\x00", 1, "ends after 0 of 1"),
+        (b"\x01\x00", 1, "2 bytes cannot hold 1 elements"),
+        (b"\x01\x00\x00\x00a\x05\x00\x00", 2, "ends after 1 of 2"),
         (b"\x01\x00\x00\x00ab", 1, "unexpected bytes"),
     ],
 )

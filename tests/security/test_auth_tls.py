@@ -319,6 +319,8 @@ def test_tls_flags_are_checked_at_start(repo: Path, pki: Pki) -> None:
         ("--http-use-ssl-mutual=true", f"--http-server-cert={pki.server_cert}",
          f"--http-server-key={pki.server_key}"): "--http-root-cert",
         ("--auth-token-file=/nonexistent/tokens",): "/nonexistent/tokens",
+        (f"--auth-token-file={pki.ca}",): "unknown role",
+        (f"--auth-jwks-file={pki.ca}",): "not a usable JWKS",
     }  # fmt: skip
     for args, named in cases.items():
         run = subprocess.run([sys.executable, "-m", "sonic.cli", "serve",

@@ -34,7 +34,9 @@ def parse_config(text: str, model: str) -> mc.ModelConfig:
     config = mc.ModelConfig()
     try:
         text_format.Parse(text, config)
-    except text_format.ParseError as err:
+    except (text_format.ParseError, ValueError) as err:
+        # protobuf raises a bare ValueError for some inputs (a number out of range after a
+        # long digit run); both are syntax errors of the file.
         raise ModelConfigError(model, CONFIG_FILE, str(err)) from None
     return config
 

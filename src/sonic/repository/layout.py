@@ -10,7 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonic.errors import ModelConfigError, ModelNotFound
+from sonic.errors import InvalidArgument, ModelConfigError, ModelNotFound
+
+MAX_NAME_LENGTH = 255
+
+
+def check_model_name(name: str) -> str:
+    """A model name is one directory name: never a path, so it cannot leave a repository."""
+    if (not name or len(name) > MAX_NAME_LENGTH or name in (".", "..") or name.startswith(".")
+            or any(c in name for c in "/\\\0")):  # fmt: skip
+        raise InvalidArgument(
+            f"invalid model name {name!r}: a model name is a single directory name (no '/', "
+            f"'\\', NUL or leading '.', at most {MAX_NAME_LENGTH} characters)"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,10 +51,11 @@ def _module():
             x = torch.cat([self.pf_embed(pf_features), self.sv_embed(sv_features)], dim=2)
             x = x * mask
             # K + 1 masked padding points, so that even a tiny cloud has K neighbours.
+            # new_zeros/arange on the inputs' device: the same module runs on a GPU.
             n = x.shape[0]
-            points = torch.cat([points, torch.zeros(n, 2, K + 1)], dim=2)
-            mask = torch.cat([mask, torch.zeros(n, 1, K + 1)], dim=2)
-            x = torch.cat([x, torch.zeros(n, x.shape[1], K + 1)], dim=2)
+            points = torch.cat([points, points.new_zeros(n, 2, K + 1)], dim=2)
+            mask = torch.cat([mask, mask.new_zeros(n, 1, K + 1)], dim=2)
+            x = torch.cat([x, x.new_zeros(n, x.shape[1], K + 1)], dim=2)
             # Masked points are pushed far away so that they are nobody's neighbour.
             shifted = points + (1.0 - mask) * 1e5
             pts = shifted.transpose(1, 2)  # [N, M, 2]
@@ -62,7 +63,7 @@ def _module():
             idx = dist.topk(K + 1, dim=-1, largest=False).indices[:, :, 1:]  # [N, M, K]
             c, m = x.shape[1], x.shape[2]
             xt = x.transpose(1, 2)  # [N, M, C]
-            batch = torch.arange(n).view(n, 1, 1).expand(n, m, K)
+            batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, m, K)
             neighbours = xt[batch, idx]  # [N, M, K, C]
             centre = xt.unsqueeze(2).expand(n, m, K, c)
             edges = torch.cat([centre, neighbours - centre], dim=3).permute(0, 3, 1, 2)

@@ -22,6 +22,7 @@ from sonic.protocol.tensors import set_max_tensor_elements
 from sonic.repository.layout import ModelRepository
 from sonic.server.auth import Authenticator, describe
 from sonic.server.dataplane import DataPlane
+from sonic.server.gpus import discover
 from sonic.server.grpc_frontend import build_server
 from sonic.server.http_frontend import HttpFrontend
 from sonic.server.loader import LoadOptions
@@ -74,6 +75,9 @@ class Server:
         limits = settings.limits
         set_max_tensor_elements(limits.max_tensor_elements)
         self.auth = Authenticator(settings.auth)
+        self.gpus = discover()
+        log.info("GPUs: %s", ", ".join(f"{g.index}: {g.name} ({g.uuid})" for g in self.gpus)
+                 or "none")  # fmt: skip
         self.manager = ModelManager(
             ModelRepository(settings.model_repositories),
             settings.model_control_mode,
@@ -82,6 +86,8 @@ class Server:
                 default_max_batch_size=settings.default_max_batch_size,
                 max_batch_size=limits.max_batch_size,
                 max_queue_size=limits.max_queue_size,
+                gpus=tuple(g.index for g in self.gpus),
+                cpu_fallback=settings.allow_cpu_fallback,
             ),
             settings.load_models,
         )
@@ -94,6 +100,8 @@ class Server:
         )
         self.dataplane.logs = LogSettings(settings.log_verbose, settings.log_info)
         self.dataplane.peers = list(settings.worker_peers)
+        if self.gpus:
+            self.dataplane.extensions.append("cuda_shared_memory")
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -130,7 +138,7 @@ class Server:
             from sonic.server.metrics import metrics_app
 
             http_servers.append(
-                _uvicorn(metrics_app(self.manager, worker=bool(s.worker_peers)),
+                _uvicorn(metrics_app(self.manager, worker=bool(s.worker_peers), gpus=self.gpus),
                          s.metrics_address, s.metrics_port)
             )
         http_tasks = []

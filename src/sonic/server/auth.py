@@ -97,7 +97,10 @@ def _read_tokens(path: str) -> dict[bytes, Role]:
         role, _, token = line.partition(" ")
         if not token.strip():
             raise ValueError(f"{path}:{n}: expected '<role> <token>'")
-        tokens[_digest(token.strip())] = _role(role)
+        try:
+            tokens[_digest(token.strip())] = _role(role)
+        except ValueError as err:
+            raise ValueError(f"{path}:{n}: {err}") from None
     if not tokens:
         raise ValueError(f"{path}: no tokens")
     return tokens
@@ -116,7 +119,10 @@ class Authenticator:
         if settings.jwks_file:
             import jwt
 
-            self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwks_file).read_text())
+            try:
+                self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwks_file).read_text())
+            except (jwt.PyJWTError, ValueError) as err:
+                raise ValueError(f"{settings.jwks_file}: not a usable JWKS: {err}") from None
         self._cache: dict[str, tuple[Role, float]] = {}
 
     # -- checks ------------------------------------------------------------------

@@ -62,6 +62,8 @@ class DataPlane:
         self.peers: list[int] = []
         self.shm = SharedMemoryManager(allow_client_shm, shm_key_prefix)
         self.strict_readiness = strict_readiness
+        #: Protocol extensions in server metadata (the app adds cuda_shared_memory with GPUs).
+        self.extensions = list(EXTENSIONS)
         self.logs = LogSettings()
         self.accepting = False
         self.inflight = 0
@@ -80,7 +82,7 @@ class DataPlane:
         return True
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": "triton", "version": __version__, "extensions": EXTENSIONS}
+        return {"name": "triton", "version": __version__, "extensions": self.extensions}
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.manager.ready(name, version)

@@ -21,12 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from sonic.errors import SonicError, Status, Unsupported
+from sonic.errors import SonicError, Status
 from sonic.protocol.grpc_codec import decode_request, encode_response, params_from_proto
 from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
 from sonic.server.settings import AuthSettings, TlsSettings
-from sonic.server.shm import CUDA_SHM_MISSING
 
 log = logging.getLogger("sonic.server.grpc")
 
@@ -55,6 +54,15 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+async def _admit(auth: Authenticator, category: Category, context: Any) -> None:
+    """Abort the call unless its credentials allow ``category`` (for handlers outside _rpc)."""
+    if auth.enabled:
+        try:
+            auth.check(category, _authorization(context))
+        except SonicError as err:
+            await context.abort(STATUS_CODES[err.status], err.message)
+
+
 def _rpc(category: Category) -> Callable[[Method[R]], Method[R]]:
     """Check the caller's role for ``category``, then map :class:`SonicError` (and anything
     unexpected) to a gRPC status."""
@@ -78,6 +86,14 @@ def _rpc(category: Category) -> Callable[[Method[R]], Method[R]]:
         return wrapper
 
     return decorate
+
+
+def _regions(response: Any, rows: list[dict[str, Any]]) -> Any:
+    """A (System|Cuda)SharedMemoryStatusResponse with one RegionStatus per row."""
+    msg = response()
+    for row in rows:
+        msg.regions[row["name"]].CopyFrom(response.RegionStatus(**row))
+    return msg
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -130,11 +146,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests run concurrently; each response or error goes back as it completes."""
-        if self.auth.enabled:
-            try:
-                self.auth.check(Category.INFERENCE, _authorization(context))
-            except SonicError as err:
-                await context.abort(STATUS_CODES[err.status], err.message)
+        await _admit(self.auth, Category.INFERENCE, context)
         results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
 
@@ -199,12 +211,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def SystemSharedMemoryStatus(
         self, request: Any, context: Any
     ) -> pb.SystemSharedMemoryStatusResponse:
-        msg = pb.SystemSharedMemoryStatusResponse()
-        for region in self.dp.shm.status(request.name):
-            msg.regions[region["name"]].CopyFrom(
-                pb.SystemSharedMemoryStatusResponse.RegionStatus(**region)
-            )
-        return msg
+        return _regions(pb.SystemSharedMemoryStatusResponse, self.dp.shm.status(request.name))
 
     @_rpc(Category.SHARED_MEMORY)
     async def SystemSharedMemoryRegister(
@@ -239,16 +246,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return msg
 
     @_rpc(Category.SHARED_MEMORY)
-    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        raise Unsupported(CUDA_SHM_MISSING)
+    async def CudaSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        return _regions(pb.CudaSharedMemoryStatusResponse, self.dp.shm.cuda.status(request.name))
 
     @_rpc(Category.SHARED_MEMORY)
-    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        raise Unsupported(CUDA_SHM_MISSING)
+    async def CudaSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self.dp.shm.register_cuda(request.name, request.raw_handle, request.device_id,
+                                  request.byte_size)  # fmt: skip
+        return pb.CudaSharedMemoryRegisterResponse()
 
     @_rpc(Category.SHARED_MEMORY)
-    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        raise Unsupported(CUDA_SHM_MISSING)
+    async def CudaSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self.dp.shm.cuda.runtime()
+        self.dp.shm.cuda.unregister(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
@@ -260,19 +277,13 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self.dp = dataplane
         self.auth = auth
 
-    async def _allow(self, context: Any) -> None:
-        try:
-            self.auth.check(Category.HEALTH, _authorization(context))
-        except SonicError as err:
-            await context.abort(STATUS_CODES[err.status], err.message)
-
     def _status(self, service: str) -> int:
         if self.dp.ready():
             return health_pb2.HealthCheckResponse.SERVING
         return health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def Check(self, request: Any, context: Any) -> health_pb2.HealthCheckResponse:
-        await self._allow(context)
+        await _admit(self.auth, Category.HEALTH, context)
         if request.service not in self.SERVICES:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
         return health_pb2.HealthCheckResponse(status=self._status(request.service))
@@ -280,7 +291,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     async def Watch(
         self, request: Any, context: Any
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        await self._allow(context)
+        await _admit(self.auth, Category.HEALTH, context)
         last = None
         while True:
             status = (

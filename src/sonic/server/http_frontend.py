@@ -24,13 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sonic.errors import InvalidArgument, SonicError, Status, Unsupported
+from sonic.errors import InvalidArgument, SonicError, Status
 from sonic.protocol import http_codec
 from sonic.repository.config import config_to_dict
 from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
 from sonic.server.settings import AuthSettings
-from sonic.server.shm import CUDA_SHM_MISSING
 
 log = logging.getLogger("sonic.server.http")
 
@@ -273,8 +272,27 @@ class HttpFrontend:
             return _json(self.dp.logs.get())
         return _json(self.dp.logs.update(_body_json(await self._read(request), "log settings")))
 
-    async def cuda_shm(self, request: Request) -> Response:
-        raise Unsupported(CUDA_SHM_MISSING)
+    async def cuda_shm_status(self, request: Request) -> Response:
+        return _json(self.dp.shm.cuda.status(request.path_params.get("region", "")))
+
+    async def cuda_shm_register(self, request: Request) -> Response:
+        data = _body_json(await self._read(request), "CUDA shared memory register")
+        try:
+            handle = data["raw_handle"]["b64"]
+            raw = base64.b64decode(handle, validate=True)
+            device, size = int(data["device_id"]), int(data["byte_size"])
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            raise InvalidArgument(
+                'the register body must be {"raw_handle": {"b64": str}, "device_id": int, '
+                '"byte_size": int}'
+            ) from None
+        self.dp.shm.register_cuda(request.path_params["region"], raw, device, size)
+        return Response(status_code=200)
+
+    async def cuda_shm_unregister(self, request: Request) -> Response:
+        self.dp.shm.cuda.runtime()
+        self.dp.shm.cuda.unregister(request.path_params.get("region", ""))
+        return Response(status_code=200)
 
     # -- app ------------------------------------------------------------------
     def app(self) -> Starlette:
@@ -292,7 +310,7 @@ class HttpFrontend:
                 r(prefix + "/stats", self.model_stats, C.STATISTICS, get),
                 r(prefix + "/infer", self.infer, C.INFERENCE, post),
             ]
-        shm = "/v2/systemsharedmemory"
+        shm, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
         routes = [
             r("/v2/health/live", self.live, C.HEALTH, get),
             r("/v2/health/ready", self.ready, C.HEALTH, get),
@@ -306,7 +324,12 @@ class HttpFrontend:
             r(shm + "/region/{region}/register", self.shm_register, C.SHARED_MEMORY, post),
             r(shm + "/unregister", self.shm_unregister, C.SHARED_MEMORY, post),
             r(shm + "/region/{region}/unregister", self.shm_unregister, C.SHARED_MEMORY, post),
-            r("/v2/cudasharedmemory/{rest:path}", self.cuda_shm, C.SHARED_MEMORY, get + post),
+            r(cuda + "/status", self.cuda_shm_status, C.SHARED_MEMORY, get),
+            r(cuda + "/region/{region}/status", self.cuda_shm_status, C.SHARED_MEMORY, get),
+            r(cuda + "/region/{region}/register", self.cuda_shm_register, C.SHARED_MEMORY, post),
+            r(cuda + "/unregister", self.cuda_shm_unregister, C.SHARED_MEMORY, post),
+            r(cuda + "/region/{region}/unregister", self.cuda_shm_unregister,
+              C.SHARED_MEMORY, post),
             r("/v2/logging", self.logging, C.LOGGING, get + post),
             *model_routes,
         ]

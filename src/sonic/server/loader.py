@@ -22,6 +22,7 @@ from sonic.backends.registry import select_backend
 from sonic.errors import InvalidArgument, ModelConfigError
 from sonic.repository.autocomplete import check_against_model, complete
 from sonic.repository.config import check_structure, config_from_json, load_config
+from sonic.repository.layout import check_model_name
 from sonic.repository.tools import verify_checksums
 from sonic.repository.versions import available_versions, select_versions
 from sonic.server.batching import batch_input_specs
@@ -36,17 +37,50 @@ log = logging.getLogger("sonic.server.loader")
 class LoadOptions:
     strict_config: bool = False
     default_max_batch_size: int = 4
+    #: The GPUs the server sees (visible indices); see sonic.server.gpus.
     gpus: tuple[int, ...] = ()
+    #: Run KIND_GPU groups on the CPU when there is no GPU (``--allow-cpu-fallback``).
+    cpu_fallback: bool = False
     #: Cap on max_batch_size (``--max-batch-size``; 0: none).
     max_batch_size: int = 0
     #: Queue bound for models whose config sets none (``--max-queue-size``; 0: none).
     max_queue_size: int = 0
 
 
+def _gpu_devices(
+    group: mc.ModelInstanceGroup, i: int, gpus: tuple[int, ...], model: str, cpu_fallback: bool
+) -> list[int] | None:
+    """The devices of a KIND_GPU group, or None when it falls back to the CPU."""
+    if not gpus:
+        if cpu_fallback:
+            log.warning("model '%s': instance_group[%d] is KIND_GPU but this server sees no GPU; "
+                        "running it on the CPU (--allow-cpu-fallback)", model, i)  # fmt: skip
+            return None
+        raise ModelConfigError(
+            model, f"instance_group[{i}].kind",
+            "KIND_GPU, but this server sees no GPU (no NVIDIA driver or NVML, or "
+            "CUDA_VISIBLE_DEVICES hides them); use KIND_CPU or KIND_AUTO, or start the server "
+            "with --allow-cpu-fallback=true",
+        )  # fmt: skip
+    missing = [d for d in group.gpus if d not in gpus]
+    if missing:
+        raise ModelConfigError(
+            model, f"instance_group[{i}].gpus",
+            f"GPU {missing[0]} does not exist; this server has GPU(s) {list(gpus)}",
+        )  # fmt: skip
+    return list(group.gpus) or list(gpus)
+
+
 def placements(
-    config: mc.ModelConfig, backend: type[BackendInstance], gpus: tuple[int, ...], model: str
-) -> list[InstancePlacement]:
-    """Instances to create, completing ``instance_group`` as Triton reports it."""
+    config: mc.ModelConfig, backend: type[BackendInstance], gpus: tuple[int, ...], model: str,
+    cpu_fallback: bool = False,
+) -> list[InstancePlacement]:  # fmt: skip
+    """Instances to create, completing ``instance_group`` as Triton reports it.
+
+    ``gpus`` are the GPUs the server sees (:mod:`sonic.server.gpus`).  KIND_AUTO picks
+    them when there are any; KIND_GPU without any fails, or with ``cpu_fallback`` is
+    rewritten to KIND_CPU (so clients reading the config see where it runs).
+    """
     if not config.instance_group:
         group = config.instance_group.add()
         group.kind = mc.ModelInstanceGroup.KIND_GPU if gpus else mc.ModelInstanceGroup.KIND_CPU
@@ -58,15 +92,19 @@ def placements(
         if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
             group.kind = mc.ModelInstanceGroup.KIND_GPU if gpus else mc.ModelInstanceGroup.KIND_CPU
         if group.kind == mc.ModelInstanceGroup.KIND_GPU:
-            devices = list(group.gpus) or list(gpus) or [0]
-            if not group.gpus and gpus:
-                group.gpus.extend(devices)
-            count = group.count or 1
-            group.count = count
-            for dev in devices:
-                for j in range(count):
-                    out.append(InstancePlacement(f"{group.name}_{dev}_{j}", "GPU", dev))
-        elif group.kind in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_MODEL):
+            devices = _gpu_devices(group, i, gpus, model, cpu_fallback)
+            if devices is None:
+                group.kind = mc.ModelInstanceGroup.KIND_CPU
+                group.ClearField("gpus")
+            else:
+                if not group.gpus:
+                    group.gpus.extend(devices)
+                group.count = count = group.count or 1
+                for dev in devices:
+                    out.extend(InstancePlacement(f"{group.name}_{dev}_{j}", "GPU", dev)
+                               for j in range(count))  # fmt: skip
+                continue
+        if group.kind in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_MODEL):
             count = group.count or backend.default_cpu_instance_count
             group.count = count
             out.extend(InstancePlacement(f"{group.name}_{j}", "CPU") for j in range(count))
@@ -118,7 +156,7 @@ def load_model(
         config.default_model_filename = backend.model_path(
             config, model_dir / str(versions[0])
         ).name
-    where = placements(config, backend, options.gpus, name)
+    where = placements(config, backend, options.gpus, name, options.cpu_fallback)
 
     loaded: dict[int, LoadedModel] = {}
     created: list[BackendInstance] = []
@@ -165,6 +203,7 @@ def materialize_files(name: str, files: dict[str, bytes]) -> Path:
     Paths are checked to stay inside that directory: no absolute paths, no
     ``..``; the caller removes the directory with :func:`remove_materialized`.
     """
+    check_model_name(name)
     root = Path(tempfile.mkdtemp(prefix="sonic-model-"))
     model_dir = root / name
     model_dir.mkdir()

@@ -21,7 +21,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.errors import ModelNotFound, SonicError, Unavailable
-from sonic.repository.layout import ModelRepository
+from sonic.repository.layout import ModelRepository, check_model_name
 from sonic.server.loader import LoadOptions, load_model, materialize_files, remove_materialized
 from sonic.server.model import LoadedModel
 from sonic.server.settings import ControlMode
@@ -125,9 +125,26 @@ class ModelManager:
         self, name: str, config_json: str | None = None, files: dict[str, bytes] | None = None
     ) -> None:
         """Load or reload ``name``; raises on failure after recording the reason."""
+        check_model_name(name)
+        if not files:
+            self.repository.find(name)  # NOT_FOUND before any state exists for the name
         entry = self.models.get(name)
+        created = entry is None
         if entry is None:
             entry = self.models[name] = ModelEntry(name)
+        try:
+            await self._load_entry(entry, config_json, files)
+        except BaseException:
+            # A name the repository does not hold (a load from file parameters that failed)
+            # leaves no entry behind: only repository models are listed UNAVAILABLE.
+            if created and not entry.versions and name not in self.repository.scan()[0]:
+                self.models.pop(name, None)
+            raise
+
+    async def _load_entry(
+        self, entry: ModelEntry, config_json: str | None, files: dict[str, bytes] | None
+    ) -> None:
+        name = entry.name
         async with entry.lock:
             temp_dir: Path | None = None
             try:

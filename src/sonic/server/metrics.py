@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sonic.server.gpus import Gpu, readings
 from sonic.server.manager import ModelManager
 from sonic.server.statistics import FAILURE_REASONS
 
@@ -108,9 +109,10 @@ def _memory() -> tuple[int, int]:
 class TritonCollector:
     """Collects model and process metrics from the model manager at scrape time."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, gpus: list[Gpu] | None = None) -> None:
         self.manager = manager
         self.cpu = _CpuSampler()
+        self.gpus = list(gpus or [])
 
     def collect(self) -> Iterator[Metric]:
         models = self.manager.serving()
@@ -178,6 +180,27 @@ class TritonCollector:
         rss = Metric("process_resident_memory_bytes", "Resident memory size in bytes.", "gauge")
         rss.add_sample("process_resident_memory_bytes", {}, _rss())
         yield rss
+        yield from self._gpu_metrics()
+
+    def _gpu_metrics(self) -> Iterator[Metric]:
+        """Triton's nv_gpu_* gauges, labelled by gpu_uuid; none on a server without GPUs."""
+        rows = readings(self.gpus)
+        if not rows:
+            return
+        for name, doc, key in GPU_GAUGES:
+            m = Metric(name, doc, "gauge")
+            for row in rows:
+                m.add_sample(name, {"gpu_uuid": row["uuid"]}, row[key])
+            yield m
+
+
+GPU_GAUGES = [
+    ("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)", "utilization"),
+    ("nv_gpu_memory_total_bytes", "GPU total memory, in bytes", "memory_total"),
+    ("nv_gpu_memory_used_bytes", "GPU used memory, in bytes", "memory_used"),
+    ("nv_gpu_power_usage", "GPU power usage in watts", "power"),
+    ("nv_gpu_power_limit", "GPU power management limit in watts", "power_limit"),
+]
 
 
 def _rss() -> int:
@@ -209,10 +232,12 @@ def exposition(metrics: Iterable[Metric]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def metrics_app(manager: ModelManager, *, worker: bool = False) -> Starlette:
+def metrics_app(
+    manager: ModelManager, *, worker: bool = False, gpus: list[Gpu] | None = None
+) -> Starlette:
     """``/metrics``; for a worker of ``--workers N`` (on its private loopback port) also
     ``/worker/statistics``, its own statistics as JSON, which its peers add to theirs."""
-    collector = TritonCollector(manager)
+    collector = TritonCollector(manager, gpus)
 
     async def metrics(request: Request) -> Response:
         return Response(exposition(collector.collect()), media_type=CONTENT_TYPE)

@@ -137,6 +137,8 @@ class ServerSettings:
     #: Only keys starting with this (after the leading '/') may be registered.
     client_shm_key_prefix: str = ""
     default_max_batch_size: int = 4
+    #: Run KIND_GPU instance groups on the CPU when the server sees no GPU (else they fail).
+    allow_cpu_fallback: bool = False
     #: Server processes sharing the ports (SO_REUSEPORT); see sonic.server.workers.
     workers: int = 1
     #: Bind with SO_REUSEPORT (set for the workers of --workers N).

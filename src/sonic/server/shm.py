@@ -25,15 +25,12 @@ import numpy as np
 
 from sonic.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from sonic.protocol.tensors import Tensor, element_count, from_raw, to_raw
+from sonic.server.cuda_shm import CudaRegion, CudaSharedMemoryManager
 
 SHM_ROOT = "/dev/shm"
 REGION = "shared_memory_region"
 OFFSET = "shared_memory_offset"
 BYTE_SIZE = "shared_memory_byte_size"
-CUDA_SHM_MISSING = (
-    "CUDA shared memory is not available on this server (no GPU support); "
-    "use system shared memory or send tensors in the request"
-)
 
 
 @dataclass(slots=True)
@@ -64,6 +61,8 @@ class SharedMemoryManager:
         self.allow_register = allow_register
         self.key_prefix = key_prefix.lstrip("/")
         self.regions: dict[str, Region] = {}
+        #: CUDA regions; one namespace with the system ones, as in Triton.
+        self.cuda = CudaSharedMemoryManager(allow_register)
 
     # -- control ---------------------------------------------------------------
     def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
@@ -74,7 +73,7 @@ class SharedMemoryManager:
             )
         if not name:
             raise InvalidArgument("a shared memory region needs a name")
-        if name in self.regions:
+        if name in self.regions or name in self.cuda.regions:
             raise AlreadyExists(f"shared memory region '{name}' is already registered")
         if offset < 0 or byte_size <= 0:
             raise InvalidArgument(
@@ -108,6 +107,11 @@ class SharedMemoryManager:
             os.close(fd)
         self.regions[name] = Region(name, key, offset, byte_size, mapping)
 
+    def register_cuda(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
+        if name in self.regions:
+            raise AlreadyExists(f"shared memory region '{name}' is already registered")
+        self.cuda.register(name, raw_handle, device_id, byte_size)
+
     def unregister(self, name: str = "") -> None:
         names = [name] if name else list(self.regions)
         for n in names:
@@ -125,12 +129,12 @@ class SharedMemoryManager:
         return [r.status() for r in self.regions.values()]
 
     # -- data --------------------------------------------------------------------
-    def _window(self, params: dict[str, Any], what: str) -> tuple[Region, int, int]:
+    def _window(self, params: dict[str, Any], what: str) -> tuple[Region | CudaRegion, int, int]:
         name = params[REGION]
-        region = self.regions.get(name)
+        region: Region | CudaRegion | None = self.regions.get(name) or self.cuda.regions.get(name)
         if region is None:
             raise InvalidArgument(
-                f"{what}: unable to find system shared memory region '{name}'; register it first"
+                f"{what}: unable to find shared memory region '{name}'; register it first"
             )
         offset = int(params.get(OFFSET, 0) or 0)
         if BYTE_SIZE not in params:
@@ -145,6 +149,8 @@ class SharedMemoryManager:
 
     def read_input(self, t: Tensor) -> np.ndarray:
         region, start, size = self._window(t.parameters, f"input '{t.name}'")
+        if isinstance(region, CudaRegion):
+            return self.cuda.read_input(t, start, size, region)
         element_count(t.shape, t.name)
         return from_raw(
             t.name, t.datatype, t.shape, memoryview(region.mapping)[start : start + size]
@@ -152,6 +158,9 @@ class SharedMemoryManager:
 
     def write_output(self, t: Tensor) -> None:
         region, start, size = self._window(t.parameters, f"output '{t.name}'")
+        if isinstance(region, CudaRegion):
+            t.parameters[BYTE_SIZE] = self.cuda.write_output(t, start, size, region)
+            return
         raw = to_raw(t.data, t.datatype)
         if len(raw) > size:
             raise InvalidArgument(
@@ -163,3 +172,4 @@ class SharedMemoryManager:
 
     def close(self) -> None:
         self.unregister()
+        self.cuda.close()

@@ -44,7 +44,9 @@ from sonic.server.settings import ServerSettings
 log = logging.getLogger("sonic.server.workers")
 
 # Machine-wide values every worker reports identically: take one, do not sum.
-HOST_METRICS = {"nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes"}
+HOST_METRICS = {"nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes",
+                "nv_gpu_utilization", "nv_gpu_memory_total_bytes", "nv_gpu_memory_used_bytes",
+                "nv_gpu_power_usage", "nv_gpu_power_limit"}
 
 
 def worker_args(s: ServerSettings, metrics_port: int, peers: list[int] | None = None) -> list[str]:
@@ -64,6 +66,7 @@ def worker_args(s: ServerSettings, metrics_port: int, peers: list[int] | None = 
         f"--allow-http={s.allow_http}", f"--allow-grpc={s.allow_grpc}",
         f"--allow-client-shm={s.allow_client_shm}",
         f"--client-shm-key-prefix={s.client_shm_key_prefix}",
+        f"--allow-cpu-fallback={s.allow_cpu_fallback}",
         *s.grpc_tls.args("grpc"), *s.http_tls.args("http"), *s.auth.args(), *s.limits.args(),
         f"--backend-config=onnxruntime,default-max-batch-size={s.default_max_batch_size}",
         f"--log-verbose={s.log_verbose}", "--reuse-port=true", "--workers=1",

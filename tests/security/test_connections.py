@@ -1,0 +1,61 @@
+"""1,000 gRPC connections at once: all accepted, all held open together, all served."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from sonic.launcher import LocalServer
+
+CONNECTIONS = 1000
+
+
+@pytest.fixture(scope="module")
+def server(model_repo: Path) -> Iterator[LocalServer]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * CONNECTIONS + 256
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"the file-descriptor limit ({hard}) is below {want}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))  # the server inherits it
+    with LocalServer(model_repo) as srv:
+        yield srv
+
+
+def _sockets(pid: int) -> int:
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
+def test_a_thousand_concurrent_grpc_connections(server: LocalServer) -> None:
+    assert server.proc is not None
+    before = _sockets(server.proc.pid)
+    request = pb.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(np.ones((1, 64), np.float32).tobytes())
+
+    async def run() -> tuple[int, list[int]]:
+        # A private subchannel pool per channel: one TCP connection each, as 1,000 jobs make.
+        channels = [grpc.aio.insecure_channel(server.grpc_url,
+                                              options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(CONNECTIONS)]  # fmt: skip
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), 120)
+            held = _sockets(server.proc.pid) - before  # type: ignore[union-attr]
+            stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in channels]
+            answers = await asyncio.gather(*(s.ModelInfer(request, timeout=120) for s in stubs))
+            return held, [len(a.raw_output_contents) for a in answers]
+        finally:
+            await asyncio.gather(*(c.close() for c in channels))
+
+    held, outputs = asyncio.run(run())
+    assert held >= CONNECTIONS, f"the server held {held} new sockets"
+    assert outputs == [1] * CONNECTIONS
