@@ -327,3 +327,23 @@ def test_tls_flags_are_checked_at_start(repo: Path, pki: Pki) -> None:
                               f"--model-repository={repo}", *args],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
         assert run.returncode != 0 and named in run.stderr, (args, run.stderr)
+
+
+def test_workers_share_tls_and_credentials(repo: Path, keys: dict[str, Any], pki: Pki) -> None:
+    """``--workers 2``: every worker gets the TLS, credential and limit flags."""
+    args = [*tls_args(pki), "--http-use-ssl=true", *auth_args(keys), "--workers=2",
+            "--max-batch-size=2"]  # fmt: skip
+    with LocalServer(repo, *args) as server:
+        token = {"authorization": f"Bearer {TOKENS['inference']}"}
+        client = _grpc(server, ssl=True, root_certificates=str(pki.ca),
+                       private_key=str(pki.client_key), certificate_chain=str(pki.client_cert))
+        x = grpcclient.InferInput("input", [2, 64], "FP32")
+        x.set_data_from_numpy(np.ones((2, 64), np.float32))
+        for _ in range(4):  # new channels land on either worker
+            assert outcome(lambda c=client: c.infer("mlp", [x])) == "unauthenticated"
+            assert client.infer("mlp", [x], headers=token).as_numpy("output").shape == (2, 2)
+            config = client.get_model_config("mlp", headers=token, as_json=True)["config"]
+            assert config["max_batch_size"] == 2
+            client = _grpc(server, ssl=True, root_certificates=str(pki.ca),
+                           private_key=str(pki.client_key),
+                           certificate_chain=str(pki.client_cert))  # fmt: skip
