@@ -105,3 +105,24 @@ def test_a_server_without_gpus(tmp_path: Path, fallback: bool) -> None:
         assert "CUDA shared memory" in info.value.message()
         metrics = urllib.request.urlopen(server.metrics_url).read().decode()
         assert "nv_cpu_utilization" in metrics and "nv_gpu_" not in metrics
+
+
+def test_onnxruntime_providers_follow_the_config() -> None:
+    from sonic.backends.onnxruntime import gpu_providers
+    from sonic.errors import Unavailable
+
+    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    plain = _config("instance_group [ { kind: KIND_GPU } ]")
+    assert gpu_providers(plain, 1, every, "m") == [
+        ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    trt = _config('optimization { execution_accelerators { gpu_execution_accelerator : [ {\n'
+                  '  name : "tensorrt"\n'
+                  '  parameters { key: "precision_mode" value: "FP16" }\n'
+                  '  parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }')
+    first = gpu_providers(trt, 0, every, "m")[0]
+    assert first == ("TensorrtExecutionProvider", {"device_id": 0, "trt_fp16_enable": True,
+                     "trt_int8_enable": False, "trt_max_workspace_size": 1073741824})
+    # Asked for, but absent: CUDA alone, with a warning.
+    assert gpu_providers(trt, 0, every[1:], "m")[0] == ("CUDAExecutionProvider", {"device_id": 0})
+    with pytest.raises(Unavailable, match="no CUDA execution provider"):
+        gpu_providers(plain, 0, ["CPUExecutionProvider"], "m")

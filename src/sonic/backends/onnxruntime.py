@@ -11,6 +11,7 @@ message where onnxruntime has no CUDA provider.
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sonic.backends.base import BackendInstance, InstancePlacement
 from sonic.errors import InvalidArgument, ModelConfigError, Unavailable
 from sonic.repository.autocomplete import IOSpec
+
+log = logging.getLogger("sonic.backends.onnxruntime")
 
 _ORT_TYPES: dict[str, str] = {
     "tensor(bool)": "BOOL",
@@ -112,21 +115,9 @@ class OnnxRuntimeInstance(BackendInstance):
     def _providers(self) -> list[object]:
         if self.placement.kind != "GPU":
             return ["CPUExecutionProvider"]
-        available = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise Unavailable(
-                f"model '{self.model}': instance group '{self.placement.name}' is KIND_GPU, "
-                f"but onnxruntime has no CUDA execution provider here (it has "
-                f"{', '.join(available)}); use KIND_CPU or install onnxruntime-gpu"
-            )
-        providers: list[object] = []
-        if "TensorrtExecutionProvider" in available and "tensorrt" in str(
-            self.config.optimization.execution_accelerators
-        ):
-            providers.append(("TensorrtExecutionProvider", {"device_id": self.placement.device}))
-        providers.append(("CUDAExecutionProvider", {"device_id": self.placement.device}))
-        providers.append("CPUExecutionProvider")
-        return providers
+        where = f"model '{self.model}': instance group '{self.placement.name}'"
+        return gpu_providers(self.config, self.placement.device, ort.get_available_providers(),
+                             where)  # fmt: skip
 
     def signature(self) -> tuple[list[IOSpec], list[IOSpec]]:
         def spec(arg: ort.NodeArg, types: dict[str, str]) -> IOSpec:
@@ -180,3 +171,43 @@ class OnnxRuntimeInstance(BackendInstance):
             name: _bf16_from_ortvalue(v) if self._output_types[name] == "BF16" else v.numpy()
             for name, v in zip(outputs, results, strict=True)
         }
+
+
+# Triton's TensorRT accelerator parameters -> onnxruntime's TensorRT provider options.
+_TRT_OPTIONS = {
+    "max_workspace_size_bytes": ("trt_max_workspace_size", int),
+    "trt_engine_cache_enable": ("trt_engine_cache_enable", lambda v: v.lower() == "true"),
+    "trt_engine_cache_path": ("trt_engine_cache_path", str),
+}
+
+
+def gpu_providers(
+    config: mc.ModelConfig, device: int, available: list[str], where: str
+) -> list[object]:
+    """onnxruntime providers for a KIND_GPU instance, as Triton's onnxruntime backend picks them:
+    TensorRT first when the config asks for it (``optimization.execution_accelerators.
+    gpu_execution_accelerator: [{name: "tensorrt"}]``, with its ``precision_mode`` and
+    workspace), then CUDA, then the CPU for the operators neither has."""
+    if "CUDAExecutionProvider" not in available:
+        raise Unavailable(
+            f"{where} is KIND_GPU, but onnxruntime has no CUDA execution provider here (it has "
+            f"{', '.join(available)}); use KIND_CPU or install onnxruntime-gpu"
+        )
+    providers: list[object] = []
+    for acc in config.optimization.execution_accelerators.gpu_execution_accelerator:
+        if acc.name != "tensorrt":
+            continue
+        if "TensorrtExecutionProvider" not in available:
+            log.warning("%s asks for TensorRT, which this onnxruntime lacks; using CUDA", where)
+            continue
+        options: dict[str, object] = {"device_id": device}
+        precision = acc.parameters.get("precision_mode", "FP32").upper()
+        options["trt_fp16_enable"] = precision == "FP16"
+        options["trt_int8_enable"] = precision == "INT8"
+        for key, (option, convert) in _TRT_OPTIONS.items():
+            if key in acc.parameters:
+                options[option] = convert(acc.parameters[key])
+        providers.append(("TensorrtExecutionProvider", options))
+    providers.append(("CUDAExecutionProvider", {"device_id": device}))
+    providers.append("CPUExecutionProvider")
+    return providers

@@ -33,6 +33,7 @@ from sonic.server.statistics import ModelStatistics
 
 log = logging.getLogger("sonic.server.loader")
 
+
 @dataclass(slots=True)
 class LoadOptions:
     strict_config: bool = False
