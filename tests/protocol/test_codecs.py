@@ -108,3 +108,16 @@ def test_encode_response_json_and_binary() -> None:
     assert header["outputs"][1]["data"] == [1.5]
     assert header["outputs"][2]["data"] == ["hi"]
     assert body[n:] == np.array([1.5, 2.5], dtype=np.float32).tobytes()
+
+
+def test_typed_contents_out_of_range_are_invalid_argument() -> None:
+    """Found by the property tests: 128 in int_contents of an INT8 input was a 500."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    from sonic.protocol.grpc_codec import decode_request
+
+    req = pb.ModelInferRequest(model_name="m")
+    t = req.inputs.add(name="x", datatype="INT8", shape=[1])
+    t.contents.int_contents.append(128)
+    with pytest.raises(InvalidArgument, match="int_contents holds a value that is not INT8"):
+        decode_request(req)

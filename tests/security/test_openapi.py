@@ -4,6 +4,7 @@ the description (no 5xx, only documented status codes, content types and respons
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -45,7 +46,8 @@ def test_the_description_resolves_every_operation() -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("SONIC_OPENAPI_EXAMPLES", "25")), deadline=None,
+          suppress_health_check=list(HealthCheck))
 def test_api_conforms(case: schemathesis.Case, api: str) -> None:
     if case.operation.method.upper() == "POST" and case.path.endswith("/unload"):
         case.path_parameters = {**(case.path_parameters or {}), "model": "not-a-model"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +26,14 @@ from sonic.protocol import grpc_codec, http_codec
 from sonic.repository.config import check_structure, config_from_json, parse_config
 from tests.security.strategies import config_texts, grpc_requests, http_bodies
 
+# More for a deep local run: SONIC_PROPERTY_EXAMPLES=20000 pytest tests/security/test_properties.py
+EXAMPLES = int(os.environ.get("SONIC_PROPERTY_EXAMPLES", "600"))
 CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                  grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED,
                  grpc.StatusCode.RESOURCE_EXHAUSTED}  # fmt: skip
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(http_bodies())
 def test_http_decoder_raises_only_invalid_argument(case: tuple[bytes, int | None]) -> None:
     body, length = case
@@ -40,14 +43,14 @@ def test_http_decoder_raises_only_invalid_argument(case: tuple[bytes, int | None
         assert err.message
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES // 2, deadline=None)
 @given(st.binary(max_size=400), st.one_of(st.none(), st.integers(-4, 500)))
 def test_http_decoder_on_random_bytes(body: bytes, length: int | None) -> None:
     with contextlib.suppress(InvalidArgument):
         http_codec.decode_request(body, length, "mlp", "")
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(grpc_requests())
 def test_grpc_decoder_raises_only_invalid_argument(req: pb.ModelInferRequest) -> None:
     try:
@@ -56,7 +59,7 @@ def test_grpc_decoder_raises_only_invalid_argument(req: pb.ModelInferRequest) ->
         assert err.message
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(config_texts)
 def test_config_parsing_raises_only_config_errors(text: str) -> None:
     try:
@@ -78,7 +81,7 @@ def live(model_repo: Path) -> Iterator[LocalServer]:
         yield server
 
 
-WIRE = settings(max_examples=150, deadline=None,
+WIRE = settings(max_examples=EXAMPLES // 4, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 
 

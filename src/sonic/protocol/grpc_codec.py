@@ -86,7 +86,13 @@ def _from_contents(inp: Any, shape: tuple[int, ...], model: str) -> np.ndarray:
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
         return arr.reshape(shape)
-    return np.asarray(values, dtype=to_numpy_dtype(inp.datatype)).reshape(shape)
+    try:
+        return np.asarray(values, dtype=to_numpy_dtype(inp.datatype)).reshape(shape)
+    except (OverflowError, ValueError) as err:  # e.g. 128 in int_contents of an INT8 input
+        raise InvalidArgument(
+            f"input '{inp.name}' for model '{model}': {field} holds a value that is not "
+            f"{inp.datatype}: {err}"
+        ) from None
 
 
 def decode_request(msg: pb.ModelInferRequest) -> InferRequest:
