@@ -116,11 +116,21 @@ def example(inputs: dict[str, tuple[str, tuple[int, ...]]], batch: int) -> list[
     return out
 
 
+def _torch_device(device: str) -> torch.device:
+    return torch.device("cuda:0" if device == "gpu" else "cpu")
+
+
+def trace(module: Any, inputs: dict[str, tuple[str, tuple[int, ...]]], device: str) -> Any:
+    """Traced on the device it will run on: a trace records device arguments as constants."""
+    dev = _torch_device(device)
+    args = tuple(torch.from_numpy(a).to(dev) for a in example(inputs, 2))
+    return torch.jit.trace(module.eval().to(dev), args)
+
+
 def write_repository(repo: Path, devices: list[str], max_batch: int) -> None:
     for name, (module, inputs, output, width) in modules().items():
-        scripted = torch.jit.trace(module.eval(), tuple(torch.from_numpy(a)
-                                                        for a in example(inputs, 2)))  # fmt: skip
         for dev in devices:
+            scripted = trace(module, inputs, dev)
             d = repo / f"{name}_{dev}"
             (d / "1").mkdir(parents=True)
             scripted.save(str(d / "1" / "model.pt"))
@@ -136,9 +146,8 @@ def write_repository(repo: Path, devices: list[str], max_batch: int) -> None:
 
 def in_process(name: str, device: str, batches: list[int], seconds: float) -> list[dict]:
     module, inputs, _, _ = modules()[name]
-    dev = torch.device("cuda:0" if device == "gpu" else "cpu")
-    module = torch.jit.trace(module.eval(), tuple(torch.from_numpy(a) for a in
-                                                   example(inputs, 2))).to(dev)  # fmt: skip
+    dev = _torch_device(device)
+    module = trace(module, inputs, device)
     rows = []
     for b in batches:
         host = [torch.from_numpy(a) for a in example(inputs, b)]
@@ -209,8 +218,13 @@ def main() -> None:
     devices = ["cpu", "gpu"] if gpus and torch.cuda.is_available() else ["cpu"]
     batches = [int(b) for b in args.batches.split(",")]
     models = args.models.split(",")
+    from importlib.metadata import version
+
     print(f"# {platform.node()}: {os.cpu_count()} cores; GPUs: "
-          f"{', '.join(g.name for g in gpus) or 'none'}; torch {torch.__version__}", flush=True)
+          f"{', '.join(g.name for g in gpus) or 'none'}; python {platform.python_version()}; "
+          + "; ".join(f"{p} {version(p)}" for p in ("torch", "numpy", "grpcio", "protobuf",
+                                                   "tritonclient", "onnxruntime")),
+          flush=True)  # fmt: skip
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
