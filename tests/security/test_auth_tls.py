@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import subprocess
 import sys
@@ -347,3 +348,16 @@ def test_workers_share_tls_and_credentials(repo: Path, keys: dict[str, Any], pki
             client = _grpc(server, ssl=True, root_certificates=str(pki.ca),
                            private_key=str(pki.client_key),
                            certificate_chain=str(pki.client_cert))  # fmt: skip
+
+
+def test_admin_calls_and_refusals_are_audited(secured: LocalServer) -> None:
+    client = grpcclient.InferenceServerClient(secured.grpc_url)
+    client.load_model("mlp", headers={"authorization": f"Bearer {TOKENS['admin']}"})
+    with pytest.raises(InferenceServerException):
+        client.unload_model("mlp", headers={"authorization": f"Bearer {hs256(['inference'])}"})
+    time.sleep(0.2)
+    log = secured.log()
+    digest = hashlib.sha256(TOKENS["admin"].encode()).hexdigest()[:8]
+    assert f"RepositoryModelLoad by token:{digest}" in log
+    assert "denied RepositoryModelUnload to job (inference role)" in log
+    assert all(token not in log for token in TOKENS.values())  # who, never the secret

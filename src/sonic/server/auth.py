@@ -23,18 +23,26 @@ is for the site's Prometheus and is kept off the public network.
 
 Verified JWTs are cached until they expire (a few thousand at most), so a
 job's token costs one signature check, not one per request.
+
+Admin calls and refused ones go to the ``sonic.audit`` log with who made them:
+a JWT's ``sub`` (and ``iss``), or ``token:<first 8 hex of its SHA-256>`` for a
+static token, never the token itself.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sonic.errors import PermissionDenied, Unauthenticated
 from sonic.server.settings import AuthSettings
+
+audit = logging.getLogger("sonic.audit")
 
 HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"]
 KEY_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -77,6 +85,13 @@ NEEDS: dict[Category, Role] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    role: Role
+    #: Who, for the audit log: a JWT's sub (@iss), or a static token's digest prefix.
+    subject: str
+
+
 def _role(name: str) -> Role:
     try:
         return Role[name.strip().upper()]
@@ -88,8 +103,8 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _read_tokens(path: str) -> dict[bytes, Role]:
-    tokens: dict[bytes, Role] = {}
+def _read_tokens(path: str) -> dict[bytes, Caller]:
+    tokens: dict[bytes, Caller] = {}
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -97,8 +112,9 @@ def _read_tokens(path: str) -> dict[bytes, Role]:
         role, _, token = line.partition(" ")
         if not token.strip():
             raise ValueError(f"{path}:{n}: expected '<role> <token>'")
+        digest = _digest(token.strip())
         try:
-            tokens[_digest(token.strip())] = _role(role)
+            tokens[digest] = Caller(_role(role), f"token:{digest.hex()[:8]}")
         except ValueError as err:
             raise ValueError(f"{path}:{n}: {err}") from None
     if not tokens:
@@ -123,22 +139,32 @@ class Authenticator:
                 self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwks_file).read_text())
             except (jwt.PyJWTError, ValueError) as err:
                 raise ValueError(f"{settings.jwks_file}: not a usable JWKS: {err}") from None
-        self._cache: dict[str, tuple[Role, float]] = {}
+        self._cache: dict[str, tuple[Caller, float]] = {}
 
     # -- checks ------------------------------------------------------------------
-    def check(self, category: Category, authorization: str | None) -> None:
-        """Return if the call may go on; raise UNAUTHENTICATED or PERMISSION_DENIED."""
+    def check(self, category: Category, authorization: str | None, what: str = "") -> None:
+        """Return if the call may go on; raise UNAUTHENTICATED or PERMISSION_DENIED.
+
+        ``what`` (the RPC or route) goes into the audit log with the caller.
+        """
         if not self.enabled or (category is Category.HEALTH and self.settings.open_health):
             return
-        role = self.role(authorization)
+        caller = self.caller(authorization)
         need = NEEDS[category]
-        if role < need:
+        if caller.role < need:
+            audit.warning("denied %s to %s (%s role)", what or category.value, caller.subject,
+                          caller.role.name.lower())  # fmt: skip
             raise PermissionDenied(
                 f"the '{category.value}' calls need the '{need.name.lower()}' role; this "
-                f"token has '{role.name.lower()}'"
+                f"token has '{caller.role.name.lower()}'"
             )
+        if need is Role.ADMIN:
+            audit.info("%s by %s", what or category.value, caller.subject)
 
     def role(self, authorization: str | None) -> Role:
+        return self.caller(authorization).role
+
+    def caller(self, authorization: str | None) -> Caller:
         if not authorization:
             raise Unauthenticated(
                 "this server requires credentials: send 'authorization: Bearer <token>'"
@@ -147,9 +173,9 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("the authorization header must be 'Bearer <token>'")
-        role = self._tokens.get(_digest(token))
-        if role is not None:
-            return role
+        known = self._tokens.get(_digest(token))
+        if known is not None:
+            return known
         cached = self._cache.get(token)
         if cached is not None and cached[1] > time.time():
             return cached[0]
@@ -158,7 +184,7 @@ class Authenticator:
         return self._verify_jwt(token)
 
     # -- JWT ---------------------------------------------------------------------------
-    def _verify_jwt(self, token: str) -> Role:
+    def _verify_jwt(self, token: str) -> Caller:
         import jwt
 
         s = self.settings
@@ -178,14 +204,17 @@ class Authenticator:
             )  # fmt: skip
         except jwt.PyJWTError as err:
             raise Unauthenticated(f"invalid token: {err}") from None
-        role = self._claimed_role(claims)
+        subject = str(claims.get("sub", "?"))
+        if claims.get("iss"):
+            subject += f"@{claims['iss']}"
+        caller = Caller(self._claimed_role(claims), subject)
         if len(self._cache) >= CACHE_SIZE:
             now = time.time()
             self._cache = {t: v for t, v in self._cache.items() if v[1] > now}
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
-        self._cache[token] = (role, float(claims["exp"]))
-        return role
+        self._cache[token] = (caller, float(claims["exp"]))
+        return caller
 
     def _jwk(self, kid: str | None) -> Any:
         keys = self._jwks.keys

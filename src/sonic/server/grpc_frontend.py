@@ -54,11 +54,11 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-async def _admit(auth: Authenticator, category: Category, context: Any) -> None:
+async def _admit(auth: Authenticator, category: Category, context: Any, what: str) -> None:
     """Abort the call unless its credentials allow ``category`` (for handlers outside _rpc)."""
     if auth.enabled:
         try:
-            auth.check(category, _authorization(context))
+            auth.check(category, _authorization(context), what)
         except SonicError as err:
             await context.abort(STATUS_CODES[err.status], err.message)
 
@@ -72,7 +72,7 @@ def _rpc(category: Category) -> Callable[[Method[R]], Method[R]]:
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
             try:
                 if self.auth.enabled:
-                    self.auth.check(category, _authorization(context))
+                    self.auth.check(category, _authorization(context), method.__name__)
                 return await method(self, request, context)
             except SonicError as err:
                 await context.abort(STATUS_CODES[err.status], err.message)
@@ -146,7 +146,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests run concurrently; each response or error goes back as it completes."""
-        await _admit(self.auth, Category.INFERENCE, context)
+        await _admit(self.auth, Category.INFERENCE, context, "ModelStreamInfer")
         results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
 
@@ -283,7 +283,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def Check(self, request: Any, context: Any) -> health_pb2.HealthCheckResponse:
-        await _admit(self.auth, Category.HEALTH, context)
+        await _admit(self.auth, Category.HEALTH, context, "grpc.health.v1.Health/Check")
         if request.service not in self.SERVICES:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
         return health_pb2.HealthCheckResponse(status=self._status(request.service))
@@ -291,7 +291,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     async def Watch(
         self, request: Any, context: Any
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        await _admit(self.auth, Category.HEALTH, context)
+        await _admit(self.auth, Category.HEALTH, context, "grpc.health.v1.Health/Watch")
         last = None
         while True:
             status = (

@@ -145,7 +145,8 @@ class HttpFrontend:
         async def wrapped(request: Request) -> Response:
             try:
                 if auth.enabled:
-                    auth.check(category, request.headers.get("authorization"))
+                    auth.check(category, request.headers.get("authorization"),
+                               f"{request.method} {request.url.path}")  # fmt: skip
                 return await handler(request)
             except SonicError as err:
                 response = _error(err.message, HTTP_STATUS.get(err.status, 400))
