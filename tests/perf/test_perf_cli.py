@@ -88,6 +88,8 @@ def test_measures_like_perf_analyzer(server: LocalServer, tmp_path: Path) -> Non
     ["-i", "grpc", "--measurement-mode", "count_windows", "--measurement-request-count", "30"],
     ["-i", "grpc", "--request-rate-range", "200", "--request-distribution", "poisson"],
     ["-i", "grpc", "--processes", "2", "--concurrency-range", "2"],
+    # 16 kB requests: the completion-callback sender, in two spawned processes.
+    ["-i", "grpc", "-b", "64", "--processes", "2", "--concurrency-range", "4"],
     ["-i", "grpc", "--input-data", "zero", "-H", "x-job:test"],
 ])  # fmt: skip
 def test_modes(server: LocalServer, tmp_path: Path, extra: list[str]) -> None:

@@ -187,6 +187,87 @@ async def drive(spec: LoadSpec, records: _Records, stop: asyncio.Event) -> None:
         await close()
 
 
+#: Requests at least this large go through _CallbackGrpcLoad, smaller ones _BlockingGrpcLoad.
+CALLBACK_FROM_BYTES = 8192
+
+
+class _CallbackGrpcLoad:
+    """Concurrency mode over gRPC: N calls in flight, each completion starting the next.
+
+    grpcio's future API runs the completion callback on its own channel thread,
+    so there is no Python thread per request in flight.  Measured on this 2-core
+    machine against one blocking thread per request in flight (the MLP, medians
+    of 3, alternating): 15% more requests at batch 64 (16 kB requests) and
+    concurrency 1, 7% more at concurrency 4; but 6% fewer at batch 1 (256 B),
+    where the hop to the callback thread adds ~100 us to every round trip.
+    Hence :data:`CALLBACK_FROM_BYTES`.
+    """
+
+    def __init__(self, spec: LoadSpec, records: _Records) -> None:
+        from tritonclient.grpc import service_pb2 as pb
+
+        self._channel = _grpc_channel(spec.target, aio=False)
+        call = self._channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        metadata = tuple((k.lower(), v) for k, v in spec.target.headers) or None
+        payloads = spec.payloads
+        self._stopping = False
+        self._inflight = 0
+        self._idle = threading.Condition()
+        counter = iter(range(1 << 62))
+        local = threading.local()
+
+        def start_one() -> None:
+            with self._idle:
+                if self._stopping:
+                    self._inflight -= 1
+                    self._idle.notify_all()
+                    return
+                i = next(counter)
+            t0 = time.monotonic_ns()
+            try:
+                future = call.future(payloads[i % len(payloads)], metadata=metadata)
+            except Exception as err:  # the channel refused the call outright
+                records.failed(t0, err)
+                issue()
+                return
+            future.add_done_callback(lambda f: done(f, t0))
+
+        def issue() -> None:
+            # A call that is already over when its callback is added (a channel failing
+            # fast) runs the callback here, in this thread: queue it instead of recursing.
+            if getattr(local, "active", False):
+                local.pending += 1
+                return
+            local.active, local.pending = True, 1
+            try:
+                while local.pending:
+                    local.pending -= 1
+                    start_one()
+            finally:
+                local.active = False
+
+        def done(future: Any, t0: int) -> None:
+            t1 = time.monotonic_ns()
+            try:
+                raw = future.result()
+                pb.ModelInferResponse.FromString(raw)
+                records.ok(t0, t1, 0, time.monotonic_ns() - t1)
+            except Exception as err:
+                records.failed(t0, err)
+            issue()
+
+        self._inflight = int(spec.value)
+        for _ in range(int(spec.value)):
+            issue()
+
+    def stop(self) -> None:
+        """Let the calls in flight finish (up to a minute), then close the channel."""
+        with self._idle:
+            self._stopping = True
+            self._idle.wait_for(lambda: self._inflight <= 0, timeout=60)
+        self._channel.close()
+
+
 class _BlockingGrpcLoad:
     """Concurrency mode over gRPC: one thread per request in flight, blocking calls.
 
@@ -233,13 +314,15 @@ class _BlockingGrpcLoad:
 
 
 class ThreadLoad:
-    """The load in threads of this process: blocking gRPC calls, or an asyncio loop."""
+    """The load in threads of this process: gRPC calls in blocking threads or with completion
+    callbacks (concurrency mode), or an asyncio loop (request rates, and HTTP)."""
 
     def __init__(self, spec: LoadSpec) -> None:
         self.records = _Records()
-        self._blocking: _BlockingGrpcLoad | None = None
+        self._grpc: _CallbackGrpcLoad | _BlockingGrpcLoad | None = None
         if spec.mode == "concurrency" and spec.target.protocol == "grpc":
-            self._blocking = _BlockingGrpcLoad(spec, self.records)
+            large = max(len(p) for p in spec.payloads) >= CALLBACK_FROM_BYTES
+            self._grpc = (_CallbackGrpcLoad if large else _BlockingGrpcLoad)(spec, self.records)
             return
         self._loop = uvloop.new_event_loop()  # less per-request CPU than asyncio's loop
         self._stop: asyncio.Event | None = None
@@ -264,8 +347,8 @@ class ThreadLoad:
         return self.records.first_error
 
     def stop(self) -> None:
-        if self._blocking is not None:
-            self._blocking.stop()
+        if self._grpc is not None:
+            self._grpc.stop()
             return
         assert self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
