@@ -72,15 +72,15 @@ class ShmPool:
                 region = min(fits, key=lambda r: r.size)
                 self._free.remove(region)
                 return region
-        name = f"sonic_client_{os.getpid()}_{next(_names)}"
-        handle = shm.create_shared_memory_region(name, f"/{name}", max(nbytes, 1))
+        name, size = f"sonic_client_{os.getpid()}_{next(_names)}", max(nbytes, 1)
+        handle = shm.create_shared_memory_region(name, f"/{name}", size)
         try:
-            self._client().register_system_shared_memory(name, f"/{name}", max(nbytes, 1),
+            self._client().register_system_shared_memory(name, f"/{name}", size,
                                                          headers=self._headers)  # fmt: skip
         except Exception:
             shm.destroy_shared_memory_region(handle)
             raise
-        region = Region(name, handle, max(nbytes, 1))
+        region = Region(name, handle, size)
         with self._lock:
             self._all.append(region)
         return region

@@ -86,12 +86,17 @@ def _grpc_channel(t: Target, aio: bool) -> Any:
     return api.secure_channel(t.url, creds, options=options)
 
 
+def _infer_call(spec: LoadSpec, aio: bool) -> tuple[Any, Any, Any]:
+    """The channel, a ModelInfer call taking pre-encoded requests, and the -H metadata."""
+    channel = _grpc_channel(spec.target, aio)
+    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    return channel, call, tuple((k.lower(), v) for k, v in spec.target.headers) or None
+
+
 async def _grpc_sender(spec: LoadSpec) -> tuple[Any, Any]:
     from tritonclient.grpc import service_pb2 as pb
 
-    channel = _grpc_channel(spec.target, aio=True)
-    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-    metadata = tuple((k.lower(), v) for k, v in spec.target.headers) or None
+    channel, call, metadata = _infer_call(spec, aio=True)
     payloads = spec.payloads
 
     async def send(i: int) -> tuple[int, int]:
@@ -206,12 +211,9 @@ class _CallbackGrpcLoad:
     def __init__(self, spec: LoadSpec, records: _Records) -> None:
         from tritonclient.grpc import service_pb2 as pb
 
-        self._channel = _grpc_channel(spec.target, aio=False)
-        call = self._channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-        metadata = tuple((k.lower(), v) for k, v in spec.target.headers) or None
+        self._channel, call, metadata = _infer_call(spec, aio=False)
         payloads = spec.payloads
         self._stopping = False
-        self._inflight = 0
         self._idle = threading.Condition()
         counter = iter(range(1 << 62))
         local = threading.local()
@@ -280,9 +282,7 @@ class _BlockingGrpcLoad:
     def __init__(self, spec: LoadSpec, records: _Records) -> None:
         from tritonclient.grpc import service_pb2 as pb
 
-        self._channel = _grpc_channel(spec.target, aio=False)
-        call = self._channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-        metadata = tuple((k.lower(), v) for k, v in spec.target.headers) or None
+        self._channel, call, metadata = _infer_call(spec, aio=False)
         payloads = spec.payloads
         self._stop = threading.Event()
         counter = iter(range(1 << 62))

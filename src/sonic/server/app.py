@@ -97,8 +97,8 @@ class Server:
             allow_client_shm=settings.allow_client_shm,
             request_timeout_s=limits.request_timeout_ms / 1000,
             shm_key_prefix=settings.client_shm_key_prefix,
+            logs=LogSettings(settings.log_verbose, settings.log_info),
         )
-        self.dataplane.logs = LogSettings(settings.log_verbose, settings.log_info)
         self.dataplane.peers = list(settings.worker_peers)
         if self.gpus:
             self.dataplane.extensions.append("cuda_shared_memory")

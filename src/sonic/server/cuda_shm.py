@@ -24,10 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from sonic.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, Unsupported
-from sonic.protocol.tensors import Tensor, element_count, from_raw, to_raw
 
 IPC_HANDLE_SIZE = 64
 _H2D, _D2H = 1, 2  # cudaMemcpyKind
@@ -181,20 +178,12 @@ class CudaSharedMemoryManager:
             return [self.regions[name].status()]
         return [r.status() for r in self.regions.values()]
 
-    def read_input(self, t: Tensor, start: int, size: int, region: CudaRegion) -> np.ndarray:
-        element_count(t.shape, t.name)
-        raw = self.runtime().to_host(region.ptr + start, size, region.device_id)
-        return from_raw(t.name, t.datatype, t.shape, memoryview(raw))
+    def read(self, region: CudaRegion, start: int, size: int) -> bytearray:
+        """``size`` bytes from ``start`` of a region, on the host."""
+        return self.runtime().to_host(region.ptr + start, size, region.device_id)
 
-    def write_output(self, t: Tensor, start: int, size: int, region: CudaRegion) -> int:
-        raw = to_raw(t.data, t.datatype)
-        if len(raw) > size:
-            raise InvalidArgument(
-                f"shared memory size specified with the request for output '{t.name}' "
-                f"({size} bytes) should be at least {len(raw)} bytes to hold the results"
-            )
-        self.runtime().to_device(region.ptr + start, raw, region.device_id)
-        return len(raw)
+    def write(self, region: CudaRegion, start: int, data: bytes) -> None:
+        self.runtime().to_device(region.ptr + start, data, region.device_id)
 
     def close(self) -> None:
         self.unregister()

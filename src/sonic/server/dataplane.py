@@ -54,6 +54,7 @@ class DataPlane:
     def __init__(
         self, manager: ModelManager, *, strict_readiness: bool = False,
         allow_client_shm: bool = False, request_timeout_s: float = 0.0, shm_key_prefix: str = "",
+        logs: LogSettings | None = None,
     ) -> None:  # fmt: skip
         self.manager = manager
         #: Longest time a request may spend in the server (``--request-timeout-ms``; 0: none).
@@ -64,7 +65,7 @@ class DataPlane:
         self.strict_readiness = strict_readiness
         #: Protocol extensions in server metadata (the app adds cuda_shared_memory with GPUs).
         self.extensions = list(EXTENSIONS)
-        self.logs = LogSettings()
+        self.logs = logs or LogSettings()
         self.accepting = False
         self.inflight = 0
         self._idle = asyncio.Event()
@@ -113,17 +114,17 @@ class DataPlane:
             for t in request.inputs:
                 if REGION in t.parameters:
                     t.data = self.shm.read_input(t)
-            if self.request_timeout_s:
-                try:
-                    async with asyncio.timeout(self.request_timeout_s):
-                        response = await model.infer(request, start)
-                except TimeoutError:
-                    raise Unavailable(
-                        f"Request timeout expired: model '{request.model_name}' did not answer "
-                        f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
-                    ) from None
-            else:
-                response = await model.infer(request, start)
+            deadline = asyncio.timeout(self.request_timeout_s or None)
+            try:
+                async with deadline:
+                    response = await model.infer(request, start)
+            except TimeoutError:
+                if not deadline.expired():  # a TimeoutError of the model's own
+                    raise
+                raise Unavailable(
+                    f"Request timeout expired: model '{request.model_name}' did not answer "
+                    f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
+                ) from None
             for t in response.outputs:
                 if REGION in t.parameters:
                     self.shm.write_output(t)

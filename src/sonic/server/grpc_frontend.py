@@ -229,10 +229,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc(Category.LOGGING)
     async def LogSettings(self, request: Any, context: Any) -> pb.LogSettingsResponse:
-        changes: dict[str, Any] = {}
-        for key, value in request.settings.items():
-            kind = value.WhichOneof("parameter_choice")
-            changes[key] = getattr(value, kind) if kind else None
+        changes = params_from_proto(request.settings)  # SettingValue: the same oneof
         values = self.dp.logs.update(changes) if changes else self.dp.logs.get()
         msg = pb.LogSettingsResponse()
         for key, v in values.items():

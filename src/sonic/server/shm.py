@@ -149,25 +149,25 @@ class SharedMemoryManager:
 
     def read_input(self, t: Tensor) -> np.ndarray:
         region, start, size = self._window(t.parameters, f"input '{t.name}'")
-        if isinstance(region, CudaRegion):
-            return self.cuda.read_input(t, start, size, region)
         element_count(t.shape, t.name)
-        return from_raw(
-            t.name, t.datatype, t.shape, memoryview(region.mapping)[start : start + size]
-        )
+        if isinstance(region, CudaRegion):
+            buf = memoryview(self.cuda.read(region, start, size))
+        else:
+            buf = memoryview(region.mapping)[start : start + size]
+        return from_raw(t.name, t.datatype, t.shape, buf)
 
     def write_output(self, t: Tensor) -> None:
         region, start, size = self._window(t.parameters, f"output '{t.name}'")
-        if isinstance(region, CudaRegion):
-            t.parameters[BYTE_SIZE] = self.cuda.write_output(t, start, size, region)
-            return
         raw = to_raw(t.data, t.datatype)
         if len(raw) > size:
             raise InvalidArgument(
                 f"shared memory size specified with the request for output '{t.name}' "
                 f"({size} bytes) should be at least {len(raw)} bytes to hold the results"
             )
-        region.mapping[start : start + len(raw)] = raw
+        if isinstance(region, CudaRegion):
+            self.cuda.write(region, start, raw)
+        else:
+            region.mapping[start : start + len(raw)] = raw
         t.parameters[BYTE_SIZE] = len(raw)
 
     def close(self) -> None:
