@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -56,6 +57,7 @@ MLSERVER_VENV = ROOT / "tools" / "mlserver-venv"
 MLSERVER_RUNTIME = """
 import numpy as np
 import onnxruntime as ort
+import psutil
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
@@ -143,25 +145,48 @@ class MLServer:
         self.proc.wait(60)
 
 
-def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: Path) -> dict:
-    """One perf_analyzer point; on a noisy machine it may need a looser stability bound."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a server and its children (Triton's python-backend stubs)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: Path,
+                  server_pid: int) -> dict:  # fmt: skip
+    """One perf_analyzer point; on a noisy machine it may need a looser stability bound.
+
+    Also the server's CPU per request: its CPU cores in use over the whole
+    perf_analyzer run divided by the measured requests per second (the run's
+    warm-up is counted too, alike for both servers).
+    """
     exe = ROOT / ".venv" / "bin" / "perf_analyzer"
     for stability in (25, 50, 100):
         cmd = [str(exe), "-m", "mlp", "-u", url, "-i", "grpc", "-b", str(batch),
                "--concurrency-range", str(concurrency), "--measurement-interval", str(window_ms),
                "-s", str(stability), "-r", "8", "-f", str(out)]  # fmt: skip
         out.unlink(missing_ok=True)  # never read the previous point's numbers
+        cpu0, t0 = cpu_seconds(server_pid), time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        cores = (cpu_seconds(server_pid) - cpu0) / (time.monotonic() - t0)
         if out.exists():
             break
     else:
         raise RuntimeError(proc.stdout + proc.stderr)
     with out.open() as f:
         row = next(csv.DictReader(f))
+    throughput = float(row["Inferences/Second"])
     return {
-        "throughput": float(row["Inferences/Second"]),
+        "throughput": throughput,
         "p50_us": float(row["p50 latency"]),
         "p99_us": float(row["p99 latency"]),
+        "server_cpu_us_per_request": cores / (throughput / batch) * 1e6,
         "stability_pct": stability,
         "command": " ".join([*cmd[:1], "...", *cmd[3:]]).replace(str(ROOT) + "/", ""),
     }
@@ -200,7 +225,8 @@ def in_process(model_bytes: bytes, batch: int, concurrency: int, window_ms: int)
 
 
 def median_of(runs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in ("throughput", "p50_us", "p99_us")}
+    keys = ("throughput", "p50_us", "p99_us", "server_cpu_us_per_request")
+    return {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
 
 
 def main() -> None:
@@ -240,11 +266,14 @@ def main() -> None:
                 for batch, conc in POINTS:
                     key = f"b{batch}_c{conc}"
                     triton_url = peers["triton"].grpc_url  # type: ignore[attr-defined]
+                    triton_pid = peers["triton"].proc.pid  # type: ignore[attr-defined]
                     jobs: list[tuple[str, Callable[[], dict]]] = [
                         ("sonic/perf_analyzer", partial(perf_analyzer, sonic.grpc_url, batch,
-                                                        conc, args.window_ms, work / "s.csv")),
+                                                        conc, args.window_ms, work / "s.csv",
+                                                        sonic.proc.pid)),
                         ("triton/perf_analyzer", partial(perf_analyzer, triton_url, batch, conc,
-                                                         args.window_ms, work / "t.csv")),
+                                                         args.window_ms, work / "t.csv",
+                                                         triton_pid)),
                         ("in-process", partial(in_process, model_bytes, batch, conc,
                                                args.window_ms)),
                     ]  # fmt: skip
@@ -289,8 +318,9 @@ def sonic_version() -> str:
 def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = [
         "| point | sonic infer/s | Triton infer/s | sonic/Triton | sonic p50/p99 µs | "
-        "Triton p50/p99 µs | sonic/MLServer (loadgen) | in-process infer/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "Triton p50/p99 µs | server CPU µs/request (sonic / Triton) | sonic/MLServer (loadgen) | "
+        "in-process infer/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, d in summary.items():
         s, t = d["sonic/perf_analyzer"], d["triton/perf_analyzer"]
@@ -301,7 +331,9 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
             f"| batch {batch}, concurrency {conc} | {s['throughput']:.0f} | "
             f"{t['throughput']:.0f} | "
             f"{s['throughput'] / t['throughput']:.2f} | {s['p50_us']:.0f}/{s['p99_us']:.0f} | "
-            f"{t['p50_us']:.0f}/{t['p99_us']:.0f} | {ml} | {d['in-process']['throughput']:.0f} |"
+            f"{t['p50_us']:.0f}/{t['p99_us']:.0f} | "
+            f"{s['server_cpu_us_per_request']:.0f} / {t['server_cpu_us_per_request']:.0f} | "
+            f"{ml} | {d['in-process']['throughput']:.0f} |"
         )
     return "\n".join(lines)
 

