@@ -57,7 +57,6 @@ MLSERVER_VENV = ROOT / "tools" / "mlserver-venv"
 MLSERVER_RUNTIME = """
 import numpy as np
 import onnxruntime as ort
-import psutil
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
