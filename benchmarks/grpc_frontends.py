@@ -2,10 +2,13 @@
 
 Starts servers that implement just enough of Triton's gRPC service for
 perf_analyzer (metadata, config, and a ModelInfer that returns a canned
-response) on two grpcio stacks, and measures each in turn at concurrency 1 and 8:
+response) on two grpcio stacks, and measures them in alternation at concurrency 1
+and 8, with the server's CPU per request:
 
-- ``aio``: ``grpc.aio`` on uvloop (what ``sonic serve`` uses);
-- ``threads``: grpcio's thread-pool server with 2 workers.
+- ``grpc.aio`` on uvloop (what ``sonic serve`` uses), with grpc's default
+  EventEngine TCP transport and with the poller-thread transport that the
+  ``sonic`` command selects (``sonic.cli.GRPC_EXPERIMENTS``);
+- grpcio's thread-pool server with 2 workers.
 
 This is the ceiling any Python server built on grpcio can reach per process;
 the README's performance section quotes it to explain the gap to Triton's C++
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import subprocess
 import sys
@@ -25,9 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from sonic.cli import GRPC_EXPERIMENTS  # noqa: E402
 from sonic.launcher import free_ports  # noqa: E402
 
 SERVER = """
@@ -88,15 +95,30 @@ else:
 """
 
 
-def measure(port: int, concurrency: int, window_ms: int, out: Path) -> float:
+DEFAULT = {"GRPC_EXPERIMENTS": ""}
+POLLER = {"GRPC_EXPERIMENTS": GRPC_EXPERIMENTS}
+MODES = {  # label: (server script mode, extra environment)
+    "grpc.aio, grpc's default transport (EventEngine)": ("aio", DEFAULT),
+    "grpc.aio, poller-thread transport (as `sonic serve`)": ("aio", POLLER),
+    "thread-pool server, 2 workers": ("threads", DEFAULT),
+}
+
+
+def measure(port: int, pid: int, concurrency: int, window_ms: int,
+            out: Path) -> tuple[float, float]:  # fmt: skip
+    """Requests/s, and the server's CPU per request over the perf_analyzer run."""
     exe = ROOT / ".venv" / "bin" / "perf_analyzer"
+    server = psutil.Process(pid)
+    cpu0, t0 = sum(server.cpu_times()[:2]), time.monotonic()
     subprocess.run(
         [str(exe), "-m", "mlp", "-u", f"127.0.0.1:{port}", "-i", "grpc", "--concurrency-range",
          str(concurrency), "-p", str(window_ms), "-s", "25", "-r", "8", "-f", str(out)],
         capture_output=True, check=True, timeout=300,
     )  # fmt: skip
+    cores = (sum(server.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
     with out.open() as f:
-        return float(next(csv.DictReader(f))["Inferences/Second"])
+        rps = float(next(csv.DictReader(f))["Inferences/Second"])
+    return rps, cores / rps * 1e6
 
 
 def main() -> None:
@@ -104,28 +126,40 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--window-ms", type=int, default=2000)
     args = ap.parse_args()
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "server.py"
         script.write_text(SERVER)
-        results: dict[tuple[str, int], list[float]] = {}
-        for mode in ("aio", "threads"):
+        servers = {}
+        for label, (mode, env) in MODES.items():
             (port,) = free_ports(1)
-            proc = subprocess.Popen([sys.executable, str(script), mode, str(port)])
-            time.sleep(2)
-            try:
-                for rep in range(args.repeats):
-                    for conc in (1, 8):
-                        r = measure(port, conc, args.window_ms, Path(tmp) / "pa.csv")
-                        results.setdefault((mode, conc), []).append(r)
-                        print(f"rep {rep} {mode:8s} concurrency {conc}: {r:8.0f} requests/s")
-            finally:
+            proc = subprocess.Popen([sys.executable, str(script), mode, str(port)],
+                                    env={**os.environ, **env})  # fmt: skip
+            servers[label] = (port, proc)
+        time.sleep(3)
+        try:
+            for rep in range(args.repeats):
+                order = list(MODES) if rep % 2 == 0 else list(reversed(MODES))
+                for conc in (1, 8):
+                    for label in order:
+                        port, proc = servers[label]
+                        r = measure(port, proc.pid, conc, args.window_ms, Path(tmp) / "pa.csv")
+                        results.setdefault((label, conc), []).append(r)
+                        print(f"rep {rep} c{conc} {label}: {r[0]:.0f} requests/s, "
+                              f"{r[1]:.0f} us CPU/request", flush=True)  # fmt: skip
+        finally:
+            for _, proc in servers.values():
                 proc.terminate()
                 proc.wait()
-    print("| front end | concurrency 1 | concurrency 8 |\n|---|---|---|")
-    for mode in ("aio", "threads"):
-        c1 = statistics.median(results[(mode, 1)])
-        c8 = statistics.median(results[(mode, 8)])
-        print(f"| {mode} | {c1:.0f} | {c8:.0f} |")
+    print("| grpcio front end (no inference) | concurrency 1 | concurrency 8 |\n|---|---|---|")
+    for label in MODES:
+        cells = []
+        for conc in (1, 8):
+            runs = results[(label, conc)]
+            rps = statistics.median(r[0] for r in runs)
+            cpu = statistics.median(r[1] for r in runs)
+            cells.append(f"{rps:.0f} req/s, {cpu:.0f} µs CPU/req")
+        print(f"| {label} | {cells[0]} | {cells[1]} |")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from sonic.server.settings import AuthSettings, Limits, ServerSettings, TlsSetti
 
 _LIMITS = Limits()
 
-#: grpcio's per-call cost on both sides: its EventEngine TCP endpoints (the default since
-#: grpcio 1.6x) hand every read and write to their own threads, which on a 2-core node
+#: grpcio's per-call cost on both sides: its EventEngine TCP endpoints (recent grpcio's
+#: default) hand every read and write to threads of their own, which on a 2-core node
 #: costs more CPU than it saves; these processes use grpc's poller-thread path instead.
 #: Measured with perf_analyzer on the benchmark MLP, alternating (see README): `sonic serve`
 #: +11% requests/s at batch 1 (concurrency 1 and 8), 15% less CPU per request; a Python

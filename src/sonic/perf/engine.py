@@ -361,6 +361,7 @@ class ThreadLoad:
 
 def _worker_main(spec: LoadSpec, conn: Connection) -> None:
     load = ThreadLoad(spec)
+    conn.send("sending")
     while True:
         msg = conn.recv()
         if msg == "flush":
@@ -380,6 +381,17 @@ class ProcessLoad:
         self._proc = ctx.Process(target=_worker_main, args=(spec, child), daemon=True)
         self._proc.start()
         self.first_error: str | None = None
+        # A spawned process takes a second or two to import and connect: the windows
+        # must not start before it sends, or the first one measures its start-up.
+        deadline = time.monotonic() + 120
+        while not self._conn.poll(0.05):
+            if not self._proc.is_alive():
+                raise RuntimeError(f"a load process exited (code {self._proc.exitcode}) "
+                                   "before it started sending")  # fmt: skip
+            if time.monotonic() > deadline:
+                self._proc.kill()
+                raise RuntimeError("a load process did not start sending within 120 s")
+        self._conn.recv()
 
     def _ask(self, msg: str) -> np.ndarray:
         self._conn.send(msg)

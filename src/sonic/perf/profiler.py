@@ -123,6 +123,7 @@ class Profiler:
         s = self.settings
         spec = LoadSpec(self.target, self.payloads, mode, value, s.distribution)
         load = Load(spec, s.processes)
+        load.flush()  # the windows count from here, not from the load's start-up
         windows: list[_Window] = []
         start_stats = self._stats()
         offset = time.time_ns() - time.monotonic_ns()

@@ -70,9 +70,10 @@ class BatchShape:
 #: A call shorter than this (moving average) runs inline on a single-instance
 #: model: handing it to the instance thread and back costs two thread wake-ups and
 #: their CPU, 100-300 us on a busy node, while one instance runs one call at a time
-#: anyway, so inline only holds the loop's protocol work back by the call.  Measured
-#: with perf_analyzer on the benchmark MLP at batch 64, concurrency 4 (~350 us calls):
-#: 1 ms instead of 150 us gave +10% requests/s and 14% less CPU per request.
+#: anyway, so inline only holds the loop's protocol work back by the call (and only
+#: when no other request waits: see :meth:`InstancePool.run`).  Measured with
+#: perf_analyzer on the benchmark MLP at batch 64, concurrency 4 (~350 us calls): 1 ms
+#: instead of 150 us gave +5% requests/s and 9% less server CPU per request.
 INLINE_BELOW_NS = 1_000_000
 
 
@@ -117,8 +118,13 @@ class InstancePool:
     def release(self, inst: BackendInstance) -> None:
         self._queue().put_nowait(inst)
 
-    async def run(self, inst: BackendInstance, fn: Callable[[BackendInstance], Any]) -> Any:
-        if self._may_inline and self._call_ns < INLINE_BELOW_NS:
+    async def run(self, inst: BackendInstance, fn: Callable[[BackendInstance], Any],
+                  alone: bool = True) -> Any:  # fmt: skip
+        """Run ``fn`` on ``inst``: inline when allowed, short, and ``alone`` (no other request
+        waits); under load the loop must keep reading requests while the model runs, so that
+        they wait in the server's queue, where queue time (the autoscaling signal) sees them,
+        and not unread in socket buffers."""
+        if alone and self._may_inline and self._call_ns < INLINE_BELOW_NS:
             return self._timed(fn, inst)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executors[id(inst)], self._timed, fn, inst)
@@ -176,13 +182,17 @@ class _Scheduler:
             return parts, 0, time.perf_counter_ns() - t0, 0
 
         work = one_by_one if inst.per_request else merged
-        parts, input_ns, infer_ns, output_ns = await self.pool.run(inst, work)
+        parts, input_ns, infer_ns, output_ns = await self.pool.run(inst, work,
+                                                                   not self._others_waiting())
         self.stats.record_execution(sum(it.rows for it in items), input_ns, infer_ns, output_ns)
         return [
             p if isinstance(p, BaseException)
             else Execution(p, t_start - it.enqueued_ns, input_ns, infer_ns, output_ns)
             for p, it in zip(parts, items, strict=True)
         ]  # fmt: skip
+
+    def _others_waiting(self) -> bool:
+        return self.pending > 0
 
     def close(self) -> None:
         self.pool.close()
