@@ -39,13 +39,13 @@ class Recorder(BackendInstance):
         return {}
 
 
-def _calls(pool: InstancePool, n: int) -> int:
+def _calls(pool: InstancePool, n: int, alone: bool = True) -> int:
     """Run n calls through the pool; return the event-loop thread's id."""
 
     async def main() -> int:
         inst = pool.instances[0]
         for _ in range(n):
-            await pool.run(inst, lambda i: i.execute({}, []))
+            await pool.run(inst, lambda i: i.execute({}, []), alone)
         return threading.get_ident()
 
     try:
@@ -59,6 +59,13 @@ def test_fast_single_instance_moves_inline_after_warm_up() -> None:
     loop_thread = _calls(InstancePool([rec], "m"), 30)
     assert rec.threads[0] != loop_thread  # warm-up calls go to the instance thread
     assert rec.threads[-1] == loop_thread  # then short calls run inline
+
+
+def test_calls_while_other_requests_wait_stay_on_the_instance_thread() -> None:
+    # Under load the loop keeps reading requests into the queue (where queue time sees them).
+    rec = Recorder()
+    loop_thread = _calls(InstancePool([rec], "m"), 30, alone=False)
+    assert loop_thread not in rec.threads
 
 
 def test_slow_calls_stay_on_the_instance_thread() -> None:
