@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
@@ -42,8 +43,7 @@ def value(prom: Prometheus, query: str) -> float:
     return float(result[0]["value"][1])
 
 
-def saturate(url: str, seconds: float, concurrency: int = 16) -> None:
-    """Many callers at once on a batch-1 model: requests wait in the queue."""
+def _callers(url: str, seconds: float, threads: int) -> None:
     stop = time.monotonic() + seconds
 
     def work() -> None:
@@ -54,11 +54,27 @@ def saturate(url: str, seconds: float, concurrency: int = 16) -> None:
             c.infer("mlp", [x])
         c.close()
 
-    threads = [threading.Thread(target=work) for _ in range(concurrency)]
-    for t in threads:
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
         t.start()
-    for t in threads:
+    for t in pool:
         t.join()
+
+
+def saturate(url: str, seconds: float, concurrency: int = 32, processes: int = 4) -> None:
+    """Many callers at once, 64 rows each: requests wait in the queue.
+
+    From several processes: the callers of one Python process are bound by its
+    GIL and could not keep the server busy enough for its queue to fill.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_callers, args=(url, seconds, concurrency // processes))
+             for _ in range(processes)]  # fmt: skip
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(seconds + 60)
+        assert p.exitcode == 0, f"a load process failed (exit code {p.exitcode})"
 
 
 def test_autoscaling_query_rises_under_saturation(
