@@ -99,9 +99,15 @@ def test_a_server_without_gpus(tmp_path: Path, fallback: bool) -> None:
             g.get_cuda_shared_memory_status()
         assert info.value.status() == "StatusCode.UNIMPLEMENTED"
         assert "CUDA shared memory" in info.value.message()
+        with pytest.raises(InferenceServerException) as info:
+            g.unregister_cuda_shared_memory()
+        assert info.value.status() == "StatusCode.UNIMPLEMENTED"
         h = httpclient.InferenceServerClient(server.http_url)
         with pytest.raises(InferenceServerException) as info:
             h.register_cuda_shared_memory("r", b"AAAA", 0, 16)
+        assert "CUDA shared memory" in info.value.message()
+        with pytest.raises(InferenceServerException) as info:
+            h.unregister_cuda_shared_memory("r")
         assert "CUDA shared memory" in info.value.message()
         metrics = urllib.request.urlopen(server.metrics_url).read().decode()
         assert "nv_cpu_utilization" in metrics and "nv_gpu_" not in metrics

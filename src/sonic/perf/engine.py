@@ -209,7 +209,10 @@ class _CallbackGrpcLoad:
     of 3, alternating): 15% more requests at batch 64 (16 kB requests) and
     concurrency 1, 7% more at concurrency 4; but 6% fewer at batch 1 (256 B),
     where the hop to the callback thread adds ~100 us to every round trip.
-    Hence :data:`CALLBACK_FROM_BYTES`.
+    Hence :data:`CALLBACK_FROM_BYTES`.  (Those runs used grpc's default transport;
+    with the poller-thread one the ``sonic`` command selects, one run of 3 still
+    favoured callbacks at batch 64: 0.97 against 0.81 of perf_analyzer at
+    concurrency 1, 0.92 against 0.89 at concurrency 4.)
     """
 
     def __init__(self, spec: LoadSpec, records: _Records) -> None:

@@ -165,7 +165,11 @@ class CudaSharedMemoryManager:
         self.regions[name] = CudaRegion(name, device_id, byte_size, ptr)
 
     def unregister(self, name: str = "") -> None:
-        for n in [name] if name else list(self.regions):
+        self.runtime()  # UNSUPPORTED without a GPU, as for status and register
+        self._release([name] if name else list(self.regions))
+
+    def _release(self, names: list[str]) -> None:
+        for n in names:
             region = self.regions.pop(n, None)
             if region is not None and self._runtime is not None:
                 self._runtime.close(region.ptr, region.device_id)
@@ -186,4 +190,5 @@ class CudaSharedMemoryManager:
         self.runtime().to_device(region.ptr + start, data, region.device_id)
 
     def close(self) -> None:
-        self.unregister()
+        """Release every region; quiet on a server without a GPU (nothing to release)."""
+        self._release(list(self.regions))

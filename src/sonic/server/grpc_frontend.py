@@ -260,7 +260,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def CudaSharedMemoryUnregister(
         self, request: Any, context: Any
     ) -> pb.CudaSharedMemoryUnregisterResponse:
-        self.dp.shm.cuda.runtime()
         self.dp.shm.cuda.unregister(request.name)
         return pb.CudaSharedMemoryUnregisterResponse()
 

@@ -291,7 +291,6 @@ class HttpFrontend:
         return Response(status_code=200)
 
     async def cuda_shm_unregister(self, request: Request) -> Response:
-        self.dp.shm.cuda.runtime()
         self.dp.shm.cuda.unregister(request.path_params.get("region", ""))
         return Response(status_code=200)
 

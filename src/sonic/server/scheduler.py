@@ -182,17 +182,14 @@ class _Scheduler:
             return parts, 0, time.perf_counter_ns() - t0, 0
 
         work = one_by_one if inst.per_request else merged
-        parts, input_ns, infer_ns, output_ns = await self.pool.run(inst, work,
-                                                                   not self._others_waiting())
+        # pending: requests accepted and not yet in an execution (both schedulers)
+        parts, input_ns, infer_ns, output_ns = await self.pool.run(inst, work, self.pending == 0)
         self.stats.record_execution(sum(it.rows for it in items), input_ns, infer_ns, output_ns)
         return [
             p if isinstance(p, BaseException)
             else Execution(p, t_start - it.enqueued_ns, input_ns, infer_ns, output_ns)
             for p, it in zip(parts, items, strict=True)
         ]  # fmt: skip
-
-    def _others_waiting(self) -> bool:
-        return self.pending > 0
 
     def close(self) -> None:
         self.pool.close()
