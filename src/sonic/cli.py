@@ -25,9 +25,9 @@ _LIMITS = Limits()
 #: grpcio's per-call cost on both sides: its EventEngine TCP endpoints (recent grpcio's
 #: default) hand every read and write to threads of their own, which on a 2-core node
 #: costs more CPU than it saves; these processes use grpc's poller-thread path instead.
-#: Measured with perf_analyzer on the benchmark MLP, alternating (see README): `sonic serve`
-#: +11% requests/s at batch 1 (concurrency 1 and 8), 15% less CPU per request; a Python
-#: client's blocking call 20-30% less CPU.  An explicit GRPC_EXPERIMENTS wins.
+#: benchmarks/grpc_transport.py (README, "gRPC transport"): `sonic serve` +10% / +7% / +2%
+#: requests/s and 5-13% less CPU per request; a Python blocking call 26% less CPU.  An
+#: explicit GRPC_EXPERIMENTS wins.
 GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_client"
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n"}
