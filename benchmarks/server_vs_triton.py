@@ -52,6 +52,8 @@ from sonic.perf.loadgen import run_load  # noqa: E402
 from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
+#: perf_analyzer's CSV columns for the time outside what the server's statistics timed.
+OUTSIDE_COLUMNS = ("Client Send", "Network+Server Send/Recv", "Client Recv")
 MLSERVER_VENV = ROOT / "tools" / "mlserver-venv"
 
 MLSERVER_RUNTIME = """
@@ -186,6 +188,12 @@ def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: P
         "p50_us": float(row["p50 latency"]),
         "p99_us": float(row["p99 latency"]),
         "server_cpu_us_per_request": cores / (throughput / batch) * 1e6,
+        # perf_analyzer's split of the average latency, from the server's statistics extension:
+        # what the server timed (queue, model) and the rest (client, network, and the server's
+        # gRPC work outside its request timer).
+        "queue_us": float(row["Server Queue"]),
+        "compute_us": sum(float(row[f"Server Compute {k}"]) for k in ("Input", "Infer", "Output")),
+        "outside_us": sum(float(row[k]) for k in OUTSIDE_COLUMNS),
         "stability_pct": stability,
         "command": " ".join([*cmd[:1], "...", *cmd[3:]]).replace(str(ROOT) + "/", ""),
     }
@@ -224,7 +232,8 @@ def in_process(model_bytes: bytes, batch: int, concurrency: int, window_ms: int)
 
 
 def median_of(runs: list[dict]) -> dict:
-    keys = ("throughput", "p50_us", "p99_us", "server_cpu_us_per_request")
+    keys = ("throughput", "p50_us", "p99_us", "server_cpu_us_per_request", "queue_us",
+            "compute_us", "outside_us")  # fmt: skip
     return {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
 
 
@@ -301,6 +310,7 @@ def main() -> None:
 
     summary = {k: {n: median_of(v) for n, v in d.items()} for k, d in results.items()}
     print(table(summary))
+    print(breakdown(summary))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"versions": versions, "repeats": args.repeats,
                                     "window_ms": args.window_ms, "summary": summary,
@@ -334,6 +344,26 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
             f"{s['server_cpu_us_per_request']:.0f} / {t['server_cpu_us_per_request']:.0f} | "
             f"{ml} | {d['in-process']['throughput']:.0f} |"
         )
+    return "\n".join(lines)
+
+
+def breakdown(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """perf_analyzer's average-latency split for both servers, in µs."""
+    lines = [
+        "| point | server | queue | model (compute) | outside the server's timer | CPU/request |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, d in summary.items():
+        batch, conc = key[1:].split("_c")
+        for name in ("sonic", "triton"):
+            r = d[f"{name}/perf_analyzer"]
+            if "queue_us" not in r:
+                continue
+            lines.append(
+                f"| batch {batch}, concurrency {conc} | {name} | {r['queue_us']:.0f} | "
+                f"{r['compute_us']:.0f} | {r['outside_us']:.0f} | "
+                f"{r['server_cpu_us_per_request']:.0f} |"
+            )
     return "\n".join(lines)
 
 

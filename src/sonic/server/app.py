@@ -98,6 +98,7 @@ class Server:
             request_timeout_s=limits.request_timeout_ms / 1000,
             shm_key_prefix=settings.client_shm_key_prefix,
             logs=LogSettings(settings.log_verbose, settings.log_info),
+            busy_poll_s=settings.busy_poll_us / 1e6,
         )
         self.dataplane.peers = list(settings.worker_peers)
         if self.gpus:

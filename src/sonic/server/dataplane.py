@@ -21,6 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sonic import __version__
 from sonic.errors import InvalidArgument, Unavailable
 from sonic.protocol.tensors import InferRequest, InferResponse
+from sonic.server.busypoll import BusyPoll
 from sonic.server.logsettings import LogSettings
 from sonic.server.manager import ControlMode, ModelManager
 from sonic.server.shm import REGION, SharedMemoryManager
@@ -54,9 +55,11 @@ class DataPlane:
     def __init__(
         self, manager: ModelManager, *, strict_readiness: bool = False,
         allow_client_shm: bool = False, request_timeout_s: float = 0.0, shm_key_prefix: str = "",
-        logs: LogSettings | None = None,
+        logs: LogSettings | None = None, busy_poll_s: float = 0.0,
     ) -> None:  # fmt: skip
         self.manager = manager
+        #: Keeps the loop awake between requests (``--busy-poll-us``; see sonic.server.busypoll).
+        self.busy_poll = BusyPoll(busy_poll_s)
         #: Longest time a request may spend in the server (``--request-timeout-ms``; 0: none).
         self.request_timeout_s = request_timeout_s
         #: Private metrics ports of the other workers of ``--workers N`` (none otherwise).
@@ -110,6 +113,7 @@ class DataPlane:
         model = self.manager.get(request.model_name, request.model_version)
         self.inflight += 1
         self._idle.clear()
+        self.busy_poll.touch()
         try:
             for t in request.inputs:
                 if REGION in t.parameters:
@@ -133,6 +137,7 @@ class DataPlane:
             self.inflight -= 1
             if self.inflight == 0:
                 self._idle.set()
+            self.busy_poll.touch()
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop accepting, then wait for accepted requests; False if time ran out."""

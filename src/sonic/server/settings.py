@@ -20,6 +20,10 @@ DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_EXIT_TIMEOUT_S = 30
 DEFAULT_POLL_SECS = 15
+#: sonic.server.busypoll's window: longer than the gap a sequential client leaves between a
+#: response and its next request on loopback (~0.4 ms here), short enough that a sparse stream
+#: of requests does not keep a core busy.
+DEFAULT_BUSY_POLL_US = 1000
 
 
 @dataclass(slots=True)
@@ -145,6 +149,8 @@ class ServerSettings:
     reuse_port: bool = False
     #: The other workers' private metrics ports, whose statistics this worker adds to its own.
     worker_peers: list[int] = field(default_factory=list)
+    #: Microseconds the event loop keeps polling after each request (0: sleep at once).
+    busy_poll_us: int = DEFAULT_BUSY_POLL_US
     log_verbose: int = 0
     log_info: bool = True
     grpc_tls: TlsSettings = field(default_factory=TlsSettings)

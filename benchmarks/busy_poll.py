@@ -1,0 +1,142 @@
+"""``sonic serve --busy-poll-us``: what polling the event loop between requests buys and costs.
+
+Two ``sonic serve`` processes on the benchmark MLP (the server_vs_triton
+config), one with ``--busy-poll-us 0`` (the loop sleeps as soon as it has
+nothing to do) and one with the default window, driven by perf_analyzer over
+gRPC in turns, at:
+
+- batch 1 at concurrency 1 and 8, batch 64 at concurrency 4 (the issue #3
+  points): requests/s, p50/p99 latency, server CPU per request;
+- a paced stream of 500 requests/s (one every 2 ms, longer than the window):
+  latency, and the server's CPU per request, which is where polling costs.
+
+It also reads the idle server's CPU over a few seconds with no traffic::
+
+    .venv/bin/python benchmarks/busy_poll.py --repeats 3
+
+Prints a markdown table and writes ``benchmarks/results/busy_poll.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from sonic.launcher import LocalServer  # noqa: E402
+from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.server.settings import DEFAULT_BUSY_POLL_US  # noqa: E402
+
+#: (label, batch, perf_analyzer load flags)
+POINTS = [
+    ("batch 1, concurrency 1", 1, ["--concurrency-range", "1"]),
+    ("batch 1, concurrency 8", 1, ["--concurrency-range", "8"]),
+    ("batch 64, concurrency 4", 64, ["--concurrency-range", "4"]),
+    ("batch 1, paced 500 req/s", 1, ["--request-rate-range", "500"]),
+]
+SETTINGS = {"off (0)": 0, f"default ({DEFAULT_BUSY_POLL_US} µs)": DEFAULT_BUSY_POLL_US}
+
+
+def cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def perf_analyzer(url: str, pid: int, batch: int, load: list[str], window_ms: int) -> dict:
+    out = Path(tempfile.mktemp(suffix=".csv"))
+    cmd = [str(ROOT / ".venv" / "bin" / "perf_analyzer"), "-m", "mlp", "-u", url, "-i", "grpc",
+           "-b", str(batch), *load, "--measurement-interval", str(window_ms), "-s", "50",
+           "-r", "8", "-f", str(out)]  # fmt: skip
+    c0, t0 = cpu(pid), time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    cores = (cpu(pid) - c0) / (time.monotonic() - t0)
+    if not out.exists():
+        raise RuntimeError(proc.stdout + proc.stderr)
+    with out.open() as f:
+        row = next(csv.DictReader(f))
+    out.unlink()
+    rps = float(row["Inferences/Second"]) / batch
+    return {"requests_per_s": rps, "p50_us": float(row["p50 latency"]),
+            "p99_us": float(row["p99 latency"]), "server_cpu_us_per_request": cores / rps * 1e6,
+            "command": " ".join(cmd[3:]).replace(url, "URL")}  # fmt: skip
+
+
+def idle_cpu(pid: int, seconds: float = 3.0) -> float:
+    """Cores the server uses with no traffic at all."""
+    c0 = cpu(pid)
+    time.sleep(seconds)
+    return (cpu(pid) - c0) / seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--window-ms", type=int, default=2000)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "busy_poll.json")
+    args = ap.parse_args()
+
+    runs: dict[str, dict[str, list[dict]]] = {}
+    idle: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        write_model(mlp_model(), repo, "mlp",
+                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
+        servers = {name: LocalServer(repo, f"--busy-poll-us={us}").start()
+                   for name, us in SETTINGS.items()}  # fmt: skip
+        try:
+            for rep in range(args.repeats):
+                order = list(servers) if rep % 2 == 0 else list(reversed(servers))
+                for label, batch, load in POINTS:
+                    for name in order:
+                        s = servers[name]
+                        assert s.proc is not None
+                        r = perf_analyzer(s.grpc_url, s.proc.pid, batch, load, args.window_ms)
+                        runs.setdefault(label, {}).setdefault(name, []).append(r)
+                        print(f"rep {rep} {label:26s} {name:18s} {r['requests_per_s']:7.0f} req/s "
+                              f"p50 {r['p50_us']:6.0f} p99 {r['p99_us']:6.0f} µs "
+                              f"CPU {r['server_cpu_us_per_request']:5.0f} µs/req", flush=True)
+                for name in order:
+                    assert servers[name].proc is not None
+                    idle.setdefault(name, []).append(idle_cpu(servers[name].proc.pid))  # type: ignore[union-attr]
+        finally:
+            for s in servers.values():
+                s.stop()
+
+    keys = ("requests_per_s", "p50_us", "p99_us", "server_cpu_us_per_request")
+    summary = {label: {name: {k: statistics.median(r[k] for r in rs) for k in keys}
+                       for name, rs in d.items()} for label, d in runs.items()}  # fmt: skip
+    idle_median = {name: statistics.median(v) for name, v in idle.items()}
+    off, on = list(SETTINGS)
+    lines = ["| point | req/s off / on | **on/off** | p50 µs off / on | p99 µs off / on | "
+             "server CPU µs/request off / on |", "|---|---|---|---|---|---|"]
+    for label, d in summary.items():
+        a, b = d[off], d[on]
+        cpu_a, cpu_b = a["server_cpu_us_per_request"], b["server_cpu_us_per_request"]
+        lines.append(f"| {label} | {a['requests_per_s']:.0f} / {b['requests_per_s']:.0f} | "
+                     f"**{b['requests_per_s'] / a['requests_per_s']:.2f}** | "
+                     f"{a['p50_us']:.0f} / {b['p50_us']:.0f} | "
+                     f"{a['p99_us']:.0f} / {b['p99_us']:.0f} | "
+                     f"{cpu_a:.0f} / {cpu_b:.0f} |")
+    lines.append(f"| idle, no traffic | cores used: {idle_median[off]:.3f} / {idle_median[on]:.3f} "
+                 "| | | | |")
+    print("\n".join(lines))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"settings": SETTINGS, "repeats": args.repeats, "window_ms": args.window_ms,
+              "summary": summary, "idle_cores": idle_median, "runs": runs}
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
