@@ -34,7 +34,7 @@ class BusyPoll:
         if self.window_s <= 0:
             return
         self._last = time.perf_counter()
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():  # not polling (or a loop since closed)
             self._loop = asyncio.get_running_loop()
             self._loop.call_soon(self._poll)
 
