@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -111,10 +112,15 @@ class Prometheus(_Daemon):
         try:
             _wait_port("127.0.0.1", self.port, self.proc, "prometheus")
             # Its discovery hands targets to the scrapers only every 5 s: wait for a first scrape.
+            # Until its storage is open the HTTP API answers 503 on a listening port.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                if len(self.query("up")) == len(self.targets):
-                    return self
+                try:
+                    if len(self.query("up")) == len(self.targets):
+                        return self
+                except urllib.error.HTTPError as err:
+                    if err.code != 503:
+                        raise
                 time.sleep(0.25)
             raise TimeoutError(f"prometheus scraped none of {self.targets} within 30 s:\n"
                                f"{self.logs()[-2000:]}")  # fmt: skip
