@@ -2,15 +2,16 @@
 
 A request that reaches a sleeping server pays two thread wake-ups before any
 Python runs: grpc's poller thread wakes in ``epoll_wait`` and then wakes the
-event loop, asleep in its own ``epoll_wait``.  On a virtual machine each
-wake-up costs tens of microseconds, and a CMSSW job that sends one event after
-another arrives every few hundred microseconds, just after the loop went to
-sleep.  Like Linux's ``net.core.busy_poll``, the loop instead keeps polling
+event loop, asleep in its own ``epoll_wait``.  A CMSSW job that sends one
+event after another arrives every few hundred microseconds, just after the
+loop went to sleep.  Like Linux's ``net.core.busy_poll``, the loop instead keeps polling
 (a callback that reschedules itself, so the loop polls with a zero timeout)
 for ``--busy-poll-us`` after the last request started or finished, and then
 sleeps as before: an idle server uses no CPU, a loaded one is awake anyway,
 and only the gaps shorter than the window are spent spinning, on one core.
-``benchmarks/busy_poll.py`` measures what it buys and costs.
+That removes the loop's wake-up (and keeps its core out of idle states):
+``benchmarks/busy_poll.py`` measures what it buys and costs (on the 2-core
+development VM, 160 us of median latency at concurrency 1).
 """
 
 from __future__ import annotations
