@@ -171,6 +171,9 @@ def main() -> None:
               help="Keep the event loop polling this long after each request, instead of "
                    "sleeping: lower latency for clients that send one request after another, "
                    "at the price of spinning one core in gaps shorter than this (0: off).")
+@_bool_option("--grpc-http2-bdp-probe", False,
+              "grpc's HTTP/2 bandwidth-delay probing (a PING per burst of data); off: a static "
+              "16 MiB receive window.")
 @click.option("--worker-peers", default="", hidden=True,
               help="Other workers' private metrics ports (set by --workers).")
 @click.option("--http-max-input-size", type=click.IntRange(min=1),
@@ -244,6 +247,7 @@ def serve(**opts: object) -> None:
         workers=int(opts["workers"]),  # type: ignore[call-overload]
         reuse_port=bool(opts["reuse_port"]),
         busy_poll_us=int(opts["busy_poll_us"]),  # type: ignore[call-overload]
+        grpc_bdp_probe=bool(opts["grpc_http2_bdp_probe"]),
         worker_peers=[int(p) for p in str(opts["worker_peers"]).split(",") if p],
         default_max_batch_size=default_mbs,
         log_verbose=verbose,

@@ -79,6 +79,9 @@ def test_server_spins_only_in_the_window(tmp_path: Path, window_us: int) -> None
     assert idle < 0.05, idle
 
 
-def test_workers_inherit_the_window() -> None:
-    args = worker_args(ServerSettings(model_repositories=[Path("/m")], busy_poll_us=250), 9000)
+def test_workers_inherit_the_window_and_flow_control() -> None:
+    settings = ServerSettings(model_repositories=[Path("/m")], busy_poll_us=250,
+                              grpc_bdp_probe=True)  # fmt: skip
+    args = worker_args(settings, 9000)
     assert "--busy-poll-us=250" in args
+    assert "--grpc-http2-bdp-probe=True" in args

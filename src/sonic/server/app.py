@@ -127,6 +127,7 @@ class Server:
             grpc_server, port = build_server(
                 self.dataplane, f"{s.grpc_address}:{s.grpc_port}", reuse_port=s.reuse_port,
                 max_message_bytes=s.limits.grpc_max_message_size, tls=s.grpc_tls, auth=self.auth,
+                bdp_probe=s.grpc_bdp_probe,
             )  # fmt: skip
             await grpc_server.start()
             log.info("Started GRPCInferenceService at %s:%d%s", s.grpc_address, port,

@@ -308,6 +308,15 @@ def _credentials(tls: TlsSettings) -> grpc.ServerCredentials:
                                        require_client_auth=tls.mutual)  # fmt: skip
 
 
+#: HTTP/2 receive window (per stream and per connection) the server announces when grpc's
+#: bandwidth-delay-product probing is off (``--grpc-http2-bdp-probe=false``, the default).  BDP
+#: probing sends a PING when data arrives and handles its ACK, which for a client sending one
+#: request after another means ping traffic with every request (benchmarks/grpc_flow_control.py
+#: measures the difference); a fixed 16 MiB window, per stream and per connection, is what keeps
+#: large tensors flowing over a long round trip (HTTP/2's default is 64 KiB).
+STATIC_WINDOW_BYTES = 16 << 20
+
+
 def build_server(
     dataplane: DataPlane,
     address: str,
@@ -316,6 +325,7 @@ def build_server(
     reuse_port: bool = False,
     tls: TlsSettings | None = None,
     auth: Authenticator | None = None,
+    bdp_probe: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """A ``grpc.aio`` server bound to ``address`` (``host:port``); returns it and its port.
 
@@ -323,11 +333,14 @@ def build_server(
     RESOURCE_EXHAUSTED before they are read into memory.
     """
     auth = auth or Authenticator(AuthSettings())
-    options = [
+    options: list[tuple[str, int]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.http2.bdp_probe", 1 if bdp_probe else 0),
     ]
+    if not bdp_probe:  # a static window instead, as large as the one BDP would grow to
+        options.append(("grpc.http2.lookahead_bytes", STATIC_WINDOW_BYTES))
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, auth), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane, auth), server)

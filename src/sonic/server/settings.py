@@ -151,6 +151,8 @@ class ServerSettings:
     worker_peers: list[int] = field(default_factory=list)
     #: Microseconds the event loop keeps polling after each request (0: sleep at once).
     busy_poll_us: int = DEFAULT_BUSY_POLL_US
+    #: grpc's HTTP/2 bandwidth-delay-product probing (off: a static 16 MiB window instead).
+    grpc_bdp_probe: bool = False
     log_verbose: int = 0
     log_info: bool = True
     grpc_tls: TlsSettings = field(default_factory=TlsSettings)
