@@ -339,7 +339,7 @@ def build_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.http2.bdp_probe", 1 if bdp_probe else 0),
     ]
-    if not bdp_probe:  # a static window instead, as large as the one BDP would grow to
+    if not bdp_probe:  # a static window instead (STATIC_WINDOW_BYTES says why)
         options.append(("grpc.http2.lookahead_bytes", STATIC_WINDOW_BYTES))
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, auth), server)
