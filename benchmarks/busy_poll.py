@@ -45,6 +45,7 @@ POINTS = [
     ("batch 64, concurrency 4", 64, ["--concurrency-range", "4"]),
     ("batch 1, paced 500 req/s", 1, ["--request-rate-range", "500"]),
 ]
+KEYS = ("requests_per_s", "p50_us", "p99_us", "server_cpu_us_per_request")
 SETTINGS = {"off (0)": 0, f"default ({DEFAULT_BUSY_POLL_US} µs)": DEFAULT_BUSY_POLL_US}
 
 
@@ -72,6 +73,43 @@ def perf_analyzer(url: str, pid: int, batch: int, load: list[str], window_ms: in
             "command": " ".join(cmd[3:]).replace(url, "URL")}  # fmt: skip
 
 
+def measure(servers: dict[str, LocalServer], order: list[str], points: list[tuple],
+            window_ms: int, runs: dict[str, dict[str, list[dict]]], rep: int) -> None:
+    """One repetition of ``points`` on each server, in ``order``; appends to runs[point][server]."""
+    for label, batch, load in points:
+        for name in order:
+            s = servers[name]
+            assert s.proc is not None
+            r = perf_analyzer(s.grpc_url, s.proc.pid, batch, load, window_ms)
+            runs.setdefault(label, {}).setdefault(name, []).append(r)
+            print(f"rep {rep} {label:26s} {name:30s} {r['requests_per_s']:7.0f} req/s "
+                  f"p50 {r['p50_us']:6.0f} p99 {r['p99_us']:6.0f} µs "
+                  f"CPU {r['server_cpu_us_per_request']:5.0f} µs/req", flush=True)
+
+
+def medians(runs: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, dict[str, float]]]:
+    return {label: {name: {k: statistics.median(r[k] for r in rs) for k in KEYS}
+                    for name, rs in d.items()} for label, d in runs.items()}  # fmt: skip
+
+
+def ab_table(summary: dict[str, dict[str, dict[str, float]]], a: tuple[str, str],
+             b: tuple[str, str]) -> list[str]:  # fmt: skip
+    """Markdown rows comparing server ``a`` and ``b`` (each: its name in ``summary``, a short
+    label for the header) at every point, with b/a of requests/s."""
+    (na, la), (nb, lb) = a, b
+    lines = [f"| point | req/s {la} / {lb} | **{lb}/{la}** | p50 µs {la} / {lb} | "
+             f"p99 µs {la} / {lb} | server CPU µs/request {la} / {lb} |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for label, d in summary.items():
+        x, y = d[na], d[nb]
+        cpu_x, cpu_y = x["server_cpu_us_per_request"], y["server_cpu_us_per_request"]
+        lines.append(f"| {label} | {x['requests_per_s']:.0f} / {y['requests_per_s']:.0f} | "
+                     f"**{y['requests_per_s'] / x['requests_per_s']:.2f}** | "
+                     f"{x['p50_us']:.0f} / {y['p50_us']:.0f} | "
+                     f"{x['p99_us']:.0f} / {y['p99_us']:.0f} | {cpu_x:.0f} / {cpu_y:.0f} |")
+    return lines
+
+
 def idle_cpu(pid: int, seconds: float = 3.0) -> float:
     """Cores the server uses with no traffic at all."""
     c0 = cpu(pid)
@@ -97,15 +135,7 @@ def main() -> None:
         try:
             for rep in range(args.repeats):
                 order = list(servers) if rep % 2 == 0 else list(reversed(servers))
-                for label, batch, load in POINTS:
-                    for name in order:
-                        s = servers[name]
-                        assert s.proc is not None
-                        r = perf_analyzer(s.grpc_url, s.proc.pid, batch, load, args.window_ms)
-                        runs.setdefault(label, {}).setdefault(name, []).append(r)
-                        print(f"rep {rep} {label:26s} {name:18s} {r['requests_per_s']:7.0f} req/s "
-                              f"p50 {r['p50_us']:6.0f} p99 {r['p99_us']:6.0f} µs "
-                              f"CPU {r['server_cpu_us_per_request']:5.0f} µs/req", flush=True)
+                measure(servers, order, POINTS, args.window_ms, runs, rep)
                 for name in order:
                     assert servers[name].proc is not None
                     idle.setdefault(name, []).append(idle_cpu(servers[name].proc.pid))  # type: ignore[union-attr]
@@ -113,21 +143,10 @@ def main() -> None:
             for s in servers.values():
                 s.stop()
 
-    keys = ("requests_per_s", "p50_us", "p99_us", "server_cpu_us_per_request")
-    summary = {label: {name: {k: statistics.median(r[k] for r in rs) for k in keys}
-                       for name, rs in d.items()} for label, d in runs.items()}  # fmt: skip
+    summary = medians(runs)
     idle_median = {name: statistics.median(v) for name, v in idle.items()}
     off, on = list(SETTINGS)
-    lines = ["| point | req/s off / on | **on/off** | p50 µs off / on | p99 µs off / on | "
-             "server CPU µs/request off / on |", "|---|---|---|---|---|---|"]
-    for label, d in summary.items():
-        a, b = d[off], d[on]
-        cpu_a, cpu_b = a["server_cpu_us_per_request"], b["server_cpu_us_per_request"]
-        lines.append(f"| {label} | {a['requests_per_s']:.0f} / {b['requests_per_s']:.0f} | "
-                     f"**{b['requests_per_s'] / a['requests_per_s']:.2f}** | "
-                     f"{a['p50_us']:.0f} / {b['p50_us']:.0f} | "
-                     f"{a['p99_us']:.0f} / {b['p99_us']:.0f} | "
-                     f"{cpu_a:.0f} / {cpu_b:.0f} |")
+    lines = ab_table(summary, (off, "off"), (on, "on"))
     lines.append(f"| idle, no traffic | cores used: {idle_median[off]:.3f} / {idle_median[on]:.3f} "
                  "| | | | |")
     print("\n".join(lines))

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from busy_poll import POINTS, perf_analyzer  # noqa: E402
+from busy_poll import POINTS, ab_table, measure, medians  # noqa: E402
 
 from sonic.launcher import LocalServer, free_ports  # noqa: E402
 from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
@@ -133,14 +133,7 @@ def main() -> None:
         try:
             for rep in range(args.repeats):
                 order = list(servers) if rep % 2 == 0 else list(reversed(servers))
-                for label, batch, load in POINTS[:3]:
-                    for name in order:
-                        s = servers[name]
-                        assert s.proc is not None
-                        r = perf_analyzer(s.grpc_url, s.proc.pid, batch, load, args.window_ms)
-                        small.setdefault(label, {}).setdefault(name, []).append(r)
-                        print(f"rep {rep} {label:24s} {name:30s} {r['requests_per_s']:7.0f} req/s "
-                              f"p50 {r['p50_us']:6.0f} µs", flush=True)
+                measure(servers, order, POINTS[:3], args.window_ms, small, rep)
                 for delay in ONE_WAY_DELAYS_MS:
                     for name in order:
                         ms = upload_ms(servers[name].grpc_port, delay, x)
@@ -152,19 +145,9 @@ def main() -> None:
                 s.stop()
 
     bdp, static = list(SETTINGS)
-    keys = ("requests_per_s", "p50_us", "p99_us", "server_cpu_us_per_request")
-    small_median = {label: {n: {k: statistics.median(r[k] for r in rs) for k in keys}
-                            for n, rs in d.items()} for label, d in small.items()}  # fmt: skip
+    small_median = medians(small)
     large_median = {d: {n: statistics.median(v) for n, v in by.items()} for d, by in large.items()}
-    lines = ["| point | req/s BDP / static | **static/BDP** | p50 µs BDP / static | "
-             "server CPU µs/request BDP / static |", "|---|---|---|---|---|"]
-    for label, d in small_median.items():
-        a, b = d[bdp], d[static]
-        lines.append(f"| {label} | {a['requests_per_s']:.0f} / {b['requests_per_s']:.0f} | "
-                     f"**{b['requests_per_s'] / a['requests_per_s']:.2f}** | "
-                     f"{a['p50_us']:.0f} / {b['p50_us']:.0f} | "
-                     f"{a['server_cpu_us_per_request']:.0f} / "
-                     f"{b['server_cpu_us_per_request']:.0f} |")  # fmt: skip
+    lines = ab_table(small_median, (bdp, "BDP"), (static, "static"))
     lines += ["", "| 32 MiB request, delay each way | BDP ms/call | static ms/call |",
               "|---|---|---|"]
     for delay, by in large_median.items():
