@@ -171,6 +171,10 @@ def main() -> None:
               help="Keep the event loop polling this long after each request, instead of "
                    "sleeping: lower latency for clients that send one request after another, "
                    "at the price of spinning one core in gaps shorter than this (0: off).")
+@click.option("--grpc-frontends", type=click.IntRange(min=0), default=0,
+              help="Serve gRPC from this many front-end processes that relay each call's bytes "
+                   "to this process's data plane, so protocol work and inference use two "
+                   "cores (0: serve gRPC in this process).")
 @_bool_option("--grpc-http2-bdp-probe", False,
               "grpc's HTTP/2 bandwidth-delay probing (a PING per burst of data); off: a static "
               "16 MiB receive window.")
@@ -248,6 +252,7 @@ def serve(**opts: object) -> None:
         reuse_port=bool(opts["reuse_port"]),
         busy_poll_us=int(opts["busy_poll_us"]),  # type: ignore[call-overload]
         grpc_bdp_probe=bool(opts["grpc_http2_bdp_probe"]),
+        grpc_frontends=int(opts["grpc_frontends"]),  # type: ignore[call-overload]
         worker_peers=[int(p) for p in str(opts["worker_peers"]).split(",") if p],
         default_max_batch_size=default_mbs,
         log_verbose=verbose,
@@ -272,6 +277,12 @@ def serve(**opts: object) -> None:
             "explicit model control would reach one worker only; use --model-control-mode "
             "none or poll with --workers > 1",
             param_hint="--workers",
+        )
+    if settings.workers > 1 and settings.grpc_frontends:
+        raise click.BadParameter(
+            "--workers and --grpc-frontends are two ways to use more cores; choose one "
+            "(--grpc-frontends keeps one data plane, with one batcher and one set of instances)",
+            param_hint="--grpc-frontends",
         )
     for repo in settings.model_repositories:
         if not repo.is_dir():

@@ -1,7 +1,9 @@
 """Assemble and run a server: model manager, data plane, gRPC, HTTP and metrics.
 
 Everything runs on one asyncio event loop (uvloop): ``grpc.aio`` and uvicorn
-share it, and model executions run on per-instance threads.  SIGTERM/SIGINT
+share it, and model executions run on per-instance threads; with
+``--grpc-frontends N`` the gRPC port is served by child processes instead
+(:mod:`sonic.server.grpc_relay`).  SIGTERM/SIGINT
 start a drain: readiness goes false, new requests are refused, requests in
 flight finish (up to ``--exit-timeout-secs``), then the process exits 0.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -23,7 +26,8 @@ from sonic.repository.layout import ModelRepository
 from sonic.server.auth import Authenticator, describe
 from sonic.server.dataplane import DataPlane
 from sonic.server.gpus import discover
-from sonic.server.grpc_frontend import build_server
+from sonic.server.grpc_frontend import build_server, servicers
+from sonic.server.grpc_relay import Frontends, FrontendSettings, RelayHub
 from sonic.server.http_frontend import HttpFrontend
 from sonic.server.loader import LoadOptions
 from sonic.server.logsettings import LogSettings
@@ -108,6 +112,25 @@ class Server:
     def request_stop(self) -> None:
         self._stop.set()
 
+    async def _start_frontends(self) -> tuple[RelayHub, Frontends]:
+        s = self.settings
+        hub = RelayHub(servicers(self.dataplane, self.auth))
+        await hub.start()
+        frontends = Frontends(hub, FrontendSettings(
+            socket=str(hub.path), address=f"{s.grpc_address}:{s.grpc_port}",
+            max_message_bytes=s.limits.grpc_max_message_size,
+            reuse_port=s.reuse_port or s.grpc_frontends > 1, bdp_probe=s.grpc_bdp_probe,
+            forward_metadata=self.auth.enabled,
+            tls=dataclasses.asdict(s.grpc_tls),
+        ), s.grpc_frontends)  # fmt: skip
+        try:
+            await frontends.start()
+        except OSError:
+            await frontends.stop()
+            hub.close()
+            raise
+        return hub, frontends
+
     async def run(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -122,8 +145,14 @@ class Server:
         self.dataplane.accepting = True
 
         grpc_server = None
+        relay: tuple[RelayHub, Frontends] | None = None
         http_servers: list[uvicorn.Server] = []
-        if s.allow_grpc:
+        if s.allow_grpc and s.grpc_frontends:
+            relay = await self._start_frontends()
+            log.info("Started GRPCInferenceService at %s:%d%s in %d front-end process(es)",
+                     s.grpc_address, relay[1].port, " (TLS)" if s.grpc_tls.use_ssl else "",
+                     s.grpc_frontends)  # fmt: skip
+        elif s.allow_grpc:
             grpc_server, port = build_server(
                 self.dataplane, f"{s.grpc_address}:{s.grpc_port}", reuse_port=s.reuse_port,
                 max_message_bytes=s.limits.grpc_max_message_size, tls=s.grpc_tls, auth=self.auth,
@@ -175,6 +204,9 @@ class Server:
             )
         if grpc_server is not None:
             await grpc_server.stop(grace=0.5)
+        if relay is not None:
+            await relay[1].stop()
+            relay[0].close()
         for srv in http_servers:
             srv.should_exit = True
         if http_tasks:

@@ -301,6 +301,19 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             await asyncio.sleep(1.0)
 
 
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+def servicers(dataplane: DataPlane, auth: Authenticator) -> dict[str, Any]:
+    """The gRPC services by full name: registered on the in-process server, or called by name
+    for the relay front ends (:mod:`sonic.server.grpc_relay`)."""
+    return {
+        INFERENCE_SERVICE: InferenceServicer(dataplane, auth),
+        HEALTH_SERVICE: HealthServicer(dataplane, auth),
+    }
+
+
 def _credentials(tls: TlsSettings) -> grpc.ServerCredentials:
     pair = (Path(tls.server_key).read_bytes(), Path(tls.server_cert).read_bytes())
     root = Path(tls.root_cert).read_bytes() if tls.root_cert else None
@@ -315,6 +328,32 @@ def _credentials(tls: TlsSettings) -> grpc.ServerCredentials:
 #: measures the difference); a fixed 16 MiB window, per stream and per connection, is what keeps
 #: large tensors flowing over a long round trip (HTTP/2's default is 64 KiB).
 STATIC_WINDOW_BYTES = 16 << 20
+
+
+def server_options(
+    max_message_bytes: int = 1 << 28, reuse_port: bool = False, bdp_probe: bool = False
+) -> list[tuple[str, int]]:
+    """grpc channel arguments shared by the in-process server and the relay front ends."""
+    options: list[tuple[str, int]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.http2.bdp_probe", 1 if bdp_probe else 0),
+    ]
+    if not bdp_probe:  # a static window instead (STATIC_WINDOW_BYTES says why)
+        options.append(("grpc.http2.lookahead_bytes", STATIC_WINDOW_BYTES))
+    return options
+
+
+def bind(server: grpc.aio.Server, address: str, tls: TlsSettings | None = None) -> int:
+    """Add the listening port (TLS when configured); the bound port, or OSError."""
+    if tls is not None and tls.use_ssl:
+        port = server.add_secure_port(address, _credentials(tls))
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind the gRPC server to {address}")
+    return port
 
 
 def build_server(
@@ -332,22 +371,8 @@ def build_server(
     Messages over ``max_message_bytes`` are refused by grpc itself with
     RESOURCE_EXHAUSTED before they are read into memory.
     """
-    auth = auth or Authenticator(AuthSettings())
-    options: list[tuple[str, int]] = [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ("grpc.http2.bdp_probe", 1 if bdp_probe else 0),
-    ]
-    if not bdp_probe:  # a static window instead (STATIC_WINDOW_BYTES says why)
-        options.append(("grpc.http2.lookahead_bytes", STATIC_WINDOW_BYTES))
-    server = grpc.aio.server(options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, auth), server)
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane, auth), server)
-    if tls is not None and tls.use_ssl:
-        port = server.add_secure_port(address, _credentials(tls))
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot bind the gRPC server to {address}")
-    return server, port
+    server = grpc.aio.server(options=server_options(max_message_bytes, reuse_port, bdp_probe))
+    services = servicers(dataplane, auth or Authenticator(AuthSettings()))
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(services[INFERENCE_SERVICE], server)
+    health_pb2_grpc.add_HealthServicer_to_server(services[HEALTH_SERVICE], server)
+    return server, bind(server, address, tls)

@@ -153,6 +153,8 @@ class ServerSettings:
     busy_poll_us: int = DEFAULT_BUSY_POLL_US
     #: grpc's HTTP/2 bandwidth-delay-product probing (off: a static 16 MiB window instead).
     grpc_bdp_probe: bool = False
+    #: gRPC front-end processes relaying to the data plane (0: gRPC in-process); grpc_relay.
+    grpc_frontends: int = 0
     log_verbose: int = 0
     log_info: bool = True
     grpc_tls: TlsSettings = field(default_factory=TlsSettings)
