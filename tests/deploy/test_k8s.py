@@ -89,6 +89,19 @@ def test_overlay_renders_and_validates(overlay: str) -> None:
     assert len(scalers) == 1  # KEDA, or the plain HPA component instead
 
 
+def test_server_args_are_sonic_serve_flags() -> None:
+    """A misspelt or retired flag would crash-loop every pod; click parses them here."""
+    from sonic.cli import serve
+
+    for overlay in OVERLAYS:
+        spec = one(render(overlay), "Deployment", "sonic-server")["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        if c["command"][:2] != ["sonic", "serve"]:
+            continue  # an overlay that runs Triton instead
+        ctx = serve.make_context("serve", list(c["args"]))
+        assert ctx.params["grpc_frontends"] == 1 and ctx.params["grpc_port"] == 8001
+
+
 def test_autoscaling_query_is_queue_time_per_execution() -> None:
     (so,) = by_kind(render("base"), "ScaledObject")
     query = " ".join(so["spec"]["triggers"][0]["metadata"]["query"].split())
