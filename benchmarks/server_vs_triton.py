@@ -6,6 +6,9 @@ the noise of a shared machine hits all of them alike.  The model is the
 100 us), one instance and one intra-op thread, served over gRPC.
 
 - sonic vs Triton: NVIDIA perf_analyzer (from scripts/install_perf_analyzer.sh).
+  sonic runs twice: as ``sonic serve`` (gRPC in the server process) and as
+  ``sonic serve --grpc-frontends 1`` (``sonic-relay``: gRPC in a front-end
+  process relaying to the data plane; sonic.server.grpc_relay).
 - sonic vs MLServer: sonic.perf.loadgen (MLServer has no ModelConfig, so
   perf_analyzer cannot drive it); the same client for both.
 - in-process onnxruntime: the limit, with no serving at all.
@@ -146,6 +149,10 @@ class MLServer:
         self.proc.wait(60)
 
 
+#: The sonic configurations measured, by the name the results use.
+SONIC_VARIANTS: dict[str, list[str]] = {"sonic": [], "sonic-relay": ["--grpc-frontends=1"]}
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time of a server and its children (Triton's python-backend stubs)."""
     root = psutil.Process(pid)
@@ -258,7 +265,8 @@ def main() -> None:
             config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG,
         )
         peers: dict[str, object] = {}
-        sonic = LocalServer(sonic_repo).start()
+        sonics = {name: LocalServer(sonic_repo, *extra).start()
+                  for name, extra in SONIC_VARIANTS.items()}  # fmt: skip
         try:
             peers["triton"] = Triton(work, model_bytes)
             if not args.skip_mlserver:
@@ -276,9 +284,12 @@ def main() -> None:
                     triton_url = peers["triton"].grpc_url  # type: ignore[attr-defined]
                     triton_pid = peers["triton"].proc.pid  # type: ignore[attr-defined]
                     jobs: list[tuple[str, Callable[[], dict]]] = [
-                        ("sonic/perf_analyzer", partial(perf_analyzer, sonic.grpc_url, batch,
-                                                        conc, args.window_ms, work / "s.csv",
-                                                        sonic.proc.pid)),
+                        (f"{name}/perf_analyzer", partial(perf_analyzer, srv.grpc_url, batch,
+                                                          conc, args.window_ms, work / "s.csv",
+                                                          srv.proc.pid))
+                        for name, srv in sonics.items()
+                    ]
+                    jobs += [
                         ("triton/perf_analyzer", partial(perf_analyzer, triton_url, batch, conc,
                                                          args.window_ms, work / "t.csv",
                                                          triton_pid)),
@@ -288,11 +299,12 @@ def main() -> None:
                     if "mlserver" in peers:
                         ml_url = peers["mlserver"].grpc_url  # type: ignore[attr-defined]
                         jobs += [
-                            ("sonic/loadgen", partial(loadgen, sonic.grpc_url, batch, conc,
-                                                      args.window_ms)),
-                            ("mlserver/loadgen", partial(loadgen, ml_url, batch, conc,
-                                                         args.window_ms)),
-                        ]  # fmt: skip
+                            (f"{name}/loadgen", partial(loadgen, srv.grpc_url, batch, conc,
+                                                        args.window_ms))
+                            for name, srv in sonics.items()
+                        ]
+                        jobs.append(("mlserver/loadgen", partial(loadgen, ml_url, batch, conc,
+                                                                 args.window_ms)))  # fmt: skip
                     if rep % 2:
                         jobs.reverse()  # alternate who goes first
                     for name, job in jobs:
@@ -304,7 +316,8 @@ def main() -> None:
                             flush=True,
                         )
         finally:
-            sonic.stop()
+            for srv in sonics.values():
+                srv.stop()
             for p in peers.values():
                 p.stop()  # type: ignore[attr-defined]
 
@@ -326,24 +339,28 @@ def sonic_version() -> str:
 
 def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = [
-        "| point | sonic infer/s | Triton infer/s | sonic/Triton | sonic p50/p99 µs | "
+        "| point | sonic | sonic infer/s | Triton infer/s | sonic/Triton | sonic p50/p99 µs | "
         "Triton p50/p99 µs | server CPU µs/request (sonic / Triton) | sonic/MLServer (loadgen) | "
         "in-process infer/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, d in summary.items():
-        s, t = d["sonic/perf_analyzer"], d["triton/perf_analyzer"]
-        ml = (f"{d['sonic/loadgen']['throughput'] / d['mlserver/loadgen']['throughput']:.2f}"
-              if "mlserver/loadgen" in d else "n/a")  # fmt: skip
         batch, conc = key[1:].split("_c")
-        lines.append(
-            f"| batch {batch}, concurrency {conc} | {s['throughput']:.0f} | "
-            f"{t['throughput']:.0f} | "
-            f"{s['throughput'] / t['throughput']:.2f} | {s['p50_us']:.0f}/{s['p99_us']:.0f} | "
-            f"{t['p50_us']:.0f}/{t['p99_us']:.0f} | "
-            f"{s['server_cpu_us_per_request']:.0f} / {t['server_cpu_us_per_request']:.0f} | "
-            f"{ml} | {d['in-process']['throughput']:.0f} |"
-        )
+        t = d["triton/perf_analyzer"]
+        for name in SONIC_VARIANTS:
+            if f"{name}/perf_analyzer" not in d:
+                continue
+            s = d[f"{name}/perf_analyzer"]
+            ml = (f"{d[f'{name}/loadgen']['throughput'] / d['mlserver/loadgen']['throughput']:.2f}"
+                  if "mlserver/loadgen" in d else "n/a")  # fmt: skip
+            lines.append(
+                f"| batch {batch}, concurrency {conc} | {name} | {s['throughput']:.0f} | "
+                f"{t['throughput']:.0f} | "
+                f"{s['throughput'] / t['throughput']:.2f} | {s['p50_us']:.0f}/{s['p99_us']:.0f} | "
+                f"{t['p50_us']:.0f}/{t['p99_us']:.0f} | "
+                f"{s['server_cpu_us_per_request']:.0f} / {t['server_cpu_us_per_request']:.0f} | "
+                f"{ml} | {d['in-process']['throughput']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -355,8 +372,8 @@ def breakdown(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     ]
     for key, d in summary.items():
         batch, conc = key[1:].split("_c")
-        for name in ("sonic", "triton"):
-            r = d[f"{name}/perf_analyzer"]
+        for name in (*SONIC_VARIANTS, "triton"):
+            r = d.get(f"{name}/perf_analyzer", {})
             if "queue_us" not in r:
                 continue
             lines.append(
