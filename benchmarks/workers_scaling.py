@@ -1,11 +1,14 @@
-"""How throughput scales with ``sonic serve --workers N`` when many clients connect.
+"""How throughput scales with server processes when many clients connect.
 
-Workers share the ports with SO_REUSEPORT, so the kernel spreads *connections*
-over them; the load is therefore several perf_analyzer processes at once (each
-its own connections), as many grid jobs are.  Worker counts alternate at every
-repetition.  Run::
+Two ways to use more cores: ``sonic serve --workers N`` (N whole servers sharing
+the ports with SO_REUSEPORT; the kernel spreads *connections* over them) and
+``--grpc-frontends N`` (N gRPC front-end processes relaying to one data plane).
+The load is several perf_analyzer processes at once (each its own connections),
+as many grid jobs are.  The configurations alternate at every repetition.  Run::
 
-    .venv/bin/python benchmarks/workers_scaling.py --workers 1 2 --clients 4 --repeats 3
+    .venv/bin/python benchmarks/workers_scaling.py --clients 4 --repeats 3
+
+(``--config FLAGS``, repeatable, replaces the default set of configurations.)
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+
+#: One process; two whole servers; one data plane with one and two gRPC front ends.
+DEFAULT_CONFIGS = ["", "--workers=2", "--grpc-frontends=1", "--grpc-frontends=2"]
 
 
 def load(url: str, clients: int, concurrency: int, window_ms: int, tmp: Path) -> float:
@@ -44,31 +50,31 @@ def load(url: str, clients: int, concurrency: int, window_ms: int, tmp: Path) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--config", action="append", dest="configs",
+                    help="the sonic serve flags of one configuration (repeatable)")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--window-ms", type=int, default=2000)
     args = ap.parse_args()
-    results: dict[int, list[float]] = {w: [] for w in args.workers}
+    configs = args.configs or DEFAULT_CONFIGS
+    results: dict[str, list[float]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         write_model(mlp_model(), repo, "mlp", config=MLP_BENCHMARK_CONFIG)
         for rep in range(args.repeats):
-            order = args.workers if rep % 2 == 0 else list(reversed(args.workers))
-            for w in order:
-                with LocalServer(repo, f"--workers={w}") as srv:
+            for config in configs if rep % 2 == 0 else list(reversed(configs)):
+                with LocalServer(repo, *config.split()) as srv:
                     r = load(srv.grpc_url, args.clients, args.concurrency, args.window_ms,
                              Path(tmp))  # fmt: skip
-                results[w].append(r)
-                print(f"rep {rep} workers {w}: {r:8.0f} infer/s", flush=True)
-    base = statistics.median(results[args.workers[0]])
-    print(f"| workers | infer/s ({args.clients} clients x concurrency {args.concurrency}) | "
+                results[config].append(r)
+                print(f"rep {rep} {config or '(one process)':22s}: {r:8.0f} infer/s", flush=True)
+    base = statistics.median(results[configs[0]])
+    print(f"| sonic serve | infer/s ({args.clients} clients x concurrency {args.concurrency}) | "
           "vs first |\n|---|---|---|")  # fmt: skip
-    for w in args.workers:
-        m = statistics.median(results[w])
-        print(f"| {w} | {m:.0f} | {m / base:.2f} |")
-
+    for config in configs:
+        m = statistics.median(results[config])
+        print(f"| `{config or '(one process)'}` | {m:.0f} | {m / base:.2f} |")
 
 if __name__ == "__main__":
     main()
