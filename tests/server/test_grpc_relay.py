@@ -161,6 +161,25 @@ def test_perf_analyzer_through_the_relay(relayed: LocalServer) -> None:
     assert "Server:" in proc.stdout and "compute infer" in proc.stdout, proc.stdout
 
 
+def test_credentials_reach_the_server_through_the_relay(model_repo: Path, tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text("inference tok-relay-0123456789\n")
+    x = np.ones((1, 4), np.float32)
+    inp = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    with LocalServer(model_repo, "--grpc-frontends=1",
+                     f"--auth-token-file={tmp_path / 'tokens'}") as srv:  # fmt: skip
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("identity_fp32", [inp])
+        assert info.value.status() == "StatusCode.UNAUTHENTICATED"
+        good = {"authorization": "Bearer tok-relay-0123456789"}
+        out = client.infer("identity_fp32", [inp], headers=good).as_numpy("OUTPUT0")
+        np.testing.assert_array_equal(out, x)
+        with pytest.raises(InferenceServerException) as info:  # inference may not load models
+            client.load_model("identity_fp32", headers=good)
+        assert info.value.status() == "StatusCode.PERMISSION_DENIED"
+
+
 def test_a_dead_front_end_is_replaced(model_repo: Path) -> None:
     with LocalServer(model_repo, "--grpc-frontends=1") as srv:
         (front,) = frontends(srv)
