@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+import psutil
+
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """``n`` distinct ports that were free a moment ago (bind to port 0)."""
@@ -199,6 +201,15 @@ class TritonServer(LocalServer):
         super().__init__(model_repositories, *extra_args, host=host,
                          command=[str(home / "bin" / "tritonserver"),
                                   f"--backend-directory={home / 'backends'}"])  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL tritonserver and its python-backend stubs, as a crash of the whole server would:
+        a stub whose server was killed alone keeps running, orphaned."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    child.kill()
+        super().kill()
 
     def args(self) -> list[str]:
         args = [*self.command]
