@@ -112,7 +112,7 @@ class Server:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def _start_frontends(self) -> tuple[RelayHub, Frontends]:
+    async def _start_frontends(self) -> Frontends:
         s = self.settings
         hub = RelayHub(servicers(self.dataplane, self.auth))
         await hub.start()
@@ -127,9 +127,8 @@ class Server:
             await frontends.start()
         except OSError:
             await frontends.stop()
-            hub.close()
             raise
-        return hub, frontends
+        return frontends
 
     async def run(self) -> None:
         s = self.settings
@@ -145,12 +144,12 @@ class Server:
         self.dataplane.accepting = True
 
         grpc_server = None
-        relay: tuple[RelayHub, Frontends] | None = None
+        relay: Frontends | None = None
         http_servers: list[uvicorn.Server] = []
         if s.allow_grpc and s.grpc_frontends:
             relay = await self._start_frontends()
             log.info("Started GRPCInferenceService at %s:%d%s in %d front-end process(es)",
-                     s.grpc_address, relay[1].port, " (TLS)" if s.grpc_tls.use_ssl else "",
+                     s.grpc_address, relay.port, " (TLS)" if s.grpc_tls.use_ssl else "",
                      s.grpc_frontends)  # fmt: skip
         elif s.allow_grpc:
             grpc_server, port = build_server(
@@ -205,8 +204,7 @@ class Server:
         if grpc_server is not None:
             await grpc_server.stop(grace=0.5)
         if relay is not None:
-            await relay[1].stop()
-            relay[0].close()
+            await relay.stop()
         for srv in http_servers:
             srv.should_exit = True
         if http_tasks:

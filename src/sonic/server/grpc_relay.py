@@ -39,7 +39,7 @@ import struct
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +164,9 @@ class _ServerSide(_FrameReader):
         super().__init__()
         self.hub = hub
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.streams: dict[int, asyncio.Queue[Any]] = {}
+        #: Each open stream's request queue and method (its MSG frames carry no method).
+        self.streams: dict[int, tuple[asyncio.Queue[Any], int]] = {}
         self.metadata: dict[int, _Context] = {}
-        #: The method of each open stream (its MSG frames carry none).
-        self.stream_method: dict[int, int] = {}
 
     def frame(self, kind: int, call: int, arg: int, body: bytes) -> None:
         loop = self.hub.loop
@@ -183,21 +182,18 @@ class _ServerSide(_FrameReader):
                     self.tasks[call] = loop.create_task(self._unary(call, arg, request, ctx))
             else:
                 queue: asyncio.Queue[Any] = asyncio.Queue()
-                self.streams[call] = queue
-                self.stream_method[call] = arg
+                self.streams[call] = (queue, arg)
                 self.tasks[call] = loop.create_task(self._stream(call, arg, queue, ctx))
         elif kind == MSG:
-            queue = self.streams.get(call)  # type: ignore[assignment]
-            task = self.tasks.get(call)
-            if queue is not None and task is not None:
-                request = self._decode(call, self.stream_method[call], body)
+            if (stream := self.streams.get(call)) is not None:
+                request = self._decode(call, stream[1], body)
                 if request is None:
-                    task.cancel()
+                    self.tasks[call].cancel()
                 else:
-                    queue.put_nowait(request)
+                    stream[0].put_nowait(request)
         elif kind == END:
-            if (queue := self.streams.get(call)) is not None:  # type: ignore[assignment]
-                queue.put_nowait(None)
+            if (stream := self.streams.get(call)) is not None:
+                stream[0].put_nowait(None)
         elif kind == CANCEL:
             if (task := self.tasks.get(call)) is not None:
                 task.cancel()
@@ -249,8 +245,7 @@ class _ServerSide(_FrameReader):
             self._fail(call, err)
         finally:
             del self.tasks[call]
-            self.streams.pop(call, None)
-            self.stream_method.pop(call, None)
+            del self.streams[call]
 
     def connection_lost(self, exc: Exception | None) -> None:
         for task in self.tasks.values():
@@ -341,7 +336,7 @@ class Frontends:
         self.procs.append(first)
         self.port = await self._started(first)
         host = self.settings.address.rsplit(":", 1)[0]
-        self.settings = _replace(self.settings, address=f"{host}:{self.port}")
+        self.settings = replace(self.settings, address=f"{host}:{self.port}")
         for _ in range(self.count - 1):
             proc = await self._spawn(self.settings)
             self.procs.append(proc)
@@ -370,6 +365,7 @@ class Frontends:
                 fut.cancel()
 
     async def stop(self) -> None:
+        """Stop the front ends (SIGTERM, SIGKILL after 5 s), then close the hub."""
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -383,10 +379,7 @@ class Frontends:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-
-
-def _replace(settings: FrontendSettings, **changes: Any) -> FrontendSettings:
-    return FrontendSettings(**{**asdict(settings), **changes})
+        self.hub.close()
 
 
 # -- the front-end process ---------------------------------------------------
