@@ -27,6 +27,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -153,17 +154,26 @@ class MLServer:
 SONIC_VARIANTS: dict[str, list[str]] = {"sonic": [], "sonic-relay": ["--grpc-frontends=1"]}
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a server and its children (Triton's python-backend stubs)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time of a server and its children (Triton's python-backend stubs, sonic's gRPC front
+    ends), and the part of it spent in sonic's gRPC front-end processes."""
     root = psutil.Process(pid)
-    total = 0.0
+    total = front = 0.0
     for proc in [root, *root.children(recursive=True)]:
         try:
             t = proc.cpu_times()
+            in_front = "sonic.server.grpc_relay" in proc.cmdline()
         except psutil.NoSuchProcess:
             continue
         total += t.user + t.system
-    return total
+        front += (t.user + t.system) if in_front else 0.0
+    return total, front
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (perf_analyzer, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: Path,
@@ -172,7 +182,8 @@ def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: P
 
     Also the server's CPU per request: its CPU cores in use over the whole
     perf_analyzer run divided by the measured requests per second (the run's
-    warm-up is counted too, alike for both servers).
+    warm-up is counted too, alike for both servers); the same for sonic's gRPC
+    front-end processes alone and for perf_analyzer itself.
     """
     exe = ROOT / ".venv" / "bin" / "perf_analyzer"
     for stability in (25, 50, 100):
@@ -180,9 +191,13 @@ def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: P
                "--concurrency-range", str(concurrency), "--measurement-interval", str(window_ms),
                "-s", str(stability), "-r", "8", "-f", str(out)]  # fmt: skip
         out.unlink(missing_ok=True)  # never read the previous point's numbers
-        cpu0, t0 = cpu_seconds(server_pid), time.monotonic()
+        (cpu0, front0), client0 = cpu_seconds(server_pid), children_cpu_seconds()
+        t0 = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        cores = (cpu_seconds(server_pid) - cpu0) / (time.monotonic() - t0)
+        seconds = time.monotonic() - t0
+        cpu1, front1 = cpu_seconds(server_pid)
+        cores, front_cores = (cpu1 - cpu0) / seconds, (front1 - front0) / seconds
+        client_cores = (children_cpu_seconds() - client0) / seconds
         if out.exists():
             break
     else:
@@ -195,6 +210,8 @@ def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: P
         "p50_us": float(row["p50 latency"]),
         "p99_us": float(row["p99 latency"]),
         "server_cpu_us_per_request": cores / (throughput / batch) * 1e6,
+        "frontend_cpu_us_per_request": front_cores / (throughput / batch) * 1e6,
+        "client_cpu_us_per_request": client_cores / (throughput / batch) * 1e6,
         # perf_analyzer's split of the average latency, from the server's statistics extension:
         # what the server timed (queue, model) and the rest (client, network, and the server's
         # gRPC work outside its request timer).
@@ -239,7 +256,8 @@ def in_process(model_bytes: bytes, batch: int, concurrency: int, window_ms: int)
 
 
 def median_of(runs: list[dict]) -> dict:
-    keys = ("throughput", "p50_us", "p99_us", "server_cpu_us_per_request", "queue_us",
+    keys = ("throughput", "p50_us", "p99_us", "server_cpu_us_per_request",
+            "frontend_cpu_us_per_request", "client_cpu_us_per_request", "queue_us",
             "compute_us", "outside_us")  # fmt: skip
     return {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
 
@@ -365,10 +383,11 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def breakdown(summary: dict[str, dict[str, dict[str, float]]]) -> str:
-    """perf_analyzer's average-latency split for both servers, in µs."""
+    """perf_analyzer's average-latency split for both servers, and where the CPU went, in µs."""
     lines = [
-        "| point | server | queue | model (compute) | outside the server's timer | CPU/request |",
-        "|---|---|---|---|---|---|",
+        "| point | server | queue | model (compute) | outside the server's timer | "
+        "server CPU/request | of it in the gRPC front end | perf_analyzer CPU/request |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, d in summary.items():
         batch, conc = key[1:].split("_c")
@@ -379,7 +398,9 @@ def breakdown(summary: dict[str, dict[str, dict[str, float]]]) -> str:
             lines.append(
                 f"| batch {batch}, concurrency {conc} | {name} | {r['queue_us']:.0f} | "
                 f"{r['compute_us']:.0f} | {r['outside_us']:.0f} | "
-                f"{r['server_cpu_us_per_request']:.0f} |"
+                f"{r['server_cpu_us_per_request']:.0f} | "
+                f"{r.get('frontend_cpu_us_per_request', 0):.0f} | "
+                f"{r.get('client_cpu_us_per_request', 0):.0f} |"
             )
     return "\n".join(lines)
 
