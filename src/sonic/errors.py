@@ -92,8 +92,26 @@ class PermissionDenied(SonicError):
     status = Status.PERMISSION_DENIED
 
 
+#: Names longer than this get no "did you mean" (difflib's work grows with the product of the
+#: lengths, and a 16 MiB name stalled the server for seconds); real names are far shorter
+#: (a model name is a directory name, at most 255 bytes).
+SUGGEST_MAX_CHARS = 256
+#: How much of a caller's name an error message repeats.
+SHOWN_CHARS = 200
+
+
+def shown(name: str) -> str:
+    """``name`` as an error message repeats it: cut to SHOWN_CHARS, saying how long it was."""
+    if len(name) <= SHOWN_CHARS:
+        return name
+    return f"{name[:SHOWN_CHARS]}...({len(name)} characters)"
+
+
 def closest(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:
-    """Return up to ``limit`` candidates that look like ``name`` (typo help)."""
+    """Return up to ``limit`` candidates that look like ``name`` (typo help; none for a name
+    longer than any real one)."""
+    if len(name) > SUGGEST_MAX_CHARS:
+        return []
     return difflib.get_close_matches(name, list(candidates), n=limit, cutoff=0.5)
 
 
@@ -112,9 +130,10 @@ class ModelNotFound(NotFound):
         self.version = str(version) if version not in (None, "", -1) else ""
         known = list(known)
         if self.version:
-            text = f"Request for unknown model: '{model}' version {self.version} is not found"
+            text = (f"Request for unknown model: '{shown(model)}' version "
+                    f"{shown(self.version)} is not found")  # fmt: skip
         else:
-            text = f"Request for unknown model: '{model}' is not found"
+            text = f"Request for unknown model: '{shown(model)}' is not found"
         super().__init__(text + _did_you_mean(model, known))
 
 
@@ -125,7 +144,7 @@ class UnknownTensor(InvalidArgument):
         self.name = name
         known = list(known)
         super().__init__(
-            f"unexpected inference {kind} '{name}' for model '{model}'"
+            f"unexpected inference {kind} '{shown(name)}' for model '{model}'"
             f" (the model has {', '.join(repr(k) for k in known) or 'none'})"
             + _did_you_mean(name, known)
         )

@@ -21,6 +21,7 @@ from sonic.protocol.tensors import (
     InferResponse,
     RequestedOutput,
     Tensor,
+    checked_name,
     element_count,
     from_raw,
     to_raw,
@@ -95,6 +96,22 @@ def _from_contents(inp: Any, shape: tuple[int, ...], model: str) -> np.ndarray:
         ) from None
 
 
+def decode_cost(msg: pb.ModelInferRequest) -> int:
+    """About how many bytes decoding walks element by element in Python: BYTES tensors and
+    typed contents (raw fixed-size tensors are wrapped without a copy and cost nothing)."""
+    cost, raw_index = 0, 0
+    raw = msg.raw_input_contents
+    for inp in msg.inputs:
+        if inp.HasField("contents"):
+            field = _CONTENTS_FIELD.get(inp.datatype)
+            cost += 8 * len(getattr(inp.contents, field)) if field else 0
+        elif raw_index < len(raw):
+            if inp.datatype == "BYTES":
+                cost += len(raw[raw_index])
+            raw_index += 1
+    return cost
+
+
 def decode_request(msg: pb.ModelInferRequest) -> InferRequest:
     """Decode a ``ModelInferRequest``; tensors in shared memory keep ``data`` empty."""
     model = msg.model_name
@@ -102,6 +119,7 @@ def decode_request(msg: pb.ModelInferRequest) -> InferRequest:
     raw_index = 0
     inputs: list[Tensor] = []
     for inp in msg.inputs:
+        checked_name(inp.name, "input")
         check_datatype(inp.datatype)
         shape = tuple(inp.shape)
         params = params_from_proto(inp.parameters) if inp.parameters else {}
@@ -131,7 +149,8 @@ def decode_request(msg: pb.ModelInferRequest) -> InferRequest:
         )
     outputs = (
         [
-            RequestedOutput(o.name, params_from_proto(o.parameters) if o.parameters else {})
+            RequestedOutput(checked_name(o.name, "output"),
+                            params_from_proto(o.parameters) if o.parameters else {})
             for o in msg.outputs
         ]
         if len(msg.outputs) > 0

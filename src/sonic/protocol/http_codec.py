@@ -10,6 +10,7 @@ binary when the request asks for it per output (``binary_data``) or for all
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,13 @@ import orjson
 
 from sonic.errors import InvalidArgument
 from sonic.protocol.datatypes import check_datatype, to_numpy_dtype
+from sonic.protocol.json_scan import MAX_SKELETON_BYTES, Span, scan
 from sonic.protocol.tensors import (
     InferRequest,
     InferResponse,
     RequestedOutput,
     Tensor,
+    checked_name,
     element_count,
     from_raw,
     to_raw,
@@ -47,21 +50,50 @@ def _shape(value: Any, name: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _flatten(data: Any) -> list[Any]:
-    """Flatten nested JSON lists; the protocol allows nested or flat data."""
+def _flatten(data: Any, rank: int, name: str) -> list[Any]:
+    """Flatten nested JSON lists (the protocol allows nested or flat data), at most ``rank``
+    levels deep: a list nested deeper than the shape is refused, not recursed into."""
     if not isinstance(data, list):
         return [data]
-    if not data or not isinstance(data[0], list):
-        return data
-    out: list[Any] = []
-    for item in data:
-        out.extend(_flatten(item))
-    return out
+    level = data
+    for _ in range(max(rank, 1)):
+        if not level or not isinstance(level[0], list):
+            return level
+        flat: list[Any] = []
+        for item in level:
+            if not isinstance(item, list):
+                raise InvalidArgument(f"input '{name}': the JSON data mixes lists and values "
+                                      "at one level")  # fmt: skip
+            flat.extend(item)
+        level = flat
+    if level and isinstance(level[0], list):
+        raise InvalidArgument(
+            f"input '{name}': the JSON data nests deeper than its shape's {rank} dims"
+        )
+    return level
+
+
+def _check_span(name: str, datatype: str, shape: tuple[int, ...], span: Span) -> None:
+    """Refuse tensor data whose text holds more than its declared shape needs, before it is
+    parsed (see sonic.protocol.json_scan): the cost of a request follows its tensors."""
+    count = element_count(shape, name)
+    lists = max(1, sum(math.prod(shape[:k]) for k in range(len(shape))))
+    what = f"input '{name}' (shape {list(shape)}, {datatype})"
+    if span.depth > max(len(shape), 1) or span.lists > lists:
+        raise InvalidArgument(f"{what}: the JSON data has {span.lists} lists nested "
+                              f"{span.depth} deep; the shape allows at most {lists}, "
+                              f"{max(len(shape), 1)} deep")  # fmt: skip
+    if datatype == "BYTES" and span.quotes > 2 * count:
+        raise InvalidArgument(f"{what}: the JSON data has more than the {count} strings "
+                              "of its shape")  # fmt: skip
+    if datatype != "BYTES" and span.commas > count + span.lists:
+        raise InvalidArgument(f"{what}: the JSON data has more than the {count} values "
+                              "of its shape")  # fmt: skip
 
 
 def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
     count = element_count(shape, name)
-    flat = _flatten(data)
+    flat = _flatten(data, len(shape), name)
     if len(flat) != count:
         raise InvalidArgument(
             f"unexpected number of elements {len(flat)} in the JSON data of input '{name}', "
@@ -87,6 +119,70 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         raise InvalidArgument(f"input '{name}': JSON data is not valid {datatype}: {err}") from None
 
 
+#: Headers up to this size are parsed as they are: at worst (lists of nothing) that costs a
+#: few MB.  Larger ones are split first (sonic.protocol.json_scan).
+SCAN_MIN_BYTES = 64 << 10
+_PLACEHOLDER = "\0"
+
+
+class _Spans:
+    """The tensor arrays cut out of a large header, each standing in the skeleton as
+    ``{"\\u0000": k}`` until its field is read."""
+
+    def __init__(self, text: memoryview, spans: list[Span]) -> None:
+        self.text = text
+        self.spans = spans
+        self.used: set[int] = set()
+
+    def span(self, value: Any) -> Span | None:
+        if not (isinstance(value, dict) and len(value) == 1 and _PLACEHOLDER in value):
+            return None
+        k = value[_PLACEHOLDER]
+        if not isinstance(k, int) or not 0 <= k < len(self.spans) or k in self.used:
+            raise InvalidArgument("the request JSON has an object where a tensor field belongs")
+        self.used.add(k)
+        return self.spans[k]
+
+    def load(self, span: Span) -> Any:
+        return _loads(self.text[span.start : span.end], "a tensor field of the request JSON")
+
+    def resolve(self, value: Any) -> Any:
+        span = self.span(value)
+        return value if span is None else self.load(span)
+
+    def check_all_used(self) -> None:
+        if len(self.used) != len(self.spans):
+            raise InvalidArgument(
+                "the request JSON has arrays where the protocol has none (an input's "
+                "'shape' and 'data' are its only arrays)"
+            )
+
+
+def _loads(text: bytes | memoryview, what: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        raise InvalidArgument(f"failed to parse {what}: {err}") from None
+
+
+def _parse_header(text: memoryview) -> tuple[Any, _Spans]:
+    """The header with its large tensor arrays left unparsed (see _Spans)."""
+    if len(text) < SCAN_MIN_BYTES:
+        return _loads(text, "the request JSON buffer"), _Spans(text, [])
+    found = scan(text)
+    if found.skeleton_bytes > MAX_SKELETON_BYTES:
+        raise InvalidArgument(
+            f"the request JSON has {found.skeleton_bytes} bytes outside its tensors' data; "
+            f"the limit is {MAX_SKELETON_BYTES} (send large tensors as binary data)"
+        )
+    pieces, last = [], 0
+    for k, span in enumerate(found.spans):
+        pieces += [text[last : span.start], b'{"\\u0000":%d}' % k]
+        last = span.end
+    pieces.append(text[last:])
+    return _loads(b"".join(pieces), "the request JSON buffer"), _Spans(text, found.spans)
+
+
 def decode_request(
     body: bytes, header_length: int | None, model_name: str, model_version: str
 ) -> InferRequest:
@@ -98,10 +194,8 @@ def decode_request(
             f"Inference-Header-Content-Length {header_length} is outside the body of "
             f"{len(body)} bytes"
         )
-    try:
-        header = orjson.loads(body[:header_length])
-    except orjson.JSONDecodeError as err:
-        raise InvalidArgument(f"failed to parse the request JSON buffer: {err}") from None
+    text = memoryview(body)[:header_length]
+    header, spans = _parse_header(text)
     if not isinstance(header, dict):
         raise InvalidArgument("the inference request JSON must be an object")
     raw_inputs = header.get("inputs")
@@ -119,7 +213,8 @@ def decode_request(
         if not isinstance(datatype, str):
             raise InvalidArgument(f"input '{name}' has no 'datatype' string")
         check_datatype(datatype)
-        shape = _shape(item.get("shape"), name)
+        checked_name(name, "input")
+        shape = _shape(spans.resolve(item.get("shape")), name)
         params = dict(_as_dict(item.get("parameters"), f"parameters of input '{name}'"))
         size = params.pop("binary_data_size", None)
         if SHM_REGION in params:
@@ -138,7 +233,11 @@ def decode_request(
             data = from_raw(name, datatype, shape, binary[offset : offset + size])
             offset += size
         elif "data" in item:
-            data = _from_json(name, datatype, shape, item["data"])
+            values, span = item["data"], spans.span(item["data"])
+            if span is not None:
+                _check_span(name, datatype, shape, span)
+                values = spans.load(span)
+            data = _from_json(name, datatype, shape, values)
         else:
             raise InvalidArgument(
                 f"input '{name}' has neither 'data' nor a 'binary_data_size' parameter"
@@ -149,6 +248,7 @@ def decode_request(
             f"the body has {len(binary) - offset} bytes of binary data that no input claims"
         )
 
+    spans.check_all_used()
     request_params = _as_dict(header.get("parameters"), "request 'parameters'")
     outputs = None
     if header.get("outputs") is not None:
@@ -158,9 +258,9 @@ def decode_request(
         for o in header["outputs"]:
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise InvalidArgument("each requested output must be an object with a 'name'")
-            outputs.append(
-                RequestedOutput(o["name"], dict(_as_dict(o.get("parameters"), "output parameters")))
-            )
+            outputs.append(RequestedOutput(checked_name(o["name"], "output"),
+                                           dict(_as_dict(o.get("parameters"),
+                                                         "output parameters"))))  # fmt: skip
     req_id = header.get("id", "")
     return InferRequest(
         model_name=model_name,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from sonic.errors import InvalidArgument
+from sonic.errors import InvalidArgument, shown
 from sonic.protocol.datatypes import element_size, to_numpy_dtype
 
 _LEN = struct.Struct("<I")
@@ -25,6 +25,19 @@ _LEN = struct.Struct("<I")
 #: checked against it before anything is allocated for it, so a request cannot claim more
 #: memory than this with a few bytes of header.
 _limits = {"max_elements": 1 << 28}
+
+
+#: Longest model, input or output name: a model name is a directory name (NAME_MAX), and
+#: tensor names are as short.  Longer names are refused before any work is done with them.
+MAX_NAME_LENGTH = 255
+
+
+def checked_name(name: str, what: str) -> str:
+    """``name``, or INVALID_ARG if it is longer than any name can be."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgument(f"{what} name '{shown(name)}' is longer than the "
+                              f"{MAX_NAME_LENGTH} characters a name may have")  # fmt: skip
+    return name
 
 
 def set_max_tensor_elements(n: int) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonic.errors import InvalidArgument, ModelConfigError, ModelNotFound
-
-MAX_NAME_LENGTH = 255
+from sonic.errors import InvalidArgument, ModelConfigError, ModelNotFound, shown
+from sonic.protocol.tensors import MAX_NAME_LENGTH
 
 
 def check_model_name(name: str) -> str:
@@ -20,7 +19,7 @@ def check_model_name(name: str) -> str:
     if (not name or len(name) > MAX_NAME_LENGTH or name in (".", "..") or name.startswith(".")
             or any(c in name for c in "/\\\0")):  # fmt: skip
         raise InvalidArgument(
-            f"invalid model name {name!r}: a model name is a single directory name (no '/', "
+            f"invalid model name {shown(name)!r}: a model name is a single directory name (no '/', "
             f"'\\', NUL or leading '.', at most {MAX_NAME_LENGTH} characters)"
         )
     return name

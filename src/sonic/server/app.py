@@ -121,7 +121,7 @@ class Server:
             max_message_bytes=s.limits.grpc_max_message_size,
             reuse_port=s.reuse_port or s.grpc_frontends > 1, bdp_probe=s.grpc_bdp_probe,
             forward_metadata=self.auth.enabled,
-            tls=dataclasses.asdict(s.grpc_tls),
+            tls=dataclasses.asdict(s.grpc_tls), auth=dataclasses.asdict(s.auth),
         ), s.grpc_frontends)  # fmt: skip
         try:
             await frontends.start()

@@ -24,9 +24,14 @@ is for the site's Prometheus and is kept off the public network.
 Verified JWTs are cached until they expire (a few thousand at most), so a
 job's token costs one signature check, not one per request.
 
-Admin calls and refused ones go to the ``sonic.audit`` log with who made them:
-a JWT's ``sub`` (and ``iss``), or ``token:<first 8 hex of its SHA-256>`` for a
-static token, never the token itself.
+Admin calls and refused ones (401 and 403) go to the ``sonic.audit`` log with
+who made them: a JWT's ``sub`` (and ``iss``), or ``token:<first 8 hex of its
+SHA-256>`` for a static token, never the token itself, and the peer address.
+The audit log has its own level, so neither ``--log-info=false`` nor a remote
+``log_info=false`` silences it; control characters in what a caller chose
+(a JWT's ``sub``, a path) are escaped, so a caller cannot forge or hide lines;
+and 401s are rate-limited (:data:`REFUSALS_PER_S` lines a second, then one line
+with the count left out), so guessing tokens cannot flood the log.
 """
 
 from __future__ import annotations
@@ -40,13 +45,21 @@ from pathlib import Path
 from typing import Any
 
 from sonic.errors import PermissionDenied, Unauthenticated
+from sonic.server.principal import PRINCIPAL
 from sonic.server.settings import AuthSettings
 
 audit = logging.getLogger("sonic.audit")
+# Its own level: the info log's switches (--log-info, the logging extension) set the level of
+# the "sonic" logger, which an explicit level here overrides.
+audit.setLevel(logging.INFO)
+#: Refused (401) calls logged per second; the rest are counted and reported in one line.
+REFUSALS_PER_S = 20
 
 HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"]
 KEY_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                   "ES256", "ES384", "ES512", "EdDSA"]  # fmt: skip
+#: The JWK key type ("kty") each family of algorithms signs with.
+KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 CACHE_SIZE = 4096
 
 
@@ -92,6 +105,37 @@ class Caller:
     subject: str
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` with control and line-breaking characters escaped, cut to ``limit``: safe to
+    put in a log line whatever a caller sent."""
+    out = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100
+                                              else f"\\u{ord(c):04x}") for c in text[:limit])
+    return out + (f"...({len(text)} characters)" if len(text) > limit else "")
+
+
+class _RefusalLog:
+    """Audit lines for refused credentials, at most REFUSALS_PER_S a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.count = 0
+        self.dropped = 0
+
+    def __call__(self, what: str, peer: str, reason: str) -> None:
+        now = int(time.monotonic())
+        if now != self.second:
+            if self.dropped:
+                audit.warning("%d more refused calls in the last second(s) not logged",
+                              self.dropped)  # fmt: skip
+            self.second, self.count, self.dropped = now, 0, 0
+        self.count += 1
+        if self.count > REFUSALS_PER_S:
+            self.dropped += 1
+            return
+        audit.warning("refused %s from %s: %s", printable(what), printable(peer or "?"),
+                      printable(reason))  # fmt: skip
+
+
 def _role(name: str) -> Role:
     try:
         return Role[name.strip().upper()]
@@ -109,14 +153,18 @@ def _read_tokens(path: str) -> dict[bytes, Caller]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        role, _, token = line.partition(" ")
-        if not token.strip():
-            raise ValueError(f"{path}:{n}: expected '<role> <token>'")
-        digest = _digest(token.strip())
+        # The messages never quote the line: a malformed one may well be a bare token.
+        words = line.split(None, 1)
+        if len(words) != 2:
+            raise ValueError(f"{path}:{n}: expected '<role> <token>' (role 'inference' or "
+                             "'admin'), found one word")  # fmt: skip
         try:
-            tokens[digest] = Caller(_role(role), f"token:{digest.hex()[:8]}")
-        except ValueError as err:
-            raise ValueError(f"{path}:{n}: {err}") from None
+            role = _role(words[0])
+        except ValueError:
+            raise ValueError(f"{path}:{n}: the first word must be the role, 'inference' or "
+                             "'admin', then the token") from None  # fmt: skip
+        digest = _digest(words[1].strip())
+        tokens[digest] = Caller(role, f"token:{digest.hex()[:8]}")
     if not tokens:
         raise ValueError(f"{path}: no tokens")
     return tokens
@@ -140,26 +188,38 @@ class Authenticator:
             except (jwt.PyJWTError, ValueError) as err:
                 raise ValueError(f"{settings.jwks_file}: not a usable JWKS: {err}") from None
         self._cache: dict[str, tuple[Caller, float]] = {}
+        #: Audit a refused (401) call: ``refused(what, peer, reason)``, rate-limited.
+        self.refused = _RefusalLog()
 
     # -- checks ------------------------------------------------------------------
-    def check(self, category: Category, authorization: str | None, what: str = "") -> None:
+    def check(
+        self, category: Category, authorization: str | None, what: str = "", peer: str = ""
+    ) -> None:
         """Return if the call may go on; raise UNAUTHENTICATED or PERMISSION_DENIED.
 
-        ``what`` (the RPC or route) goes into the audit log with the caller.
+        ``what`` (the RPC or route) and ``peer`` go into the audit log with the caller, who
+        also becomes the call's principal (:mod:`sonic.server.principal`).
         """
         if not self.enabled or (category is Category.HEALTH and self.settings.open_health):
             return
-        caller = self.caller(authorization)
+        try:
+            caller = self.caller(authorization)
+        except Unauthenticated as err:
+            self.refused(what or category.value, peer, err.message)
+            raise
+        PRINCIPAL.set(caller.subject)
         need = NEEDS[category]
+        who = printable(caller.subject)
         if caller.role < need:
-            audit.warning("denied %s to %s (%s role)", what or category.value, caller.subject,
-                          caller.role.name.lower())  # fmt: skip
+            audit.warning("denied %s to %s from %s (%s role)", printable(what or category.value),
+                          who, printable(peer or "?"), caller.role.name.lower())  # fmt: skip
             raise PermissionDenied(
                 f"the '{category.value}' calls need the '{need.name.lower()}' role; this "
                 f"token has '{caller.role.name.lower()}'"
             )
         if need is Role.ADMIN:
-            audit.info("%s by %s", what or category.value, caller.subject)
+            audit.info("%s by %s from %s", printable(what or category.value), who,
+                       printable(peer or "?"))  # fmt: skip
 
     def role(self, authorization: str | None) -> Role:
         return self.caller(authorization).role
@@ -194,7 +254,7 @@ class Authenticator:
             if alg in HMAC_ALGORITHMS and self._secret:
                 key: Any = self._secret
             elif alg in KEY_ALGORITHMS and self._jwks is not None:
-                key = self._jwk(header.get("kid"))
+                key = self._jwk(header.get("kid"), alg)
             else:
                 raise Unauthenticated(f"JWT algorithm '{alg}' is not accepted by this server")
             claims = jwt.decode(
@@ -216,16 +276,22 @@ class Authenticator:
         self._cache[token] = (caller, float(claims["exp"]))
         return caller
 
-    def _jwk(self, kid: str | None) -> Any:
+    def _jwk(self, kid: Any, alg: str) -> Any:
+        """The JWKS key for ``kid``, which must be of the type ``alg`` signs with."""
         keys = self._jwks.keys
         if kid is None:
-            if len(keys) == 1:
-                return keys[0].key
-            raise Unauthenticated("the JWT has no 'kid' and the server's JWKS has several keys")
-        for k in keys:
-            if k.key_id == kid:
-                return k.key
-        raise Unauthenticated(f"no key '{kid}' in the server's JWKS")
+            if len(keys) != 1:
+                raise Unauthenticated("the JWT has no 'kid' and the server's JWKS has several keys")
+            jwk = keys[0]
+        else:
+            jwk = next((k for k in keys if k.key_id == kid), None)
+            if jwk is None:
+                raise Unauthenticated(f"no key {printable(str(kid), 64)!r} in the server's JWKS")
+        want = KEY_TYPES[alg[:2]]
+        if jwk.key_type != want:
+            raise Unauthenticated(f"the JWT's algorithm {alg} needs a key of type {want}; key "
+                                  f"{printable(str(kid), 64)!r} is {jwk.key_type}")  # fmt: skip
+        return jwk.key
 
     def _claimed_role(self, claims: dict[str, Any]) -> Role:
         raw = claims.get(self.settings.roles_claim, [])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sonic.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, Unsupported
+from sonic.server.principal import owned
 
 IPC_HANDLE_SIZE = 64
 _H2D, _D2H = 1, 2  # cudaMemcpyKind
@@ -121,7 +122,8 @@ class CudaRegion:
 class CudaSharedMemoryManager:
     def __init__(self, allow_register: bool) -> None:
         self.allow_register = allow_register
-        self.regions: dict[str, CudaRegion] = {}
+        #: By (caller, name): see sonic.server.principal.
+        self.regions: dict[tuple[str, str], CudaRegion] = {}
         self._runtime: CudaRuntime | None = None
         self._devices = 0
 
@@ -148,7 +150,7 @@ class CudaSharedMemoryManager:
             )
         if not name:
             raise InvalidArgument("a CUDA shared memory region needs a name")
-        if name in self.regions:
+        if owned(name) in self.regions:
             raise AlreadyExists(f"CUDA shared memory region '{name}' is already registered")
         if len(raw_handle) != IPC_HANDLE_SIZE:
             raise InvalidArgument(f"CUDA shared memory region '{name}': raw_handle must be the "
@@ -162,25 +164,27 @@ class CudaSharedMemoryManager:
         if byte_size <= 0:
             raise InvalidArgument(f"CUDA shared memory region '{name}': byte_size must be > 0")
         ptr = rt.open(raw_handle, device_id)
-        self.regions[name] = CudaRegion(name, device_id, byte_size, ptr)
+        self.regions[owned(name)] = CudaRegion(name, device_id, byte_size, ptr)
 
     def unregister(self, name: str = "") -> None:
         self.runtime()  # UNSUPPORTED without a GPU, as for status and register
-        self._release([name] if name else list(self.regions))
+        caller = owned("")[0]
+        self._release([owned(name)] if name else [k for k in self.regions if k[0] == caller])
 
-    def _release(self, names: list[str]) -> None:
-        for n in names:
-            region = self.regions.pop(n, None)
+    def _release(self, keys: list[tuple[str, str]]) -> None:
+        for key in keys:
+            region = self.regions.pop(key, None)
             if region is not None and self._runtime is not None:
                 self._runtime.close(region.ptr, region.device_id)
 
     def status(self, name: str = "") -> list[dict[str, Any]]:
         self.runtime()
         if name:
-            if name not in self.regions:
+            if owned(name) not in self.regions:
                 raise NotFound(f"Unable to find cuda shared memory region: '{name}'")
-            return [self.regions[name].status()]
-        return [r.status() for r in self.regions.values()]
+            return [self.regions[owned(name)].status()]
+        caller = owned("")[0]
+        return [r.status() for k, r in self.regions.items() if k[0] == caller]
 
     def read(self, region: CudaRegion, start: int, size: int) -> bytearray:
         """``size`` bytes from ``start`` of a region, on the host."""

@@ -88,6 +88,11 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "triton", "version": __version__, "extensions": self.extensions}
 
+    def check_model(self, name: str, version: str = "") -> None:
+        """NOT_FOUND or UNAVAILABLE for a model that cannot serve: front ends ask before they
+        decode a request's tensors, so a request to no model costs no decoding."""
+        self.manager.get(name, version)
+
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.manager.ready(name, version)
 

@@ -21,8 +21,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from sonic.errors import SonicError, Status
-from sonic.protocol.grpc_codec import decode_request, encode_response, params_from_proto
+from sonic.errors import SonicError, Status, Unauthenticated
+from sonic.protocol.grpc_codec import (
+    decode_cost,
+    decode_request,
+    encode_response,
+    params_from_proto,
+)
+from sonic.protocol.tensors import InferRequest
 from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
 from sonic.server.settings import AuthSettings, TlsSettings
@@ -42,6 +48,9 @@ STATUS_CODES: dict[Status, grpc.StatusCode] = {
 }
 
 R = TypeVar("R")
+#: Requests whose tensors take longer than this (in bytes walked element by element, see
+#: decode_cost) to decode are decoded on a worker thread, off the event loop.
+OFF_LOOP_BYTES = 1 << 20
 
 
 Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
@@ -54,11 +63,15 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+def _peer(context: Any) -> str:
+    return str(context.peer()) if hasattr(context, "peer") else ""
+
+
 async def _admit(auth: Authenticator, category: Category, context: Any, what: str) -> None:
     """Abort the call unless its credentials allow ``category`` (for handlers outside _rpc)."""
     if auth.enabled:
         try:
-            auth.check(category, _authorization(context), what)
+            auth.check(category, _authorization(context), what, _peer(context))
         except SonicError as err:
             await context.abort(STATUS_CODES[err.status], err.message)
 
@@ -72,7 +85,8 @@ def _rpc(category: Category) -> Callable[[Method[R]], Method[R]]:
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
             try:
                 if self.auth.enabled:
-                    self.auth.check(category, _authorization(context), method.__name__)
+                    self.auth.check(category, _authorization(context), method.__name__,
+                                    _peer(context))  # fmt: skip
                 return await method(self, request, context)
             except SonicError as err:
                 await context.abort(STATUS_CODES[err.status], err.message)
@@ -83,6 +97,7 @@ def _rpc(category: Category) -> Callable[[Method[R]], Method[R]]:
                 await context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
             raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
+        wrapper.category = category  # type: ignore[attr-defined]  # read by method_categories
         return wrapper
 
     return decorate
@@ -137,10 +152,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         stats = await self.dp.statistics_all(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[s.to_proto() for s in stats])
 
+    async def _decode(self, msg: Any) -> InferRequest:
+        """The request, after its model was found (a request to no model costs no decoding),
+        decoded on a worker thread when it is large enough to hold up other clients."""
+        self.dp.check_model(msg.model_name, msg.model_version)
+        if decode_cost(msg) > OFF_LOOP_BYTES:
+            return await asyncio.to_thread(decode_request, msg)
+        return decode_request(msg)
+
     @_rpc(Category.INFERENCE)
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         start = time.perf_counter_ns()
-        return encode_response(await self.dp.infer(decode_request(request), start))
+        return encode_response(await self.dp.infer(await self._decode(request), start))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any
@@ -153,7 +176,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def one(msg: Any) -> None:
             start = time.perf_counter_ns()
             try:
-                resp = encode_response(await self.dp.infer(decode_request(msg), start))
+                resp = encode_response(await self.dp.infer(await self._decode(msg), start))
                 results.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
             except SonicError as err:
                 results.put_nowait(
@@ -264,6 +287,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.CudaSharedMemoryUnregisterResponse()
 
 
+#: Health Watch streams open at once (each holds a task for as long as the client likes);
+#: load balancers and probes need a handful.
+MAX_WATCHES = 256
+
+
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """``grpc.health.v1``: SERVING while the server is ready."""
 
@@ -272,6 +300,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     def __init__(self, dataplane: DataPlane, auth: Authenticator) -> None:
         self.dp = dataplane
         self.auth = auth
+        self.watches = 0
 
     def _status(self, service: str) -> int:
         if self.dp.ready():
@@ -288,17 +317,25 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self, request: Any, context: Any
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
         await _admit(self.auth, Category.HEALTH, context, "grpc.health.v1.Health/Watch")
-        last = None
-        while True:
-            status = (
-                self._status(request.service)
-                if request.service in self.SERVICES
-                else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-            )
-            if status != last:
-                yield health_pb2.HealthCheckResponse(status=status)
-                last = status
-            await asyncio.sleep(1.0)
+        if self.watches >= MAX_WATCHES:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{MAX_WATCHES} health Watch streams are open already; "
+                                "poll with Check instead")  # fmt: skip
+        self.watches += 1
+        try:
+            last = None
+            while True:
+                status = (
+                    self._status(request.service)
+                    if request.service in self.SERVICES
+                    else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                )
+                if status != last:
+                    yield health_pb2.HealthCheckResponse(status=status)
+                    last = status
+                await asyncio.sleep(1.0)
+        finally:
+            self.watches -= 1
 
 
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
@@ -312,6 +349,61 @@ def servicers(dataplane: DataPlane, auth: Authenticator) -> dict[str, Any]:
         INFERENCE_SERVICE: InferenceServicer(dataplane, auth),
         HEALTH_SERVICE: HealthServicer(dataplane, auth),
     }
+
+
+def method_categories() -> dict[str, Category]:
+    """The protocol category of every method, by its full path (``/service/Method``)."""
+    table = {f"/{INFERENCE_SERVICE}/ModelStreamInfer": Category.INFERENCE,
+             f"/{HEALTH_SERVICE}/Check": Category.HEALTH,
+             f"/{HEALTH_SERVICE}/Watch": Category.HEALTH}  # fmt: skip
+    for name, member in vars(InferenceServicer).items():
+        if (category := getattr(member, "category", None)) is not None:
+            table[f"/{INFERENCE_SERVICE}/{name}"] = category
+    return table
+
+
+class CredentialsFirst(grpc.aio.ServerInterceptor):
+    """Refuse a call without valid credentials before its message is read.
+
+    grpc reads a unary call's whole message before its handler runs, so without
+    this a 200 MiB request with no token was buffered (and parsed) before being
+    refused.  A refused call gets a handler that takes the request as a stream
+    it never reads, and answers UNAUTHENTICATED; the handlers check the caller's
+    role again in full (:func:`_rpc`), which costs a dictionary lookup for a
+    token seen here.  Installed only when authentication is on; also used by
+    the relay's front-end processes (:mod:`sonic.server.grpc_relay`).
+    """
+
+    def __init__(self, auth: Authenticator) -> None:
+        self.auth = auth
+        self.categories = method_categories()
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        category = self.categories.get(details.method)
+        if category is Category.HEALTH and self.auth.settings.open_health:
+            return await continuation(details)
+        authorization = next((str(v) for k, v in details.invocation_metadata or ()
+                              if k == "authorization"), None)  # fmt: skip
+        try:
+            self.auth.caller(authorization)
+        except Unauthenticated as err:
+            return self._refusal(details.method, err.message)
+        return await continuation(details)
+
+    def _refusal(self, method: str, message: str) -> grpc.RpcMethodHandler:
+        auth = self.auth
+
+        async def refuse(requests: Any, context: Any) -> Any:
+            auth.refused(method, _peer(context), message)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        async def refuse_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
+            await refuse(requests, context)
+            yield  # pragma: no cover - abort raises
+
+        if method.endswith(("/ModelStreamInfer", "/Watch")):
+            return grpc.stream_stream_rpc_method_handler(refuse_stream)
+        return grpc.stream_unary_rpc_method_handler(refuse)
 
 
 def _credentials(tls: TlsSettings) -> grpc.ServerCredentials:
@@ -371,8 +463,10 @@ def build_server(
     Messages over ``max_message_bytes`` are refused by grpc itself with
     RESOURCE_EXHAUSTED before they are read into memory.
     """
-    server = grpc.aio.server(options=server_options(max_message_bytes, reuse_port, bdp_probe))
-    services = servicers(dataplane, auth or Authenticator(AuthSettings()))
+    auth = auth or Authenticator(AuthSettings())
+    server = grpc.aio.server(options=server_options(max_message_bytes, reuse_port, bdp_probe),
+                             interceptors=[CredentialsFirst(auth)] if auth.enabled else None)
+    services = servicers(dataplane, auth)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(services[INFERENCE_SERVICE], server)
     health_pb2_grpc.add_HealthServicer_to_server(services[HEALTH_SERVICE], server)
     return server, bind(server, address, tls)

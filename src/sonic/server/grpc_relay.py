@@ -48,8 +48,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 from tritonclient.grpc import service_pb2 as pb
 
-from sonic.server.grpc_frontend import bind, server_options
-from sonic.server.settings import TlsSettings
+from sonic.server.auth import Authenticator
+from sonic.server.grpc_frontend import CredentialsFirst, bind, server_options
+from sonic.server.settings import AuthSettings, TlsSettings
 
 log = logging.getLogger("sonic.server.relay")
 
@@ -142,13 +143,17 @@ class _Abort(grpc.aio.AbortError):
 class _Context:
     """The part of ``grpc.aio.ServicerContext`` the servicers use."""
 
-    __slots__ = ("_metadata",)
+    __slots__ = ("_metadata", "_peer")
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = (), peer: str = "") -> None:
         self._metadata = metadata
+        self._peer = peer
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
+
+    def peer(self) -> str:
+        return self._peer
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Abort(code, details)
@@ -198,7 +203,9 @@ class _ServerSide(_FrameReader):
             if (task := self.tasks.get(call)) is not None:
                 task.cancel()
         elif kind == META:
-            self.metadata[call] = _Context(tuple(tuple(p) for p in json.loads(body)))
+            meta = json.loads(body)
+            self.metadata[call] = _Context(tuple(tuple(p) for p in meta["metadata"]),
+                                           meta["peer"])  # fmt: skip
         elif kind == HELLO:
             self.hub.hello(json.loads(body))
 
@@ -252,6 +259,10 @@ class _ServerSide(_FrameReader):
             task.cancel()
 
 
+def _unimplemented(request: Any, context: Any) -> Any:
+    raise _Abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+
 async def _requests(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
     while (request := await queue.get()) is not None:
         yield request
@@ -263,7 +274,10 @@ class RelayHub:
     def __init__(self, services: dict[str, Any]) -> None:
         self.methods = relay_methods()
         self.handlers: list[Callable[..., Any]] = [
-            getattr(services[m.service], m.name) for m in self.methods
+            # A method the servicer leaves to grpc's generated base class (TraceSetting) is
+            # answered as the in-process server answers it.
+            getattr(services[m.service], m.name) if m.name in vars(type(services[m.service]))
+            else _unimplemented for m in self.methods
         ]
         self.hellos: asyncio.Queue[dict[str, int]] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
@@ -297,6 +311,9 @@ class FrontendSettings:
     bdp_probe: bool
     forward_metadata: bool
     tls: dict[str, Any]
+    #: The server's AuthSettings: a front end refuses calls without valid credentials before
+    #: reading their messages (CredentialsFirst); the server then checks each call in full.
+    auth: dict[str, Any]
 
 
 class Frontends:
@@ -444,7 +461,8 @@ class Frontend:
         call = next(self._ids)
         if self.settings.forward_metadata:
             pairs = [(k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str)]
-            self.link.send(META, call, 0, json.dumps(pairs).encode())
+            meta = {"metadata": pairs, "peer": context.peer()}
+            self.link.send(META, call, 0, json.dumps(meta).encode())
         self.link.send(kind, call, index, body)
         return call
 
@@ -518,8 +536,10 @@ async def run_frontend(settings: FrontendSettings) -> int:
     lost = asyncio.Event()
     _, link = await loop.create_unix_connection(lambda: _FrontSide(lost), settings.socket)
     front = Frontend(settings, link)
+    auth = Authenticator(AuthSettings(**settings.auth))
     server = grpc.aio.server(options=server_options(
-        settings.max_message_bytes, settings.reuse_port, settings.bdp_probe))  # fmt: skip
+        settings.max_message_bytes, settings.reuse_port, settings.bdp_probe),
+        interceptors=[CredentialsFirst(auth)] if auth.enabled else None)  # fmt: skip
     server.add_generic_rpc_handlers(front.handlers())
     port = bind(server, settings.address, TlsSettings(**settings.tls))
     await server.start()

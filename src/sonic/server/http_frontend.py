@@ -8,6 +8,7 @@ NOT_FOUND -> 404, UNAVAILABLE -> 503, UNSUPPORTED -> 501, anything else
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import gzip
@@ -26,6 +27,7 @@ from starlette.routing import Route
 
 from sonic.errors import InvalidArgument, SonicError, Status
 from sonic.protocol import http_codec
+from sonic.protocol.tensors import InferRequest
 from sonic.repository.config import config_to_dict
 from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
@@ -43,6 +45,9 @@ HTTP_STATUS: dict[Status, int] = {
     Status.PERMISSION_DENIED: 403,
 }
 DEFAULT_MAX_INPUT_BYTES = 1 << 26  # Triton's --http-max-input-size
+#: Bodies larger than this (or compressed bodies over 1/64 of it) are decoded on a worker
+#: thread, so that the event loop keeps serving other clients meanwhile.
+OFF_LOOP_BYTES = 1 << 20
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -124,7 +129,11 @@ class HttpFrontend:
         )
 
     async def _read(self, request: Request) -> bytes:
-        """The body, read no further than the limit (chunked bodies have no length)."""
+        """The body, read no further than the limit (chunked bodies have no length), inflated."""
+        body = await self._read_raw(request)
+        return _decompress(body, request.headers.get("content-encoding"), self.max_input_bytes)
+
+    async def _read_raw(self, request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_input_bytes:
             raise self._too_big(length)
@@ -135,8 +144,7 @@ class HttpFrontend:
             if size > self.max_input_bytes:
                 raise self._too_big(f"more than {self.max_input_bytes}")
             chunks.append(chunk)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return _decompress(body, request.headers.get("content-encoding"), self.max_input_bytes)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _guard(self, handler: Handler, category: Category) -> Handler:
         """Check the caller's role, and turn every error into Triton's ``{"error": ...}``."""
@@ -145,8 +153,9 @@ class HttpFrontend:
         async def wrapped(request: Request) -> Response:
             try:
                 if auth.enabled:
+                    peer = f"{request.client.host}:{request.client.port}" if request.client else ""
                     auth.check(category, request.headers.get("authorization"),
-                               f"{request.method} {request.url.path}")  # fmt: skip
+                               f"{request.method} {request.url.path}", peer)  # fmt: skip
                 return await handler(request)
             except SonicError as err:
                 response = _error(err.message, HTTP_STATUS.get(err.status, 400))
@@ -191,7 +200,8 @@ class HttpFrontend:
     async def infer(self, request: Request) -> Response:
         start = time.perf_counter_ns()
         name, version = self._model(request)
-        body = await self._read(request)
+        self.dp.check_model(name, version)  # before the body is read or decoded
+        body = await self._read_raw(request)
         header = request.headers.get(http_codec.HEADER_LENGTH)
         if header is not None:
             try:
@@ -202,6 +212,7 @@ class HttpFrontend:
                 ) from None
         else:
             header_length = None
+        raw_input = None
         if header_length == 0:
             meta = self.dp.model_metadata(name, version)
             if len(meta["inputs"]) != 1:
@@ -213,11 +224,19 @@ class HttpFrontend:
             shape = tuple(inp["shape"])
             if self.dp.model_config(name, version).max_batch_size > 0:
                 shape = (1, *shape[1:])
-            req = http_codec.decode_raw_binary(
-                body, name, version, inp["name"], inp["datatype"], shape
-            )
-        else:
-            req = http_codec.decode_request(body, header_length, name, version)
+            raw_input = (inp["name"], inp["datatype"], shape)
+        encoding = request.headers.get("content-encoding")
+
+        def decode() -> InferRequest:
+            data = _decompress(body, encoding, self.max_input_bytes)
+            if raw_input is not None:
+                return http_codec.decode_raw_binary(data, name, version, *raw_input)
+            return http_codec.decode_request(data, header_length, name, version)
+
+        # Inflating and parsing a large body takes long enough to hold up every other client.
+        big = len(body) > OFF_LOOP_BYTES or (encoding not in (None, "identity")
+                                             and len(body) > OFF_LOOP_BYTES >> 6)  # fmt: skip
+        req = await asyncio.to_thread(decode) if big else decode()
         resp = await self.dp.infer(req, start)
         binary = http_codec.binary_outputs(req, [t.name for t in resp.outputs])
         payload, json_length = http_codec.encode_response(resp, binary)

@@ -21,6 +21,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.errors import ModelNotFound, SonicError, Unavailable
+from sonic.protocol.tensors import checked_name
 from sonic.repository.layout import ModelRepository, check_model_name
 from sonic.server.loader import LoadOptions, load_model, materialize_files, remove_materialized
 from sonic.server.model import LoadedModel
@@ -78,7 +79,7 @@ class ModelManager:
     # -- lookup --------------------------------------------------------------
     def get(self, name: str, version: str = "") -> LoadedModel:
         """The serving version (latest when ``version`` is empty), or NOT_FOUND/UNAVAILABLE."""
-        entry = self.models.get(name)
+        entry = self.models.get(checked_name(name, "model"))
         if entry is None:
             raise ModelNotFound(name, version, known=self.models)
         if not entry.versions:

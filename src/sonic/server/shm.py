@@ -3,8 +3,14 @@
 A client creates a POSIX shared-memory object, registers ``(name, key,
 offset, byte_size)``, and then names the region in tensor parameters
 (``shared_memory_region``, ``shared_memory_offset``, ``shared_memory_byte_size``).
-Inputs are read straight out of the mapping (no copy for fixed-size types);
-outputs are written into it.  Registration is refused unless the server was
+
+The server never maps a client's object.  A mapping faults (SIGBUS, which
+Python cannot catch) as soon as the client truncates the file under it, and a
+check before each access would race with the truncation; instead inputs are
+read with ``preadv`` and outputs written with ``pwrite`` on the object's file
+descriptor, which report a short file as a short count, turned into an error
+naming the region.  That costs one copy of each input
+(``benchmarks/shared_memory.py`` measures it).  Registration is refused unless the server was
 started with ``--allow-client-shm=true``, and a key can only ever name an
 object directly under ``/dev/shm`` (no ``/`` inside it, no ``..``, no
 symbolic link, only regular files).  ``--client-shm-key-prefix`` narrows that
@@ -14,8 +20,6 @@ shared memory even when the server's user could.
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 import stat
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ import numpy as np
 from sonic.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from sonic.protocol.tensors import Tensor, element_count, from_raw, to_raw
 from sonic.server.cuda_shm import CudaRegion, CudaSharedMemoryManager
+from sonic.server.principal import owned
 
 SHM_ROOT = "/dev/shm"
 REGION = "shared_memory_region"
@@ -39,7 +44,8 @@ class Region:
     key: str
     offset: int
     byte_size: int
-    mapping: mmap.mmap
+    #: The object, opened read-write at registration (never mapped: see the module's docstring).
+    fd: int
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "key": self.key, "offset": self.offset,
@@ -54,6 +60,43 @@ def _path(key: str) -> str:
             "such as '/my_region' (no other '/' and no '..')"
         )
     return os.path.join(SHM_ROOT, bare)
+
+
+def _integer(value: Any, key: str, what: str) -> int:
+    """An integer tensor parameter (JSON gives any type; bool is not an integer here)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{what}: '{key}' must be an integer, got {value!r}")
+    return value
+
+
+def _truncated(region: Region, start: int, size: int, have: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"shared memory region '{region.name}' (key '{region.key}') was truncated after it was "
+        f"registered: {size} bytes at offset {start} are needed, the object now ends after "
+        f"{have}; register it again"
+    )
+
+
+def _pread(region: Region, start: int, size: int) -> bytearray:
+    """``size`` bytes at ``start``, or an error if the object is now shorter (never SIGBUS)."""
+    buf = bytearray(size)
+    view, done = memoryview(buf), 0
+    while done < size:
+        n = os.preadv(region.fd, [view[done:]], start + done)
+        if n == 0:
+            raise _truncated(region, start, size, start + done)
+        done += n
+    return buf
+
+
+def _pwrite(region: Region, start: int, data: bytes) -> None:
+    """Write ``data`` at ``start``; refuse rather than grow an object that was truncated."""
+    have = os.fstat(region.fd).st_size
+    if start + len(data) > have:
+        raise _truncated(region, start, len(data), have)
+    view, done = memoryview(data), 0
+    while done < len(data):
+        done += os.pwrite(region.fd, view[done:], start + done)
 
 
 class SharedMemoryManager:
@@ -73,7 +116,7 @@ class SharedMemoryManager:
             )
         if not name:
             raise InvalidArgument("a shared memory region needs a name")
-        if name in self.regions or name in self.cuda.regions:
+        if owned(name) in self.regions or owned(name) in self.cuda.regions:
             raise AlreadyExists(f"shared memory region '{name}' is already registered")
         if offset < 0 or byte_size <= 0:
             raise InvalidArgument(
@@ -102,44 +145,48 @@ class SharedMemoryManager:
                     f"shared memory region '{name}': offset {offset} + byte_size {byte_size} "
                     f"exceeds the {size} bytes of '{key}'"
                 )
-            mapping = mmap.mmap(fd, size)
-        finally:
+        except BaseException:
             os.close(fd)
-        self.regions[name] = Region(name, key, offset, byte_size, mapping)
+            raise
+        self.regions[owned(name)] = Region(name, key, offset, byte_size, fd)
 
     def register_cuda(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
-        if name in self.regions:
+        if owned(name) in self.regions:
             raise AlreadyExists(f"shared memory region '{name}' is already registered")
         self.cuda.register(name, raw_handle, device_id, byte_size)
 
     def unregister(self, name: str = "") -> None:
-        names = [name] if name else list(self.regions)
-        for n in names:
-            region = self.regions.pop(n, None)
+        """Unregister ``name``, or every region of the caller."""
+        caller = owned("")[0]
+        keys = [owned(name)] if name else [k for k in self.regions if k[0] == caller]
+        for key in keys:
+            region = self.regions.pop(key, None)
             if region is not None:
-                # Arrays still reading from it keep the mapping alive until they go.
-                with contextlib.suppress(BufferError):
-                    region.mapping.close()
+                os.close(region.fd)
 
     def status(self, name: str = "") -> list[dict[str, Any]]:
         if name:
-            if name not in self.regions:
+            if owned(name) not in self.regions:
                 raise NotFound(f"Unable to find system shared memory region: '{name}'")
-            return [self.regions[name].status()]
-        return [r.status() for r in self.regions.values()]
+            return [self.regions[owned(name)].status()]
+        caller = owned("")[0]
+        return [r.status() for k, r in self.regions.items() if k[0] == caller]
 
     # -- data --------------------------------------------------------------------
     def _window(self, params: dict[str, Any], what: str) -> tuple[Region | CudaRegion, int, int]:
         name = params[REGION]
-        region: Region | CudaRegion | None = self.regions.get(name) or self.cuda.regions.get(name)
+        if not isinstance(name, str):
+            raise InvalidArgument(f"{what}: '{REGION}' must be a string, got {name!r}")
+        key = owned(name)
+        region: Region | CudaRegion | None = self.regions.get(key) or self.cuda.regions.get(key)
         if region is None:
-            raise InvalidArgument(
+            raise NotFound(
                 f"{what}: unable to find shared memory region '{name}'; register it first"
             )
-        offset = int(params.get(OFFSET, 0) or 0)
         if BYTE_SIZE not in params:
             raise InvalidArgument(f"{what}: '{BYTE_SIZE}' is required with '{REGION}'")
-        size = int(params[BYTE_SIZE])
+        offset = _integer(params.get(OFFSET, 0) or 0, OFFSET, what)
+        size = _integer(params[BYTE_SIZE], BYTE_SIZE, what)
         if offset < 0 or size < 0 or offset + size > region.byte_size:
             raise InvalidArgument(
                 f"{what}: offset {offset} + byte size {size} is outside shared memory region "
@@ -153,7 +200,7 @@ class SharedMemoryManager:
         if isinstance(region, CudaRegion):
             buf = memoryview(self.cuda.read(region, start, size))
         else:
-            buf = memoryview(region.mapping)[start : start + size]
+            buf = memoryview(_pread(region, start, size))
         return from_raw(t.name, t.datatype, t.shape, buf)
 
     def write_output(self, t: Tensor) -> None:
@@ -167,7 +214,7 @@ class SharedMemoryManager:
         if isinstance(region, CudaRegion):
             self.cuda.write(region, start, raw)
         else:
-            region.mapping[start : start + len(raw)] = raw
+            _pwrite(region, start, raw)
         t.parameters[BYTE_SIZE] = len(raw)
 
     def close(self) -> None:
