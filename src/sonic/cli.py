@@ -194,6 +194,18 @@ def main() -> None:
 @click.option("--request-timeout-ms", type=click.IntRange(min=0),
               default=_LIMITS.request_timeout_ms,
               help="Longest time a request may spend in the server (0: no limit).")
+@click.option("--max-queue-bytes", type=click.IntRange(min=1), default=_LIMITS.max_queue_bytes,
+              help="Bytes of input tensors of requests accepted and not yet answered, "
+                   "server-wide; more are refused with UNAVAILABLE.")
+@click.option("--http-max-header-size", type=click.IntRange(min=1024),
+              default=_LIMITS.http_max_header_size,
+              help="Largest HTTP request line plus headers, in bytes (431 beyond).")
+@click.option("--http-header-timeout-ms", type=click.IntRange(min=1),
+              default=_LIMITS.http_header_timeout_ms,
+              help="Time an HTTP request's headers may take to arrive (408 beyond).")
+@click.option("--http-max-connections", type=click.IntRange(min=0),
+              default=_LIMITS.http_max_connections,
+              help="Open HTTP connections per port (0: half the open-file limit).")
 @_tls_options("grpc")
 @_tls_options("http")
 @click.option("--auth-token-file", default="", help="Static bearer tokens: lines '<role> <token>'.")
@@ -270,7 +282,8 @@ def serve(**opts: object) -> None:
         ),
         limits=Limits(**{k: int(opts[k]) for k in (  # type: ignore[call-overload]
             "grpc_max_message_size", "http_max_input_size", "max_tensor_elements",
-            "max_batch_size", "max_queue_size", "request_timeout_ms")}),
+            "max_batch_size", "max_queue_size", "request_timeout_ms", "max_queue_bytes",
+            "http_max_header_size", "http_header_timeout_ms", "http_max_connections")}),
     )
     if settings.workers > 1 and settings.model_control_mode is ControlMode.EXPLICIT:
         raise click.BadParameter(

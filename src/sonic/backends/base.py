@@ -20,6 +20,14 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sonic.errors import ModelConfigError
 from sonic.protocol.datatypes import from_config_type
 from sonic.repository.autocomplete import IOSpec
+from sonic.repository.layout import file_inside
+
+
+def version_file(config: mc.ModelConfig, version_dir: Path, name: str) -> Path:
+    """The model file ``name`` of a version, which must stay inside the model's directory."""
+    model_dir = version_dir.parent
+    return file_inside(model_dir, name, config.name or model_dir.name,
+                       "default_model_filename", base=version_dir)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,8 @@ class BackendInstance(abc.ABC):
 
     @classmethod
     def model_path(cls, config: mc.ModelConfig, version_dir: Path) -> Path:
-        return version_dir / (config.default_model_filename or cls.default_filename)
+        return version_file(config, version_dir,
+                            config.default_model_filename or cls.default_filename)  # fmt: skip
 
     def require_model_file(self) -> Path:
         """The model file of this version, or an error naming the config field."""

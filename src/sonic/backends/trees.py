@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sonic.backends.base import BackendInstance, InstancePlacement
+from sonic.backends.base import BackendInstance, InstancePlacement, version_file
 from sonic.errors import ModelConfigError
 from sonic.repository.autocomplete import IOSpec
 
@@ -47,7 +47,7 @@ class TreeInstance(BackendInstance):
             name = next(
                 (f for f in FILES.values() if (version_dir / f).exists()), cls.default_filename
             )
-        return version_dir / name
+        return version_file(config, version_dir, name)
 
     def __init__(
         self, model: str, config: mc.ModelConfig, version_dir: Path, placement: InstancePlacement

@@ -110,6 +110,13 @@ def element_count(shape: tuple[int, ...] | list[int], name: str) -> int:
     return count
 
 
+def walk_cost(tensors: list[Tensor]) -> int:
+    """About how many bytes encoding ``tensors`` walks element by element in Python (BYTES
+    tensors; fixed-size ones are copied whole), for the front ends to decide whether to
+    encode off the event loop."""
+    return sum(8 * t.data.size for t in tensors if t.data.dtype == object)
+
+
 def serialize_bytes(array: np.ndarray) -> bytes:
     """BYTES tensor -> length-prefixed concatenation, row-major."""
     parts: list[bytes] = []

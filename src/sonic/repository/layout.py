@@ -25,6 +25,24 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def file_inside(
+    model_dir: Path, name: str, model: str, field: str, base: Path | None = None
+) -> Path:
+    """``(base or model_dir) / name`` for a file a config names, refused unless it stays inside
+    the model directory: no absolute path, no '..', no symbolic link that leads out.  A config
+    can be set by an admin over the network (a load with a config override), and a file it
+    names is read, and for labels returned to callers."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ModelConfigError(model, field, f"'{shown(name)}' must be a relative path inside "
+                               "the model directory (no leading '/', no '..')")  # fmt: skip
+    path = (base or model_dir) / rel
+    if path.exists() and not path.resolve().is_relative_to(model_dir.resolve()):
+        raise ModelConfigError(model, field, f"'{shown(name)}' leads outside the model "
+                               "directory through a symbolic link")  # fmt: skip
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class ModelLocation:
     name: str

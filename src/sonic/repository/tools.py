@@ -19,6 +19,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.errors import ModelConfigError
 from sonic.repository.config import CONFIG_FILE, load_config
+from sonic.repository.layout import file_inside
 from sonic.repository.versions import available_versions
 
 CHECKSUM_AGENT = "checksum"
@@ -63,8 +64,8 @@ def verify_checksums(config: mc.ModelConfig, model_dir: Path, model: str) -> Non
         field = f"model_repository_agents.checksum[{key}]"
         if algorithm != "MD5" or not rel:
             raise ModelConfigError(model, field, "keys must look like 'MD5:<version>/<file>'")
-        path = (model_dir / rel).resolve()
-        if model_dir.resolve() not in path.parents or not path.is_file():
+        path = file_inside(model_dir, rel, model, field)
+        if not path.is_file():
             raise ModelConfigError(model, field, f"names no file of the model ({rel})")
         actual = md5(path)
         if actual != expected:

@@ -29,10 +29,11 @@ from sonic.server.gpus import discover
 from sonic.server.grpc_frontend import build_server, servicers
 from sonic.server.grpc_relay import Frontends, FrontendSettings, RelayHub
 from sonic.server.http_frontend import HttpFrontend
+from sonic.server.http_limits import guarded_protocol, raise_open_file_limit
 from sonic.server.loader import LoadOptions
 from sonic.server.logsettings import LogSettings
 from sonic.server.manager import ControlMode, ModelManager
-from sonic.server.settings import ServerSettings, TlsSettings
+from sonic.server.settings import Limits, ServerSettings, TlsSettings
 
 log = logging.getLogger("sonic.server")
 
@@ -47,7 +48,9 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn(app: object, host: str, port: int, tls: TlsSettings | None = None) -> uvicorn.Server:
+def _uvicorn(
+    app: object, host: str, port: int, limits: Limits, tls: TlsSettings | None = None
+) -> uvicorn.Server:
     ssl: dict[str, Any] = {}
     if tls is not None and tls.use_ssl:
         ssl = {"ssl_certfile": tls.server_cert, "ssl_keyfile": tls.server_key,
@@ -58,7 +61,8 @@ def _uvicorn(app: object, host: str, port: int, tls: TlsSettings | None = None) 
         host=host,
         port=port,
         loop="none",
-        http="httptools",
+        http=guarded_protocol(limits.http_max_header_size, limits.http_header_timeout_ms / 1000,
+                              limits.http_max_connections),
         lifespan="off",
         log_level="warning",
         access_log=False,
@@ -103,6 +107,7 @@ class Server:
             shm_key_prefix=settings.client_shm_key_prefix,
             logs=LogSettings(settings.log_verbose, settings.log_info),
             busy_poll_s=settings.busy_poll_us / 1e6,
+            max_queue_bytes=limits.max_queue_bytes,
         )
         self.dataplane.peers = list(settings.worker_peers)
         if self.gpus:
@@ -162,14 +167,15 @@ class Server:
                      " (TLS)" if s.grpc_tls.use_ssl else "")  # fmt: skip
         if s.allow_http:
             front = HttpFrontend(self.dataplane, s.limits.http_max_input_size, self.auth)
-            http_servers.append(_uvicorn(front.app(), s.http_address, s.http_port, s.http_tls))
+            http_servers.append(_uvicorn(front.app(), s.http_address, s.http_port, s.limits,
+                                         s.http_tls))
         log.info(describe(s.auth))
         if s.allow_metrics:
             from sonic.server.metrics import metrics_app
 
             http_servers.append(
                 _uvicorn(metrics_app(self.manager, worker=bool(s.worker_peers), gpus=self.gpus),
-                         s.metrics_address, s.metrics_port)
+                         s.metrics_address, s.metrics_port, s.limits)
             )
         http_tasks = []
         for i, srv in enumerate(http_servers):
@@ -216,6 +222,7 @@ class Server:
 
 def serve(settings: ServerSettings) -> None:
     """Run the server until SIGTERM/SIGINT; returns after a clean drain."""
+    raise_open_file_limit()  # connections are descriptors (see sonic.server.http_limits)
     if settings.workers > 1:
         from sonic.server.workers import supervise
 

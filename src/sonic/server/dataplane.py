@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import urllib.parse
 import urllib.request
@@ -20,11 +21,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic import __version__
 from sonic.errors import InvalidArgument, Unavailable
-from sonic.protocol.tensors import InferRequest, InferResponse
+from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
 from sonic.server.busypoll import BusyPoll
 from sonic.server.logsettings import LogSettings
 from sonic.server.manager import ControlMode, ModelManager
-from sonic.server.shm import REGION, SharedMemoryManager
+from sonic.server.metrics import WORKER_SECRET_ENV, WORKER_SECRET_HEADER
+from sonic.server.shm import BYTE_SIZE, REGION, SharedMemoryManager
 from sonic.server.statistics import ModelStatistics
 
 EXTENSIONS = [
@@ -45,10 +47,21 @@ def _peer_statistics(port: int, name: str, version: str) -> list[dict[str, Any]]
     query = urllib.parse.urlencode({"name": name, "version": version})
     try:
         url = f"http://127.0.0.1:{port}/worker/statistics?{query}"
-        with urllib.request.urlopen(url, timeout=2) as r:
+        secret = {WORKER_SECRET_HEADER: os.environ.get(WORKER_SECRET_ENV, "")}
+        with urllib.request.urlopen(urllib.request.Request(url, headers=secret), timeout=2) as r:
             return list(json.loads(r.read())["model_stats"])
     except (OSError, ValueError, KeyError):
         return []
+
+
+def _input_bytes(t: Tensor) -> int:
+    """Memory an input holds while its request is in flight."""
+    if REGION in t.parameters:
+        n = t.parameters.get(BYTE_SIZE, 0)
+        return n if isinstance(n, int) and not isinstance(n, bool) else 0
+    if t.data.dtype == object:
+        return sum(len(v) for v in t.data.reshape(-1)) + 8 * t.data.size
+    return int(t.data.nbytes)
 
 
 class DataPlane:
@@ -56,6 +69,7 @@ class DataPlane:
         self, manager: ModelManager, *, strict_readiness: bool = False,
         allow_client_shm: bool = False, request_timeout_s: float = 0.0, shm_key_prefix: str = "",
         logs: LogSettings | None = None, busy_poll_s: float = 0.0,
+        max_queue_bytes: int = 2 << 30,
     ) -> None:  # fmt: skip
         self.manager = manager
         #: Keeps the loop awake between requests (``--busy-poll-us``; see sonic.server.busypoll).
@@ -71,6 +85,9 @@ class DataPlane:
         self.logs = logs or LogSettings()
         self.accepting = False
         self.inflight = 0
+        #: Bytes of input tensors of the requests in flight, bounded by ``--max-queue-bytes``.
+        self.inflight_bytes = 0
+        self.max_queue_bytes = max_queue_bytes
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -116,6 +133,7 @@ class DataPlane:
         if not self.accepting:
             raise Unavailable("the server is shutting down and accepts no new requests")
         model = self.manager.get(request.model_name, request.model_version)
+        size = self._admit_bytes(request)
         self.inflight += 1
         self._idle.clear()
         self.busy_poll.touch()
@@ -140,9 +158,27 @@ class DataPlane:
             return response
         finally:
             self.inflight -= 1
+            self.inflight_bytes -= size
             if self.inflight == 0:
                 self._idle.set()
             self.busy_poll.touch()
+
+    def _admit_bytes(self, request: InferRequest) -> int:
+        """Count the request's input bytes against ``--max-queue-bytes``, or refuse it.
+
+        Shared-memory inputs count at their declared size (they are read into memory); a
+        request is admitted whatever its size while nothing else is in flight, so a single
+        large request the other limits allow is never refused here.
+        """
+        size = sum(_input_bytes(t) for t in request.inputs)
+        if self.inflight_bytes and self.inflight_bytes + size > self.max_queue_bytes:
+            raise Unavailable(
+                f"the server holds {self.inflight_bytes} bytes of requests in flight; this "
+                f"request's {size} bytes would pass the limit of {self.max_queue_bytes} "
+                "(--max-queue-bytes)"
+            )
+        self.inflight_bytes += size
+        return size
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop accepting, then wait for accepted requests; False if time ran out."""

@@ -28,7 +28,7 @@ from sonic.protocol.grpc_codec import (
     encode_response,
     params_from_proto,
 )
-from sonic.protocol.tensors import InferRequest
+from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
 from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
 from sonic.server.settings import AuthSettings, TlsSettings
@@ -48,8 +48,9 @@ STATUS_CODES: dict[Status, grpc.StatusCode] = {
 }
 
 R = TypeVar("R")
-#: Requests whose tensors take longer than this (in bytes walked element by element, see
-#: decode_cost) to decode are decoded on a worker thread, off the event loop.
+#: Requests and responses whose tensors take longer than this (in bytes walked element by
+#: element: decode_cost, walk_cost) to decode or encode are handled on a worker thread, off
+#: the event loop, so that other clients are served meanwhile.
 OFF_LOOP_BYTES = 1 << 20
 
 
@@ -160,10 +161,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return await asyncio.to_thread(decode_request, msg)
         return decode_request(msg)
 
+    @staticmethod
+    async def _encode(resp: InferResponse) -> pb.ModelInferResponse:
+        if walk_cost(resp.outputs) > OFF_LOOP_BYTES:
+            return await asyncio.to_thread(encode_response, resp)
+        return encode_response(resp)
+
     @_rpc(Category.INFERENCE)
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         start = time.perf_counter_ns()
-        return encode_response(await self.dp.infer(await self._decode(request), start))
+        return await self._encode(await self.dp.infer(await self._decode(request), start))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any
@@ -176,7 +183,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def one(msg: Any) -> None:
             start = time.perf_counter_ns()
             try:
-                resp = encode_response(await self.dp.infer(await self._decode(msg), start))
+                resp = await self._encode(await self.dp.infer(await self._decode(msg), start))
                 results.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
             except SonicError as err:
                 results.put_nowait(

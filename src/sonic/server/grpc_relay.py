@@ -268,6 +268,26 @@ async def _requests(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+RELAY_PREFIX = "sonic-relay-"
+
+
+def _remove_stale_relays() -> None:
+    """Remove this user's relay directories whose server process is gone (killed, so it could
+    not remove its own)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{RELAY_PREFIX}*-*"):
+        pid = path.name[len(RELAY_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                (path / "relay.sock").unlink(missing_ok=True)
+                path.rmdir()
+        except OSError:
+            continue
+
+
 class RelayHub:
     """The server's end: a Unix socket that front ends connect to, calling ``services``."""
 
@@ -281,7 +301,10 @@ class RelayHub:
         ]
         self.hellos: asyncio.Queue[dict[str, int]] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
-        self._dir = Path(tempfile.mkdtemp(prefix="sonic-relay-"))  # mode 0700: this user only
+        _remove_stale_relays()
+        # Mode 0700: this user only.  The pid in the name lets a later server remove the
+        # directory of one that was killed before it could (see _remove_stale_relays).
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{RELAY_PREFIX}{os.getpid()}-"))
         self.path = self._dir / "relay.sock"
         self._server: asyncio.AbstractServer | None = None
 

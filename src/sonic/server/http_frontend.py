@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from sonic.errors import InvalidArgument, SonicError, Status
 from sonic.protocol import http_codec
-from sonic.protocol.tensors import InferRequest
+from sonic.protocol.tensors import InferRequest, walk_cost
 from sonic.repository.config import config_to_dict
 from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
@@ -239,7 +239,11 @@ class HttpFrontend:
         req = await asyncio.to_thread(decode) if big else decode()
         resp = await self.dp.infer(req, start)
         binary = http_codec.binary_outputs(req, [t.name for t in resp.outputs])
-        payload, json_length = http_codec.encode_response(resp, binary)
+        if walk_cost(resp.outputs) > OFF_LOOP_BYTES:
+            payload, json_length = await asyncio.to_thread(http_codec.encode_response, resp,
+                                                           binary)  # fmt: skip
+        else:
+            payload, json_length = http_codec.encode_response(resp, binary)
         headers: dict[str, str] = {}
         if json_length is not None:
             headers["Inference-Header-Content-Length"] = str(json_length)

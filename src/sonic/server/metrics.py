@@ -10,6 +10,7 @@ to counter names, and dashboards and autoscalers written for Triton query
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -232,6 +233,13 @@ def exposition(metrics: Iterable[Metric]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+#: The workers of ``--workers N`` share a secret, made by their supervisor and passed in the
+#: environment (not on the command line, which other users can read), that a peer must send
+#: to read a worker's ``/worker/statistics``.
+WORKER_SECRET_ENV = "SONIC_WORKER_SECRET"
+WORKER_SECRET_HEADER = "x-sonic-worker-secret"
+
+
 def metrics_app(
     manager: ModelManager, *, worker: bool = False, gpus: list[Gpu] | None = None
 ) -> Starlette:
@@ -242,7 +250,12 @@ def metrics_app(
     async def metrics(request: Request) -> Response:
         return Response(exposition(collector.collect()), media_type=CONTENT_TYPE)
 
+    secret = os.environ.get(WORKER_SECRET_ENV, "")
+
     async def statistics(request: Request) -> Response:
+        given = request.headers.get(WORKER_SECRET_HEADER, "")
+        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+            return Response("this port is for the other workers of this server", 403)
         name = request.query_params.get("name", "")
         version = request.query_params.get("version", "")
         rows = [m.stats.to_dict() for m in manager.serving()

@@ -21,6 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sonic.errors import InvalidArgument, UnknownTensor
 from sonic.protocol.datatypes import from_config_type
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
+from sonic.repository.layout import file_inside
 from sonic.server.scheduler import Scheduler
 from sonic.server.statistics import ModelStatistics, RequestTiming, failure_reason
 
@@ -44,8 +45,11 @@ def _specs(tensors: Any, model_dir: Path | None = None) -> dict[str, TensorSpec]
     for t in tensors:
         labels: tuple[str, ...] = ()
         label_file = getattr(t, "label_filename", "")
-        if label_file and model_dir is not None and (model_dir / label_file).is_file():
-            labels = tuple((model_dir / label_file).read_text().splitlines())
+        if label_file and model_dir is not None:
+            path = file_inside(model_dir, label_file, model_dir.name,
+                               f"label_filename of '{t.name}'")  # fmt: skip
+            if path.is_file():
+                labels = tuple(path.read_text().splitlines())
         out[t.name] = TensorSpec(
             name=t.name,
             datatype=from_config_type(mc.DataType.Name(t.data_type)),
@@ -194,6 +198,10 @@ class LoadedModel:
             if o.name in seen:
                 raise InvalidArgument(f"output '{o.name}' is requested more than once")
             seen.add(o.name)
+            k = o.parameters.get("classification")
+            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+                raise InvalidArgument(f"output '{o.name}': 'classification' must be a "
+                                      f"non-negative integer (the top k), got {k!r}")  # fmt: skip
             out.append((o.name, o.parameters))
         return out
 
@@ -252,7 +260,7 @@ class LoadedModel:
             datatype = spec.datatype
             k = params.get("classification")
             if k:
-                array = _classify(array, int(k), self.batching, spec.labels)
+                array = _classify(array, k, self.batching, spec.labels)
                 datatype = "BYTES"
             out_params = {
                 key: v

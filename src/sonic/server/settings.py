@@ -105,6 +105,14 @@ class Limits:
     max_queue_size: int = 1 << 14
     #: Longest time a request may spend in the server, queue and execution (0: no limit).
     request_timeout_ms: int = 300_000
+    #: Bytes of input tensors held by requests accepted and not yet answered, server-wide.
+    max_queue_bytes: int = 2 << 30
+    #: Largest HTTP request line plus headers (431 beyond).
+    http_max_header_size: int = 64 << 10
+    #: Time an HTTP request's headers may take to arrive (408 beyond).
+    http_header_timeout_ms: int = 10_000
+    #: Open HTTP connections per port (0: half of what the open-file limit leaves).
+    http_max_connections: int = 0
 
     def args(self) -> list[str]:
         return [f"--grpc-max-message-size={self.grpc_max_message_size}",
@@ -112,7 +120,11 @@ class Limits:
                 f"--max-tensor-elements={self.max_tensor_elements}",
                 f"--max-batch-size={self.max_batch_size}",
                 f"--max-queue-size={self.max_queue_size}",
-                f"--request-timeout-ms={self.request_timeout_ms}"]  # fmt: skip
+                f"--request-timeout-ms={self.request_timeout_ms}",
+                f"--max-queue-bytes={self.max_queue_bytes}",
+                f"--http-max-header-size={self.http_max_header_size}",
+                f"--http-header-timeout-ms={self.http_header_timeout_ms}",
+                f"--http-max-connections={self.http_max_connections}"]  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,7 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sonic.launcher import free_ports
-from sonic.server.metrics import CONTENT_TYPE
+from sonic.server.metrics import CONTENT_TYPE, WORKER_SECRET_ENV
 from sonic.server.settings import ServerSettings
 
 log = logging.getLogger("sonic.server.workers")
@@ -114,10 +116,12 @@ class Supervisor:
         self.ports = free_ports(settings.workers)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
         self.stopping = False
+        self.env = {**os.environ, WORKER_SECRET_ENV: secrets.token_hex(16)}
 
     def _spawn(self, i: int) -> None:
         peers = [p for j, p in enumerate(self.ports) if j != i]
-        self.procs[i] = subprocess.Popen(worker_args(self.settings, self.ports[i], peers))
+        self.procs[i] = subprocess.Popen(worker_args(self.settings, self.ports[i], peers),
+                                         env=self.env)  # fmt: skip
         log.info("started worker %d (pid %d)", i, self.procs[i].pid)  # type: ignore[union-attr]
 
     def _scrape(self, port: int) -> str:
