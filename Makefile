@@ -12,7 +12,7 @@ TRITON := tools/triton-venv/.ready
 # The demo needs the package and the models; the tests also need perf_analyzer and real Triton.
 setup-core: $(STAMP) $(MODELS)
 
-DEPLOY_TOOLS := /usr/sbin/haproxy /usr/bin/prometheus
+DEPLOY_TOOLS := /usr/sbin/haproxy /usr/bin/prometheus /usr/sbin/nft
 
 setup: setup-core $(VENV)/bin/perf_analyzer $(TRITON) $(DEPLOY_TOOLS)
 

@@ -7,7 +7,8 @@ their headers used up the process's descriptors, shutting out gRPC as well.
 :func:`guarded_protocol` gives uvicorn a protocol class that
 
 - answers 431 once a request's line and headers pass ``--http-max-header-size``
-  (counted as the parser hands them over, so the body does not count);
+  (counted as bytes arrive, up to the blank line that ends them, so the body
+  does not count);
 - answers 408 and closes a connection whose request headers are not complete
   ``--http-header-timeout-ms`` after it opened or after the request began;
 - keeps at most ``--http-max-connections`` connections per port: a new
@@ -26,7 +27,6 @@ import resource
 import time
 from typing import Any
 
-import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: Descriptors kept back from the HTTP budget for gRPC, metrics, models and files.
@@ -52,10 +52,6 @@ def default_max_connections() -> int:
     return max(16, (soft - RESERVED_FDS) // 2)
 
 
-class _HeaderTooLarge(httptools.HttpParserError):
-    pass
-
-
 def _response(status: int, reason: str, message: str) -> bytes:
     body = message.encode()
     head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -76,16 +72,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self._waiting_since: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._tail = b""  # the last bytes seen, for a blank line split between two reads
 
     # -- the connection budget ---------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections and not self._evict_one():
-            self._refused = True
-            transport.write(_response(503, "Service Unavailable",
-                                      f"this server keeps at most {self.max_connections} HTTP "
-                                      "connections and all are busy (--http-max-connections)"))
-            transport.close()
+            self._refuse(503, "Service Unavailable", f"this server keeps at most "
+                         f"{self.max_connections} HTTP connections and all are busy "
+                         "(--http-max-connections)")  # fmt: skip
             return
         self._await_headers()
 
@@ -101,13 +96,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- header size and time ---------------------------------------------------
     def _await_headers(self) -> None:
-        self._header_bytes = 0
         self._waiting_since = time.monotonic()
         if self._timer is None:
             self._timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
     def _headers_done(self) -> None:
         self._waiting_since = None
+        self._header_bytes = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -115,28 +110,17 @@ class GuardedProtocol(HttpToolsProtocol):
     def _too_slow(self) -> None:
         self._timer = None
         if self._waiting_since is not None and not self.transport.is_closing():
-            self.transport.write(_response(408, "Request Timeout",
-                                           f"the request headers did not arrive within "
-                                           f"{self.header_timeout_s:g} s "
-                                           "(--http-header-timeout-ms)"))  # fmt: skip
-            self.transport.close()
+            self._refuse(408, "Request Timeout", f"the request headers did not arrive within "
+                         f"{self.header_timeout_s:g} s (--http-header-timeout-ms)")  # fmt: skip
 
-    def _count(self, n: int) -> None:
-        self._header_bytes += n
-        if self._header_bytes > self.max_header_bytes:
-            raise _HeaderTooLarge()
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self._refused = True
+        self.transport.write(_response(status, reason, message))
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._await_headers()
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._headers_done()
@@ -149,19 +133,21 @@ class GuardedProtocol(HttpToolsProtocol):
             # the first to go.
             self._waiting_since = time.monotonic()
 
-    def send_400_response(self, msg: str) -> None:
-        if self._header_bytes > self.max_header_bytes:
-            self.transport.write(_response(431, "Request Header Fields Too Large",
-                                           f"the request line and headers exceed "
-                                           f"{self.max_header_bytes} bytes "
-                                           "(--http-max-header-size)"))  # fmt: skip
-            self.transport.close()
-            return
-        super().send_400_response(msg)
-
     def data_received(self, data: bytes) -> None:
-        if not self._refused:
-            super().data_received(data)
+        """Count what arrives until the headers' blank line, before the parser sees it (the
+        parser keeps a header's value whole until it ends, however long)."""
+        if self._refused:
+            return
+        if self._waiting_since is not None:
+            end = (self._tail + data).find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else max(end + 4 - len(self._tail), 0)
+            self._tail = data[-3:]
+            if self._header_bytes > self.max_header_bytes:
+                self._refuse(431, "Request Header Fields Too Large",
+                             f"the request line and headers exceed {self.max_header_bytes} "
+                             "bytes (--http-max-header-size)")  # fmt: skip
+                return
+        super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_done()
