@@ -77,9 +77,9 @@ def _truncated(region: Region, start: int, size: int, have: int) -> InvalidArgum
     )
 
 
-def _pread(region: Region, start: int, size: int) -> bytearray:
+def _pread(region: Region, start: int, size: int) -> np.ndarray:
     """``size`` bytes at ``start``, or an error if the object is now shorter (never SIGBUS)."""
-    buf = bytearray(size)
+    buf = np.empty(size, np.uint8)  # not zeroed first: half the time of a bytearray at 64 MiB
     view, done = memoryview(buf), 0
     while done < size:
         n = os.preadv(region.fd, [view[done:]], start + done)
