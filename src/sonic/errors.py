@@ -100,11 +100,11 @@ SUGGEST_MAX_CHARS = 256
 SHOWN_CHARS = 200
 
 
-def shown(name: str) -> str:
-    """``name`` as an error message repeats it: cut to SHOWN_CHARS, saying how long it was."""
-    if len(name) <= SHOWN_CHARS:
+def shown(name: str, limit: int = SHOWN_CHARS) -> str:
+    """``name`` as a message repeats it: cut to ``limit`` characters, saying how long it was."""
+    if len(name) <= limit:
         return name
-    return f"{name[:SHOWN_CHARS]}...({len(name)} characters)"
+    return f"{name[:limit]}...({len(name)} characters)"
 
 
 def closest(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:

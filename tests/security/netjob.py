@@ -68,10 +68,14 @@ class DelayProxy:
 
 
 def _executions(args: argparse.Namespace) -> int:
-    """The server's own count of successful executions, asked directly (not through faults)."""
-    stats = grpcclient.InferenceServerClient(args.server).get_inference_statistics(
-        args.model, as_json=True)["model_stats"][0]["inference_stats"]
-    return int(stats["success"].get("count", 0))
+    """The servers' own count of successful executions, asked directly (not through the
+    proxy or a gateway)."""
+    total = 0
+    for server in (args.count_at or args.server).split(","):
+        stats = grpcclient.InferenceServerClient(server).get_inference_statistics(
+            args.model, as_json=True)["model_stats"][0]["inference_stats"]
+        total += int(stats["success"].get("count", 0))
+    return total
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,6 +130,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--retries", type=int, default=8)
     parser.add_argument("--delay-ms", type=float, default=0)
+    parser.add_argument("--count-at", default="",
+                        help="servers whose executions to count (default: --server)")
     parser.add_argument("--pace-ms", type=float, default=0, help="pause between a worker's events")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args))), flush=True)

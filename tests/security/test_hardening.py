@@ -351,6 +351,6 @@ def test_queue_is_bounded_in_bytes(server: LocalServer) -> None:
     felt = under_attack(server, attack)
     assert_unharmed(felt)
     refused = [r for r in felt.result if r != "ok"]
-    assert len(refused) >= 16 - QUEUE_BYTES // x.nbytes, felt.result
+    # At most 6 are held at once; how many get in later depends on when the rest arrive.
+    assert refused and felt.result.count("ok") >= QUEUE_BYTES // x.nbytes, felt.result
     assert all("--max-queue-bytes" in r for r in refused), refused
-    assert "ok" in felt.result

@@ -246,9 +246,19 @@ def test_worker_statistics_need_the_workers_secret(repo: Path) -> None:
                                                               for w in workers))  # fmt: skip
         assert len(set(peers)) == 2, peers
         for port in set(peers):
-            with pytest.raises(urllib.error.HTTPError) as info:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/worker/statistics", timeout=5)
-            assert info.value.code == 403
+            deadline = time.monotonic() + 30  # a worker may still be starting
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/worker/statistics",
+                                           timeout=5)  # fmt: skip
+                except urllib.error.HTTPError as err:
+                    assert err.code == 403
+                    break
+                except urllib.error.URLError:
+                    assert time.monotonic() < deadline, f"worker port {port} never answered"
+                    time.sleep(0.2)
+                    continue
+                raise AssertionError("/worker/statistics answered without the secret")
         # The workers still add each other's numbers.
         stats = httpclient.InferenceServerClient(server.http_url).get_inference_statistics("mlp")
         assert stats["model_stats"][0]["name"] == "mlp"

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from sonic.launcher import LocalServer
+from sonic.gateway import GATEWAY_DIR, Gateway, backends_config
+from sonic.launcher import LocalServer, free_ports
 from sonic.repository.examples import identity_model, write_model
 
 TIMEOUT_S = 2.0
@@ -63,19 +64,19 @@ def server(namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield s
 
 
-def _rules(namespace: str, port: int, verdict: str) -> None:
-    """Replace the chain's rules: ``verdict`` for TCP to and from the server's gRPC port."""
+def _rules(namespace: str, ports: int | list[int], verdict: str) -> None:
+    """Replace the chain's rules: ``verdict`` for TCP to and from ``ports``."""
     _run("ip", "netns", "exec", namespace, "nft", "flush", "chain", "inet", "faults", "input")
+    listed = "{ " + ", ".join(map(str, ports if isinstance(ports, list) else [ports])) + " }"
     if verdict:
         for way in ("dport", "sport"):
             _run("ip", "netns", "exec", namespace, "nft", "add", "rule", "inet", "faults",
-                 "input", "tcp", way, str(port), *verdict.split())  # fmt: skip
+                 "input", "tcp", way, listed, *verdict.split())  # fmt: skip
 
 
-def _job(namespace: str, server: LocalServer, *extra: str,
-         during: Any = None) -> dict[str, Any]:  # fmt: skip
+def _job(namespace: str, target: str, *extra: str, during: Any = None) -> dict[str, Any]:
     cmd = ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.security.netjob",
-           f"--server=127.0.0.1:{server.grpc_port}", f"--events={EVENTS}",
+           f"--server={target}", f"--events={EVENTS}",
            f"--timeout={TIMEOUT_S}", f"--retries={RETRIES}", *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[2])  # fmt: skip
@@ -108,9 +109,10 @@ def test_a_job_rides_through_delay_and_loss(namespace: str, server: LocalServer,
         percent = int(fault.split()[1].rstrip("%"))
         _rules(namespace, server.grpc_port, f"numgen random mod 100 < {percent} drop")
     try:
-        result = _job(namespace, server, *extra)
+        result = _job(namespace, server.grpc_url, *extra)
     finally:
         _rules(namespace, server.grpc_port, "")
+    print(json.dumps({k: v for k, v in result.items() if k != "answered"}))
     _check(result)
     if fault.startswith("delay"):
         assert result["slowest_s"] >= 0.1  # two 50 ms crossings at least: the delay was there
@@ -126,6 +128,63 @@ def test_a_job_rides_through_a_partition(namespace: str, server: LocalServer) ->
         _rules(namespace, server.grpc_port, "")
 
     # 4 workers, 200 ms between a worker's events: the job spans about 6 s without faults.
-    result = _job(namespace, server, "--pace-ms=200", during=partition)
+    result = _job(namespace, server.grpc_url, "--pace-ms=200", during=partition)
+    print(json.dumps({k: v for k, v in result.items() if k != "answered"}))
     _check(result)
     assert result["slowest_s"] > 3  # some events waited out the partition
+
+
+class _GatewayIn(Gateway):
+    """The gateway (HAProxy, deploy/k8s/base/gateway) run inside the namespace."""
+
+    namespace = ""
+
+    def _launch(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self._log = (self.workdir / "haproxy.log").open("wb")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.namespace, "haproxy", *args],
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def start(self) -> Gateway:
+        backends = self.workdir / "backends.cfg"
+        backends.write_text(backends_config(self.replicas))
+        self._launch(["-db", "-f", str(GATEWAY_DIR / "haproxy.cfg"), "-f", str(backends)],
+                     env=self.env())  # fmt: skip
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {self.grpc_port}), 1)"
+        for _ in range(100):
+            if subprocess.run(["ip", "netns", "exec", self.namespace, sys.executable, "-c",
+                               probe], capture_output=True).returncode == 0:  # fmt: skip
+                time.sleep(2)  # its health checks: every replica seen up (rise 2, 500 ms)
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"haproxy did not listen:\n{self.logs()[-2000:]}")
+
+
+def test_the_gateway_routes_around_a_partitioned_replica(
+    namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two replicas behind the gateway; one is cut off (both ports) for 5 s mid-job."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("needs haproxy (scripts/install_deploy_tools.sh installs it)")
+    repo = tmp_path_factory.mktemp("gateway-repo")
+    write_model(identity_model("FP32"), repo, "identity_fp32")
+    command = ["ip", "netns", "exec", namespace, sys.executable, "-m", "sonic.cli", "serve"]
+    with LocalServer(repo, "--busy-poll-us=0", command=command) as a, \
+            LocalServer(repo, "--busy-poll-us=0", command=command) as b:  # fmt: skip
+        gw = _GatewayIn([("127.0.0.1", r.grpc_port, r.http_port) for r in (a, b)],
+                        *free_ports(3))  # fmt: skip
+        gw.namespace = namespace
+        gw.start()
+        try:
+
+            def partition() -> None:
+                time.sleep(0.5)
+                _rules(namespace, [a.grpc_port, a.http_port], "drop")
+                time.sleep(5)
+                _rules(namespace, [a.grpc_port, a.http_port], "")
+
+            result = _job(namespace, f"127.0.0.1:{gw.grpc_port}", "--pace-ms=200",
+                          f"--count-at={a.grpc_url},{b.grpc_url}", during=partition)
+        finally:
+            gw.stop()
+    print(json.dumps({k: v for k, v in result.items() if k != "answered"}))
+    _check(result)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sonic.errors import PermissionDenied, Unauthenticated
+from sonic.errors import SHOWN_CHARS, PermissionDenied, Unauthenticated, shown
 from sonic.server.principal import PRINCIPAL
 from sonic.server.settings import AuthSettings
 
@@ -105,12 +105,12 @@ class Caller:
     subject: str
 
 
-def printable(text: str, limit: int = 200) -> str:
-    """``text`` with control and line-breaking characters escaped, cut to ``limit``: safe to
-    put in a log line whatever a caller sent."""
-    out = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100
-                                              else f"\\u{ord(c):04x}") for c in text[:limit])
-    return out + (f"...({len(text)} characters)" if len(text) > limit else "")
+def printable(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` (as errors show names), with control and line-breaking
+    characters escaped: safe to put in a log line whatever a caller sent."""
+    return "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100
+                                              else f"\\u{ord(c):04x}")
+                   for c in shown(text, limit))  # fmt: skip
 
 
 class _RefusalLog:
