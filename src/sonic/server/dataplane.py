@@ -54,13 +54,22 @@ def _peer_statistics(port: int, name: str, version: str) -> list[dict[str, Any]]
         return []
 
 
+#: Requests and responses whose tensors take more than this to decode or encode (in bytes
+#: walked element by element in Python, or a body's bytes over HTTP) are handled on a worker
+#: thread by the front ends, so that the event loop serves other clients meanwhile.
+OFF_LOOP_BYTES = 1 << 20
+#: What one BYTES element costs in memory, counted without walking the elements: a Python
+#: bytes object of a short string, and its slot in the array.
+BYTES_ELEMENT_COST = 64
+
+
 def _input_bytes(t: Tensor) -> int:
     """Memory an input holds while its request is in flight."""
     if REGION in t.parameters:
         n = t.parameters.get(BYTE_SIZE, 0)
         return n if isinstance(n, int) and not isinstance(n, bool) else 0
     if t.data.dtype == object:
-        return sum(len(v) for v in t.data.reshape(-1)) + 8 * t.data.size
+        return BYTES_ELEMENT_COST * t.data.size
     return int(t.data.nbytes)
 
 

@@ -30,7 +30,7 @@ from sonic.protocol.grpc_codec import (
 )
 from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
 from sonic.server.auth import Authenticator, Category
-from sonic.server.dataplane import DataPlane
+from sonic.server.dataplane import OFF_LOOP_BYTES, DataPlane
 from sonic.server.settings import AuthSettings, TlsSettings
 
 log = logging.getLogger("sonic.server.grpc")
@@ -48,10 +48,6 @@ STATUS_CODES: dict[Status, grpc.StatusCode] = {
 }
 
 R = TypeVar("R")
-#: Requests and responses whose tensors take longer than this (in bytes walked element by
-#: element: decode_cost, walk_cost) to decode or encode are handled on a worker thread, off
-#: the event loop, so that other clients are served meanwhile.
-OFF_LOOP_BYTES = 1 << 20
 
 
 Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]

@@ -30,7 +30,7 @@ from sonic.protocol import http_codec
 from sonic.protocol.tensors import InferRequest, walk_cost
 from sonic.repository.config import config_to_dict
 from sonic.server.auth import Authenticator, Category
-from sonic.server.dataplane import DataPlane
+from sonic.server.dataplane import OFF_LOOP_BYTES, DataPlane
 from sonic.server.settings import AuthSettings
 
 log = logging.getLogger("sonic.server.http")
@@ -45,9 +45,6 @@ HTTP_STATUS: dict[Status, int] = {
     Status.PERMISSION_DENIED: 403,
 }
 DEFAULT_MAX_INPUT_BYTES = 1 << 26  # Triton's --http-max-input-size
-#: Bodies larger than this (or compressed bodies over 1/64 of it) are decoded on a worker
-#: thread, so that the event loop keeps serving other clients meanwhile.
-OFF_LOOP_BYTES = 1 << 20
 
 Handler = Callable[[Request], Awaitable[Response]]
 
