@@ -9,8 +9,16 @@ MODELS := examples/model_repository/mlp/1/model.onnx examples/model_repository/f
 
 TRITON := tools/triton-venv/.ready
 
-# The demo needs the package and the models; the tests also need perf_analyzer and real Triton.
-setup-core: $(STAMP) $(MODELS)
+# The native gRPC transport (grpc++), built against the venv's Python; see native/grpc_transport.
+NATIVE := src/sonic/server/_grpc_native.so.stamp
+
+# The demo needs the package, the models and the native transport; the tests also need
+# perf_analyzer and real Triton.
+setup-core: $(STAMP) $(MODELS) $(NATIVE)
+
+$(NATIVE): $(STAMP) scripts/build_native.sh native/grpc_transport/transport.cc native/grpc_transport/CMakeLists.txt
+	VENV=$(VENV) bash scripts/build_native.sh
+	touch $@
 
 DEPLOY_TOOLS := /usr/sbin/haproxy /usr/bin/prometheus /usr/sbin/nft
 
@@ -40,9 +48,18 @@ models: $(MODELS)
 demo: setup-core
 	$(VENV)/bin/sonic demo --model-repository examples/model_repository
 
+# The whole suite runs on the native gRPC transport (the default); the gRPC suites run again
+# on the python one (grpc.aio), which stays as the fallback.
+GRPC_SUITES := tests/server/test_tritonclient.py tests/server/test_grpc_wire.py \
+	tests/server/test_perf_analyzer.py tests/server/test_shared_memory.py \
+	tests/security/test_auth_tls.py tests/security/test_properties.py tests/security/test_fuzz.py \
+	tests/security/test_connections.py tests/security/test_faults.py \
+	tests/security/test_hardening_auth.py
+
 test: setup
 	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(PY) -m pytest -q tests
+	SONIC_GRPC_TRANSPORT=python $(PY) -m pytest -q $(GRPC_SUITES)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)

@@ -1,13 +1,17 @@
-"""How fast can a Python gRPC front end be on this machine, before any inference?
+"""How fast can a gRPC front end be on this machine, before any inference?
 
 Starts servers that implement just enough of Triton's gRPC service for
 perf_analyzer (metadata, config, and a ModelInfer that returns a canned
-response) on two grpcio stacks, and measures them in alternation at concurrency 1
-and 8, with the server's CPU per request:
+response) on the native transport and on two grpcio stacks, and measures them in
+alternation at concurrency 1 and 8, with the server's CPU per request:
 
+- the native transport (``sonic.server._grpc_native``: grpc++ 1.51's generic
+  async service on one completion-queue thread, calls handed to Python in bulk
+  through an eventfd), parsing each request and serializing each answer in
+  Python as the others do;
 - ``grpc.aio`` on uvloop (what ``sonic serve`` uses), with grpc's default
   EventEngine TCP transport and with the poller-thread transport that the
-  ``sonic`` command selects (``sonic.cli.GRPC_EXPERIMENTS``);
+  ``sonic`` command selects (``sonic.server.settings.GRPC_EXPERIMENTS``);
 - grpcio's thread-pool server with 2 workers.
 
 This is the ceiling any Python server built on grpcio can reach per process;
@@ -34,8 +38,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sonic.cli import GRPC_EXPERIMENTS  # noqa: E402
 from sonic.launcher import free_ports  # noqa: E402
+from sonic.server.settings import GRPC_EXPERIMENTS  # noqa: E402
 
 SERVER = """
 import sys, asyncio
@@ -75,7 +79,37 @@ class Async(pbg.GRPCInferenceServiceServicer):
 
 
 mode, port = sys.argv[1], sys.argv[2]
-if mode == "threads":
+if mode == "native":
+    import uvloop
+    from sonic.server import _grpc_native
+    from sonic.server.grpc_relay import REPLY, relay_methods
+
+    METHODS = relay_methods()
+    # Parse each request and serialize each answer, as the grpc.aio servicers do.
+    ANSWERS = {i: (m.request, {"ServerMetadata": lambda: SERVER_METADATA,
+                               "ModelMetadata": metadata, "ModelConfig": lambda: CONFIG,
+                               "ModelInfer": lambda: RESPONSE}.get(m.name))
+               for i, m in enumerate(METHODS)}
+
+    async def main():
+        s = _grpc_native.Server([f"/{m.service}/{m.name}" for m in METHODS],
+                                [int(m.client_streaming) + 2 * int(m.server_streaming)
+                                 for m in METHODS], False)
+        s.start(f"127.0.0.1:{port}", 1 << 28, False, False, 16 << 20, {}, {})
+
+        def pump():
+            out = []
+            for kind, call, method, body, _, _ in s.drain():
+                request, answer = ANSWERS[method]
+                request.FromString(body)
+                out.append((REPLY, call, 0, answer().SerializeToString()))
+            s.send(out)
+
+        asyncio.get_running_loop().add_reader(s.fd(), pump)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+elif mode == "threads":
     s = grpc.server(futures.ThreadPoolExecutor(2))
     pbg.add_GRPCInferenceServiceServicer_to_server(Sync(), s)
     s.add_insecure_port(f"127.0.0.1:{port}")
@@ -98,6 +132,8 @@ else:
 DEFAULT = {"GRPC_EXPERIMENTS": ""}
 POLLER = {"GRPC_EXPERIMENTS": GRPC_EXPERIMENTS}
 MODES = {  # label: (server script mode, extra environment)
+    "native transport: grpc++ generic service, one completion-queue thread (as `sonic serve`)":
+        ("native", DEFAULT),
     "grpc.aio, grpc's default transport (EventEngine)": ("aio", DEFAULT),
     "grpc.aio, poller-thread transport (as `sonic serve`)": ("aio", POLLER),
     "thread-pool server, 2 workers": ("threads", DEFAULT),
@@ -134,7 +170,8 @@ def main() -> None:
         for label, (mode, env) in MODES.items():
             (port,) = free_ports(1)
             proc = subprocess.Popen([sys.executable, str(script), mode, str(port)],
-                                    env={**os.environ, **env})  # fmt: skip
+                                    env={**os.environ, **env,
+                                         "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
             servers[label] = (port, proc)
         time.sleep(3)
         try:

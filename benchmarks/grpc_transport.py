@@ -1,6 +1,6 @@
 """grpc's two TCP transports under ``sonic serve`` and a Python client, side by side.
 
-The ``sonic`` command sets ``GRPC_EXPERIMENTS`` (``sonic.cli.GRPC_EXPERIMENTS``) so
+The ``sonic`` command sets ``GRPC_EXPERIMENTS`` (``sonic.server.settings.GRPC_EXPERIMENTS``) so
 that grpc does its socket I/O in the thread that polls instead of EventEngine's
 own threads.  This measures that choice, alternating at every repetition:
 
@@ -32,9 +32,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sonic.cli import GRPC_EXPERIMENTS  # noqa: E402
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.server.settings import GRPC_EXPERIMENTS  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
 TRANSPORTS = {"EventEngine (grpc's default)": "", "poller thread (sonic's)": GRPC_EXPERIMENTS}

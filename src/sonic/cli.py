@@ -20,6 +20,7 @@ import click
 from sonic import __version__
 from sonic.server.settings import (
     DEFAULT_BUSY_POLL_US,
+    GRPC_EXPERIMENTS,
     AuthSettings,
     Limits,
     ServerSettings,
@@ -28,13 +29,6 @@ from sonic.server.settings import (
 
 _LIMITS = Limits()
 
-#: grpcio's per-call cost on both sides: its EventEngine TCP endpoints (recent grpcio's
-#: default) hand every read and write to threads of their own, which on a 2-core node
-#: costs more CPU than it saves; these processes use grpc's poller-thread path instead.
-#: benchmarks/grpc_transport.py (README, "gRPC transport"): `sonic serve` +10% / +7% / +2%
-#: requests/s and 5-13% less CPU per request; a Python blocking call 26% less CPU.  An
-#: explicit GRPC_EXPERIMENTS wins.
-GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_client"
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n"}
 
@@ -171,6 +165,10 @@ def main() -> None:
               help="Keep the event loop polling this long after each request, instead of "
                    "sleeping: lower latency for clients that send one request after another, "
                    "at the price of spinning one core in gaps shorter than this (0: off).")
+@click.option("--grpc-transport", type=click.Choice(["native", "python"]), default=None,
+              envvar="SONIC_GRPC_TRANSPORT", show_envvar=True,
+              help="gRPC server: 'native' (grpc++ carries the bytes, sonic.server.grpc_native; "
+                   "the default where it is built) or 'python' (grpc.aio).")
 @click.option("--grpc-frontends", type=click.IntRange(min=0), default=0,
               help="Serve gRPC from this many front-end processes that relay each call's bytes "
                    "to this process's data plane, so protocol work and inference use two "
@@ -265,6 +263,7 @@ def serve(**opts: object) -> None:
         busy_poll_us=int(opts["busy_poll_us"]),  # type: ignore[call-overload]
         grpc_bdp_probe=bool(opts["grpc_http2_bdp_probe"]),
         grpc_frontends=int(opts["grpc_frontends"]),  # type: ignore[call-overload]
+        grpc_transport=str(opts["grpc_transport"] or ""),
         worker_peers=[int(p) for p in str(opts["worker_peers"]).split(",") if p],
         default_max_batch_size=default_mbs,
         log_verbose=verbose,
@@ -312,7 +311,11 @@ def serve(**opts: object) -> None:
         from sonic.server.auth import Authenticator
 
         Authenticator(settings.auth)  # a malformed token file or JWKS fails here, by name
-    except ValueError as err:
+        if settings.grpc_transport == "native":
+            from sonic.server.grpc_native import native_module
+
+            native_module()
+    except (ValueError, ImportError) as err:
         raise click.UsageError(str(err)) from None
     run_server(settings)
 

@@ -23,6 +23,9 @@ def test_dockerfiles(name: str) -> None:
             assert (ROOT / path).exists(), f"{name} copies {path}, which does not exist"
     assert re.search(r"^USER 1000$", text, re.M)
     assert 'ENTRYPOINT ["sonic"]' in text
+    # The native gRPC transport is built into the image and imported once as a check.
+    assert "cmake -S native/grpc_transport" in text
+    assert 'python -c "import sonic.server._grpc_native"' in text
     tag = "0.1.0-cpu" if name.endswith("cpu") else "0.1.0-cuda"
     assert f"sonic-inference:{tag}" in text
     overlay = "cpu" if name.endswith("cpu") else "gpu"
@@ -38,4 +41,5 @@ def test_apptainer_definition() -> None:
         assert (ROOT / line.split()[0]).exists(), line
     for section in ("%post", "%runscript", "%startscript", "%test"):
         assert section in text
+    assert "cmake -S /src/native/grpc_transport" in text
     assert 'exec sonic "$@"' in text

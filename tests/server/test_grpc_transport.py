@@ -1,4 +1,5 @@
-"""The `sonic` processes pick grpc's transport before grpc loads (see cli.GRPC_EXPERIMENTS)."""
+"""The `sonic` processes pick grpc's transport before grpc loads
+(see sonic.server.settings.GRPC_EXPERIMENTS)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from sonic.cli import GRPC_EXPERIMENTS
+from sonic.server.settings import GRPC_EXPERIMENTS
 
 PROBE = """
 import os, sys

@@ -27,6 +27,7 @@ from sonic.server.auth import Authenticator, describe
 from sonic.server.dataplane import DataPlane
 from sonic.server.gpus import discover
 from sonic.server.grpc_frontend import build_server, servicers
+from sonic.server.grpc_native import NativeGrpcServer, default_transport, native_module
 from sonic.server.grpc_relay import Frontends, FrontendSettings, RelayHub
 from sonic.server.http_frontend import HttpFrontend
 from sonic.server.http_limits import guarded_protocol, raise_open_file_limit
@@ -113,6 +114,10 @@ class Server:
         if self.gpus:
             self.dataplane.extensions.append("cuda_shared_memory")
         self._stop = asyncio.Event()
+        #: The gRPC transport: checked here, so that a missing extension fails the start.
+        self.transport = settings.grpc_transport or default_transport()
+        if self.transport == "native" and settings.allow_grpc and not settings.grpc_frontends:
+            native_module()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -149,6 +154,7 @@ class Server:
         self.dataplane.accepting = True
 
         grpc_server = None
+        native: NativeGrpcServer | None = None
         relay: Frontends | None = None
         http_servers: list[uvicorn.Server] = []
         if s.allow_grpc and s.grpc_frontends:
@@ -156,6 +162,15 @@ class Server:
             log.info("Started GRPCInferenceService at %s:%d%s in %d front-end process(es)",
                      s.grpc_address, relay.port, " (TLS)" if s.grpc_tls.use_ssl else "",
                      s.grpc_frontends)  # fmt: skip
+        elif s.allow_grpc and self.transport == "native":
+            native = NativeGrpcServer(
+                self.dataplane, self.auth, f"{s.grpc_address}:{s.grpc_port}",
+                max_message_bytes=s.limits.grpc_max_message_size,
+                reuse_port=s.reuse_port, bdp_probe=s.grpc_bdp_probe, tls=s.grpc_tls,
+            )  # fmt: skip
+            port = native.start()
+            log.info("Started GRPCInferenceService at %s:%d%s (native transport, grpc++)",
+                     s.grpc_address, port, " (TLS)" if s.grpc_tls.use_ssl else "")  # fmt: skip
         elif s.allow_grpc:
             grpc_server, port = build_server(
                 self.dataplane, f"{s.grpc_address}:{s.grpc_port}", reuse_port=s.reuse_port,
@@ -163,8 +178,8 @@ class Server:
                 bdp_probe=s.grpc_bdp_probe,
             )  # fmt: skip
             await grpc_server.start()
-            log.info("Started GRPCInferenceService at %s:%d%s", s.grpc_address, port,
-                     " (TLS)" if s.grpc_tls.use_ssl else "")  # fmt: skip
+            log.info("Started GRPCInferenceService at %s:%d%s (python transport, grpc.aio)",
+                     s.grpc_address, port, " (TLS)" if s.grpc_tls.use_ssl else "")  # fmt: skip
         if s.allow_http:
             front = HttpFrontend(self.dataplane, s.limits.http_max_input_size, self.auth)
             http_servers.append(_uvicorn(front.app(), s.http_address, s.http_port, s.limits,
@@ -209,6 +224,8 @@ class Server:
             )
         if grpc_server is not None:
             await grpc_server.stop(grace=0.5)
+        if native is not None:
+            await native.stop(0.5)
         if relay is not None:
             await relay.stop()
         for srv in http_servers:

@@ -132,7 +132,7 @@ class _FrameReader(asyncio.Protocol):
 
 
 class _Abort(grpc.aio.AbortError):
-    """What :meth:`_Context.abort` raises; a subclass of grpc's, so servicers treat it alike."""
+    """What :meth:`CallContext.abort` raises; a subclass of grpc's, so servicers treat it alike."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -140,7 +140,7 @@ class _Abort(grpc.aio.AbortError):
         self.details = details
 
 
-class _Context:
+class CallContext:
     """The part of ``grpc.aio.ServicerContext`` the servicers use."""
 
     __slots__ = ("_metadata", "_peer")
@@ -159,19 +159,20 @@ class _Context:
         raise _Abort(code, details)
 
 
-_NO_METADATA = _Context()
+_NO_METADATA = CallContext()
 
 
-class _ServerSide(_FrameReader):
-    """One front end's connection, in the server process."""
+class ServerSide(_FrameReader):
+    """Calls arriving as frames, in the server process: one front end's connection, or the
+    in-process native transport (sonic.server.grpc_native), which delivers the same frames."""
 
-    def __init__(self, hub: RelayHub) -> None:
+    def __init__(self, hub: Dispatch) -> None:
         super().__init__()
         self.hub = hub
         self.tasks: dict[int, asyncio.Task[None]] = {}
         #: Each open stream's request queue and method (its MSG frames carry no method).
         self.streams: dict[int, tuple[asyncio.Queue[Any], int]] = {}
-        self.metadata: dict[int, _Context] = {}
+        self.metadata: dict[int, CallContext] = {}
 
     def frame(self, kind: int, call: int, arg: int, body: bytes) -> None:
         loop = self.hub.loop
@@ -204,9 +205,9 @@ class _ServerSide(_FrameReader):
                 task.cancel()
         elif kind == META:
             meta = json.loads(body)
-            self.metadata[call] = _Context(tuple(tuple(p) for p in meta["metadata"]),
+            self.metadata[call] = CallContext(tuple(tuple(p) for p in meta["metadata"]),
                                            meta["peer"])  # fmt: skip
-        elif kind == HELLO:
+        elif kind == HELLO and isinstance(self.hub, RelayHub):
             self.hub.hello(json.loads(body))
 
     def _decode(self, call: int, index: int, body: bytes) -> Any:
@@ -227,7 +228,7 @@ class _ServerSide(_FrameReader):
             self.send(ERROR, call, grpc.StatusCode.INTERNAL.value[0],
                       f"{type(err).__name__}: {err}".encode())  # fmt: skip
 
-    async def _unary(self, call: int, index: int, request: Any, ctx: _Context) -> None:
+    async def _unary(self, call: int, index: int, request: Any, ctx: CallContext) -> None:
         try:
             response = await self.hub.handlers[index](request, ctx)
             self.send(REPLY, call, 0, response.SerializeToString())
@@ -237,7 +238,7 @@ class _ServerSide(_FrameReader):
             del self.tasks[call]
 
     async def _stream(
-        self, call: int, index: int, queue: asyncio.Queue[Any], ctx: _Context
+        self, call: int, index: int, queue: asyncio.Queue[Any], ctx: CallContext
     ) -> None:
         method = self.hub.methods[index]
         try:
@@ -288,8 +289,8 @@ def _remove_stale_relays() -> None:
             continue
 
 
-class RelayHub:
-    """The server's end: a Unix socket that front ends connect to, calling ``services``."""
+class Dispatch:
+    """The servicers' methods by their number in relay_methods(), for ServerSide."""
 
     def __init__(self, services: dict[str, Any]) -> None:
         self.methods = relay_methods()
@@ -299,8 +300,15 @@ class RelayHub:
             getattr(services[m.service], m.name) if m.name in vars(type(services[m.service]))
             else _unimplemented for m in self.methods
         ]
-        self.hellos: asyncio.Queue[dict[str, int]] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
+
+
+class RelayHub(Dispatch):
+    """The server's end: a Unix socket that front ends connect to, calling ``services``."""
+
+    def __init__(self, services: dict[str, Any]) -> None:
+        super().__init__(services)
+        self.hellos: asyncio.Queue[dict[str, int]] = asyncio.Queue()
         _remove_stale_relays()
         # Mode 0700: this user only.  The pid in the name lets a later server remove the
         # directory of one that was killed before it could (see _remove_stale_relays).
@@ -309,7 +317,7 @@ class RelayHub:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        self._server = await self.loop.create_unix_server(lambda: _ServerSide(self),
+        self._server = await self.loop.create_unix_server(lambda: ServerSide(self),
                                                           str(self.path))  # fmt: skip
 
     def hello(self, info: dict[str, int]) -> None:

@@ -24,6 +24,13 @@ DEFAULT_POLL_SECS = 15
 #: response and its next request on loopback (~0.4 ms here), short enough that a sparse stream
 #: of requests does not keep a core busy.
 DEFAULT_BUSY_POLL_US = 1000
+#: grpcio's per-call cost on both sides: its EventEngine TCP endpoints (recent grpcio's
+#: default) hand every read and write to threads of their own, which on a 2-core node
+#: costs more CPU than it saves; these processes use grpc's poller-thread path instead.
+#: benchmarks/grpc_transport.py (README, "gRPC transport"): `sonic serve` +10% / +7% / +2%
+#: requests/s and 5-13% less CPU per request; a Python blocking call 26% less CPU.  An
+#: explicit GRPC_EXPERIMENTS wins.
+GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_client"
 
 
 @dataclass(slots=True)
@@ -167,6 +174,9 @@ class ServerSettings:
     grpc_bdp_probe: bool = False
     #: gRPC front-end processes relaying to the data plane (0: gRPC in-process); grpc_relay.
     grpc_frontends: int = 0
+    #: "native" (grpc++, sonic.server.grpc_native) or "python" (grpc.aio); "" picks native
+    #: where the extension is built.
+    grpc_transport: str = ""
     log_verbose: int = 0
     log_info: bool = True
     grpc_tls: TlsSettings = field(default_factory=TlsSettings)
