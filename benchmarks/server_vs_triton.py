@@ -6,9 +6,11 @@ the noise of a shared machine hits all of them alike.  The model is the
 100 us), one instance and one intra-op thread, served over gRPC.
 
 - sonic vs Triton: NVIDIA perf_analyzer (from scripts/install_perf_analyzer.sh).
-  sonic runs twice: as ``sonic serve`` (gRPC in the server process) and as
-  ``sonic serve --grpc-frontends 1`` (``sonic-relay``: gRPC in a front-end
-  process relaying to the data plane; sonic.server.grpc_relay).
+  sonic runs three times: on the native gRPC transport (``sonic-native``, the
+  default where it is built; sonic.server.grpc_native), on grpc.aio in the server
+  process (``sonic``, ``--grpc-transport python``), and on grpc.aio in a
+  front-end process relaying to the data plane (``sonic-relay``,
+  ``--grpc-frontends 1``; sonic.server.grpc_relay).
 - sonic vs MLServer: sonic.perf.loadgen (MLServer has no ModelConfig, so
   perf_analyzer cannot drive it); the same client for both.
 - in-process onnxruntime: the limit, with no serving at all.
@@ -151,7 +153,11 @@ class MLServer:
 
 
 #: The sonic configurations measured, by the name the results use.
-SONIC_VARIANTS: dict[str, list[str]] = {"sonic": [], "sonic-relay": ["--grpc-frontends=1"]}
+SONIC_VARIANTS: dict[str, list[str]] = {
+    "sonic-native": ["--grpc-transport=native"],
+    "sonic": ["--grpc-transport=python"],
+    "sonic-relay": ["--grpc-transport=python", "--grpc-frontends=1"],
+}
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:

@@ -99,7 +99,7 @@ def test_server_args_are_sonic_serve_flags() -> None:
         if c["command"][:2] != ["sonic", "serve"]:
             continue  # an overlay that runs Triton instead
         ctx = serve.make_context("serve", list(c["args"]))
-        assert ctx.params["grpc_frontends"] == 1 and ctx.params["grpc_port"] == 8001
+        assert ctx.params["grpc_transport"] == "native" and ctx.params["grpc_port"] == 8001
 
 
 def test_autoscaling_query_is_queue_time_per_execution() -> None:
