@@ -188,7 +188,7 @@ def main() -> None:
             for _, proc in servers.values():
                 proc.terminate()
                 proc.wait()
-    print("| grpcio front end (no inference) | concurrency 1 | concurrency 8 |\n|---|---|---|")
+    print("| gRPC front end (no inference) | concurrency 1 | concurrency 8 |\n|---|---|---|")
     for label in MODES:
         cells = []
         for conc in (1, 8):

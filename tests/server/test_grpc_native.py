@@ -3,12 +3,19 @@ an operator sees where it is not built."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import grpc
+import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from sonic.launcher import LocalServer
 from sonic.repository.examples import mlp_model, write_model
@@ -57,3 +64,63 @@ def test_without_the_extension_the_default_is_python() -> None:
     code = MISSING + "from sonic.server.grpc_native import default_transport as d; print(d())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "python", out.stderr
+
+
+SLEEPY = """
+import time
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(0.05)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]) for r in requests]
+"""
+SLEEPY_CONFIG = """
+backend: "python"
+max_batch_size: 0
+input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
+"""
+
+
+def _sockets(pid: int) -> int:
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
+def test_streams_and_calls_cut_off_leak_nothing(repo: Path) -> None:
+    """Clients that go away mid-call and mid-stream, 300 times: the server's sockets and
+    memory come back to where they were, and it still answers."""
+    (repo / "sleepy" / "1").mkdir(parents=True, exist_ok=True)
+    (repo / "sleepy" / "1" / "model.py").write_text(SLEEPY)
+    (repo / "sleepy" / "config.pbtxt").write_text(SLEEPY_CONFIG)
+    request = pb.ModelInferRequest(model_name="sleepy")
+    request.inputs.add(name="X", datatype="FP32", shape=[1])
+    request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
+    with LocalServer(repo, "--grpc-transport=native") as server:
+        assert server.proc is not None
+        proc = psutil.Process(server.proc.pid)
+
+        def cycles(n: int) -> None:
+            with grpc.insecure_channel(server.grpc_url) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                for i in range(n):
+                    if i % 2:
+                        call = stub.ModelStreamInfer(iter([request, request]))
+                    else:
+                        call = stub.ModelInfer.future(request)
+                    time.sleep(0.005)
+                    call.cancel()
+
+        cycles(50)
+        time.sleep(1.0)
+        sockets, rss = _sockets(proc.pid), proc.memory_info().rss
+        cycles(300)
+        time.sleep(1.5)  # the executions already started finish
+        assert _sockets(proc.pid) <= sockets + 2
+        assert proc.memory_info().rss - rss < 20 << 20
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        assert np.frombuffer(answer.raw_output_contents[0], np.float32)[0] == 1.0
+        assert "Traceback" not in server.log()
