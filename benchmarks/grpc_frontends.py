@@ -95,7 +95,7 @@ if mode == "native":
         s = _grpc_native.Server([f"/{m.service}/{m.name}" for m in METHODS],
                                 [int(m.client_streaming) + 2 * int(m.server_streaming)
                                  for m in METHODS], False)
-        s.start(f"127.0.0.1:{port}", 1 << 28, False, False, 16 << 20, {}, {})
+        s.start(f"127.0.0.1:{port}", 1 << 28, False, False, 16 << 20, {})
 
         def pump():
             out = []

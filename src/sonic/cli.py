@@ -21,6 +21,7 @@ from sonic import __version__
 from sonic.server.settings import (
     DEFAULT_BUSY_POLL_US,
     GRPC_EXPERIMENTS,
+    GRPC_TRANSPORTS,
     AuthSettings,
     Limits,
     ServerSettings,
@@ -165,7 +166,7 @@ def main() -> None:
               help="Keep the event loop polling this long after each request, instead of "
                    "sleeping: lower latency for clients that send one request after another, "
                    "at the price of spinning one core in gaps shorter than this (0: off).")
-@click.option("--grpc-transport", type=click.Choice(["native", "python"]), default=None,
+@click.option("--grpc-transport", type=click.Choice(GRPC_TRANSPORTS), default=None,
               envvar="SONIC_GRPC_TRANSPORT", show_envvar=True,
               help="gRPC server: 'native' (grpc++ carries the bytes, sonic.server.grpc_native; "
                    "the default where it is built) or 'python' (grpc.aio).")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,9 +37,6 @@ from sonic.server.grpc_relay import (
 from sonic.server.settings import GRPC_EXPERIMENTS, TlsSettings
 
 log = logging.getLogger("sonic.server.grpc")
-
-TRANSPORTS = ("native", "python")
-
 
 def native_module() -> Any:
     """The compiled transport, or ImportError saying how to build it."""
@@ -143,16 +141,17 @@ class NativeGrpcServer:
         tls: dict[str, Any] = {}
         if self.tls.use_ssl:
             tls = {"use_ssl": True, "mutual": self.tls.mutual,
-                   "server_cert": _read(self.tls.server_cert),
-                   "server_key": _read(self.tls.server_key),
-                   "root_cert": _read(self.tls.root_cert)}  # fmt: skip
+                   "server_cert": Path(self.tls.server_cert).read_text(),
+                   "server_key": Path(self.tls.server_key).read_text(),
+                   "root_cert": Path(self.tls.root_cert).read_text()
+                   if self.tls.root_cert else ""}  # fmt: skip
         # grpc++ 1.51 reads GRPC_EXPERIMENTS too, and logs an error for the grpcio setting
         # sonic's CLI puts there (sonic.server.settings.GRPC_EXPERIMENTS), which is not for it.
         ours = os.environ.get("GRPC_EXPERIMENTS") == GRPC_EXPERIMENTS
         if ours:
             del os.environ["GRPC_EXPERIMENTS"]
         try:
-            port = int(self.server.start(self.address, tls=tls, keepalive={}, **self.options))
+            port = int(self.server.start(self.address, tls=tls, **self.options))
         except RuntimeError as err:
             raise OSError(str(err)) from None
         finally:
@@ -166,9 +165,3 @@ class NativeGrpcServer:
         await asyncio.to_thread(self.server.stop, grace_s)
         self.side.connection_lost(None)
 
-
-def _read(path: str) -> str:
-    if not path:
-        return ""
-    with open(path) as f:
-        return f.read()

@@ -24,6 +24,8 @@ DEFAULT_POLL_SECS = 15
 #: response and its next request on loopback (~0.4 ms here), short enough that a sparse stream
 #: of requests does not keep a core busy.
 DEFAULT_BUSY_POLL_US = 1000
+#: ``--grpc-transport``: grpc++ carrying the bytes (sonic.server.grpc_native), or grpc.aio.
+GRPC_TRANSPORTS = ("native", "python")
 #: grpcio's per-call cost on both sides: its EventEngine TCP endpoints (recent grpcio's
 #: default) hand every read and write to threads of their own, which on a 2-core node
 #: costs more CPU than it saves; these processes use grpc's poller-thread path instead.
@@ -174,8 +176,7 @@ class ServerSettings:
     grpc_bdp_probe: bool = False
     #: gRPC front-end processes relaying to the data plane (0: gRPC in-process); grpc_relay.
     grpc_frontends: int = 0
-    #: "native" (grpc++, sonic.server.grpc_native) or "python" (grpc.aio); "" picks native
-    #: where the extension is built.
+    #: One of GRPC_TRANSPORTS; "" picks native where the extension is built.
     grpc_transport: str = ""
     log_verbose: int = 0
     log_info: bool = True
