@@ -23,10 +23,31 @@ from sonic.repository.examples import mlp_model, write_model
 MISSING = "import sys; sys.modules['sonic.server._grpc_native'] = None; "
 
 
+SLEEPY = """
+import time
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(0.05)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]) for r in requests]
+"""
+SLEEPY_CONFIG = """
+backend: "python"
+max_batch_size: 0
+input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
+"""
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("native")
     write_model(mlp_model(), root, "mlp")
+    (root / "sleepy" / "1").mkdir(parents=True)
+    (root / "sleepy" / "1" / "model.py").write_text(SLEEPY)
+    (root / "sleepy" / "config.pbtxt").write_text(SLEEPY_CONFIG)
     return root
 
 
@@ -66,24 +87,6 @@ def test_without_the_extension_the_default_is_python() -> None:
     assert out.stdout.strip() == "python", out.stderr
 
 
-SLEEPY = """
-import time
-import triton_python_backend_utils as pb_utils
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep(0.05)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor(
-            "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]) for r in requests]
-"""
-SLEEPY_CONFIG = """
-backend: "python"
-max_batch_size: 0
-input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]
-output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
-"""
-
-
 def _sockets(pid: int) -> int:
     fds = os.listdir(f"/proc/{pid}/fd")
     return sum(1 for fd in fds if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
@@ -92,9 +95,6 @@ def _sockets(pid: int) -> int:
 def test_streams_and_calls_cut_off_leak_nothing(repo: Path) -> None:
     """Clients that go away mid-call and mid-stream, 300 times: the server's sockets and
     memory come back to where they were, and it still answers."""
-    (repo / "sleepy" / "1").mkdir(parents=True, exist_ok=True)
-    (repo / "sleepy" / "1" / "model.py").write_text(SLEEPY)
-    (repo / "sleepy" / "config.pbtxt").write_text(SLEEPY_CONFIG)
     request = pb.ModelInferRequest(model_name="sleepy")
     request.inputs.add(name="X", datatype="FP32", shape=[1])
     request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
@@ -124,3 +124,26 @@ def test_streams_and_calls_cut_off_leak_nothing(repo: Path) -> None:
             answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
         assert np.frombuffer(answer.raw_output_contents[0], np.float32)[0] == 1.0
         assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("transport", ["native", "python"])
+def test_gzip_requests_and_deadlines(repo: Path, transport: str) -> None:
+    """grpc's request compression and a client deadline, on both transports."""
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    with LocalServer(repo, f"--grpc-transport={transport}") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        plain = client.infer("mlp", [inp]).as_numpy("output")
+        zipped = client.infer("mlp", [inp], compression_algorithm="gzip").as_numpy("output")
+        np.testing.assert_array_equal(plain, zipped)
+        request = pb.ModelInferRequest(model_name="sleepy")
+        request.inputs.add(name="X", datatype="FP32", shape=[1])
+        request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(request, timeout=0.01)
+            assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - t0 < 1.0
