@@ -82,7 +82,7 @@ mode, port = sys.argv[1], sys.argv[2]
 if mode == "native":
     import uvloop
     from sonic.server import _grpc_native
-    from sonic.server.grpc_relay import REPLY, relay_methods
+    from sonic.server.grpc_frames import REPLY, relay_methods
 
     METHODS = relay_methods()
     # Parse each request and serialize each answer, as the grpc.aio servicers do.

@@ -4,7 +4,7 @@ grpc++ (``native/grpc_transport``, built into ``sonic.server._grpc_native``) acc
 every method of ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health`` as
 bytes on one completion-queue thread and queues each call's events; an eventfd on
 the asyncio loop wakes :class:`NativeSide`, which drains them in bulk and runs
-them through :class:`sonic.server.grpc_relay.ServerSide`, the same code that
+them through :class:`sonic.server.grpc_frames.ServerSide`, the same code that
 serves the relay's front-end processes (decoding with tritonclient's protos,
 credentials, the servicers, the data plane).  Answers are gathered over one
 loop iteration and handed back in one call, which writes them from this thread.
@@ -25,8 +25,7 @@ import grpc
 from sonic.errors import Unauthenticated
 from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import DataPlane
-from sonic.server.grpc_frontend import STATIC_WINDOW_BYTES, method_categories, servicers
-from sonic.server.grpc_relay import (
+from sonic.server.grpc_frames import (
     ERROR,
     META,
     CallContext,
@@ -34,6 +33,7 @@ from sonic.server.grpc_relay import (
     ServerSide,
     relay_methods,
 )
+from sonic.server.grpc_frontend import STATIC_WINDOW_BYTES, method_categories, servicers
 from sonic.server.settings import GRPC_EXPERIMENTS, TlsSettings
 
 log = logging.getLogger("sonic.server.grpc")
