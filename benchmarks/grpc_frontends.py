@@ -83,6 +83,7 @@ if mode == "native":
     import uvloop
     from sonic.server import _grpc_native
     from sonic.server.grpc_frames import REPLY, relay_methods
+    from sonic.server.grpc_frontend import server_options
 
     METHODS = relay_methods()
     # Parse each request and serialize each answer, as the grpc.aio servicers do.
@@ -95,7 +96,7 @@ if mode == "native":
         s = _grpc_native.Server([f"/{m.service}/{m.name}" for m in METHODS],
                                 [int(m.client_streaming) + 2 * int(m.server_streaming)
                                  for m in METHODS], False)
-        s.start(f"127.0.0.1:{port}", 1 << 28, False, False, 16 << 20, {})
+        s.start(f"127.0.0.1:{port}", server_options(), {})
 
         def pump():
             out = []

@@ -105,14 +105,12 @@ class Server {
 
   // Bind and start; returns the bound port.  SIGINT and SIGTERM are blocked while grpc
   // starts its threads, so that they go to Python's main thread.
-  int Start(const std::string& address, int max_message, bool reuse_port, bool bdp_probe,
-            int window_bytes, const py::dict& tls) {
+  // `options` are grpc channel arguments (message sizes, SO_REUSEPORT, flow control,
+  // keepalive), the same list sonic gives its grpc.aio servers.
+  int Start(const std::string& address,
+            const std::vector<std::pair<std::string, int>>& options, const py::dict& tls) {
     grpc::ServerBuilder builder;
-    builder.SetMaxReceiveMessageSize(max_message);
-    builder.SetMaxSendMessageSize(max_message);
-    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, reuse_port ? 1 : 0);
-    builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, bdp_probe ? 1 : 0);
-    if (!bdp_probe) builder.AddChannelArgument("grpc.http2.lookahead_bytes", window_bytes);
+    for (const auto& [name, value] : options) builder.AddChannelArgument(name, value);
     builder.RegisterAsyncGenericService(&service_);
     int port = 0;
     builder.AddListeningPort(address, Credentials(tls), &port);
@@ -454,8 +452,7 @@ PYBIND11_MODULE(_grpc_native, m) {
   py::class_<Server>(m, "Server")
       .def(py::init<std::vector<std::string>, std::vector<int>, bool>(), py::arg("methods"),
            py::arg("shapes"), py::arg("gated"))
-      .def("start", &Server::Start, py::arg("address"), py::arg("max_message"),
-           py::arg("reuse_port"), py::arg("bdp_probe"), py::arg("window_bytes"), py::arg("tls"))
+      .def("start", &Server::Start, py::arg("address"), py::arg("options"), py::arg("tls"))
       .def("stop", &Server::Stop, py::arg("grace_s"))
       .def("fd", &Server::fd)
       .def("drain", &Server::Drain)

@@ -23,12 +23,14 @@ from sonic.server.settings import (
     GRPC_EXPERIMENTS,
     GRPC_TRANSPORTS,
     AuthSettings,
+    KeepaliveSettings,
     Limits,
     ServerSettings,
     TlsSettings,
 )
 
 _LIMITS = Limits()
+_KEEPALIVE = KeepaliveSettings()
 
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n"}
@@ -166,6 +168,22 @@ def main() -> None:
               help="Keep the event loop polling this long after each request, instead of "
                    "sleeping: lower latency for clients that send one request after another, "
                    "at the price of spinning one core in gaps shorter than this (0: off).")
+@click.option("--grpc-keepalive-time", type=click.IntRange(min=1), default=_KEEPALIVE.time_ms,
+              help="Milliseconds before the server pings an idle connection.")
+@click.option("--grpc-keepalive-timeout", type=click.IntRange(min=1),
+              default=_KEEPALIVE.timeout_ms,
+              help="Milliseconds a keepalive ping may go unanswered before the connection closes.")
+@_bool_option("--grpc-keepalive-permit-without-calls", _KEEPALIVE.permit_without_calls,
+              "Allow keepalive pings on connections with no call in flight.")
+@click.option("--grpc-http2-max-pings-without-data", type=click.IntRange(min=0),
+              default=_KEEPALIVE.max_pings_without_data,
+              help="Pings the server sends without data in between (0: no limit).")
+@click.option("--grpc-http2-min-recv-ping-interval-without-data", type=click.IntRange(min=0),
+              default=_KEEPALIVE.min_recv_ping_interval_without_data_ms,
+              help="Shortest interval (ms) between a client's pings without data.")
+@click.option("--grpc-http2-max-ping-strikes", type=click.IntRange(min=0),
+              default=_KEEPALIVE.max_ping_strikes,
+              help="Pings too early before the connection is closed (0: no limit).")
 @click.option("--grpc-transport", type=click.Choice(GRPC_TRANSPORTS), default=None,
               envvar="SONIC_GRPC_TRANSPORT", show_envvar=True,
               help="gRPC server: 'native' (grpc++ carries the bytes, sonic.server.grpc_native; "
@@ -270,6 +288,15 @@ def serve(**opts: object) -> None:
         log_verbose=verbose,
         log_info=bool(opts["log_info"]),
         grpc_tls=_tls_settings("grpc", opts),
+        grpc_keepalive=KeepaliveSettings(
+            time_ms=int(opts["grpc_keepalive_time"]),  # type: ignore[call-overload]
+            timeout_ms=int(opts["grpc_keepalive_timeout"]),  # type: ignore[call-overload]
+            permit_without_calls=bool(opts["grpc_keepalive_permit_without_calls"]),
+            max_pings_without_data=int(opts["grpc_http2_max_pings_without_data"]),  # type: ignore[call-overload]
+            min_recv_ping_interval_without_data_ms=int(
+                opts["grpc_http2_min_recv_ping_interval_without_data"]),  # type: ignore[call-overload]
+            max_ping_strikes=int(opts["grpc_http2_max_ping_strikes"]),  # type: ignore[call-overload]
+        ),
         http_tls=_tls_settings("http", opts),
         auth=AuthSettings(
             token_file=str(opts["auth_token_file"]),

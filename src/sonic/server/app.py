@@ -26,7 +26,7 @@ from sonic.repository.layout import ModelRepository
 from sonic.server.auth import Authenticator, describe
 from sonic.server.dataplane import DataPlane
 from sonic.server.gpus import discover
-from sonic.server.grpc_frontend import build_server, servicers
+from sonic.server.grpc_frontend import build_server, server_options, servicers
 from sonic.server.grpc_native import NativeGrpcServer, default_transport, native_module
 from sonic.server.grpc_relay import Frontends, FrontendSettings, RelayHub
 from sonic.server.http_frontend import HttpFrontend
@@ -132,6 +132,7 @@ class Server:
             reuse_port=s.reuse_port or s.grpc_frontends > 1, bdp_probe=s.grpc_bdp_probe,
             forward_metadata=self.auth.enabled,
             tls=dataclasses.asdict(s.grpc_tls), auth=dataclasses.asdict(s.auth),
+            keepalive=dataclasses.asdict(s.grpc_keepalive),
         ), s.grpc_frontends)  # fmt: skip
         try:
             await frontends.start()
@@ -165,8 +166,8 @@ class Server:
         elif s.allow_grpc and self.transport == "native":
             native = NativeGrpcServer(
                 self.dataplane, self.auth, f"{s.grpc_address}:{s.grpc_port}",
-                max_message_bytes=s.limits.grpc_max_message_size,
-                reuse_port=s.reuse_port, bdp_probe=s.grpc_bdp_probe, tls=s.grpc_tls,
+                server_options(s.limits.grpc_max_message_size, s.reuse_port, s.grpc_bdp_probe,
+                               s.grpc_keepalive), s.grpc_tls,
             )  # fmt: skip
             port = native.start()
             log.info("Started GRPCInferenceService at %s:%d%s (native transport, grpc++)",
@@ -175,7 +176,7 @@ class Server:
             grpc_server, port = build_server(
                 self.dataplane, f"{s.grpc_address}:{s.grpc_port}", reuse_port=s.reuse_port,
                 max_message_bytes=s.limits.grpc_max_message_size, tls=s.grpc_tls, auth=self.auth,
-                bdp_probe=s.grpc_bdp_probe,
+                bdp_probe=s.grpc_bdp_probe, keepalive=s.grpc_keepalive,
             )  # fmt: skip
             await grpc_server.start()
             log.info("Started GRPCInferenceService at %s:%d%s (python transport, grpc.aio)",

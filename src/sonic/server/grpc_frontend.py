@@ -31,7 +31,7 @@ from sonic.protocol.grpc_codec import (
 from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
 from sonic.server.auth import Authenticator, Category
 from sonic.server.dataplane import OFF_LOOP_BYTES, DataPlane
-from sonic.server.settings import AuthSettings, TlsSettings
+from sonic.server.settings import AuthSettings, KeepaliveSettings, TlsSettings
 
 log = logging.getLogger("sonic.server.grpc")
 
@@ -426,14 +426,17 @@ STATIC_WINDOW_BYTES = 16 << 20
 
 
 def server_options(
-    max_message_bytes: int = 1 << 28, reuse_port: bool = False, bdp_probe: bool = False
+    max_message_bytes: int = 1 << 28, reuse_port: bool = False, bdp_probe: bool = False,
+    keepalive: KeepaliveSettings | None = None,
 ) -> list[tuple[str, int]]:
-    """grpc channel arguments shared by the in-process server and the relay front ends."""
+    """grpc channel arguments of every gRPC server: in-process grpc.aio, the relay front ends
+    and the native transport (grpc++ reads the same arguments)."""
     options: list[tuple[str, int]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.http2.bdp_probe", 1 if bdp_probe else 0),
+        *(keepalive or KeepaliveSettings()).channel_args(),
     ]
     if not bdp_probe:  # a static window instead (STATIC_WINDOW_BYTES says why)
         options.append(("grpc.http2.lookahead_bytes", STATIC_WINDOW_BYTES))
@@ -460,6 +463,7 @@ def build_server(
     tls: TlsSettings | None = None,
     auth: Authenticator | None = None,
     bdp_probe: bool = False,
+    keepalive: KeepaliveSettings | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A ``grpc.aio`` server bound to ``address`` (``host:port``); returns it and its port.
 
@@ -467,7 +471,8 @@ def build_server(
     RESOURCE_EXHAUSTED before they are read into memory.
     """
     auth = auth or Authenticator(AuthSettings())
-    server = grpc.aio.server(options=server_options(max_message_bytes, reuse_port, bdp_probe),
+    server = grpc.aio.server(options=server_options(max_message_bytes, reuse_port, bdp_probe,
+                                                    keepalive),
                              interceptors=[CredentialsFirst(auth)] if auth.enabled else None)
     services = servicers(dataplane, auth)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(services[INFERENCE_SERVICE], server)

@@ -33,7 +33,7 @@ from sonic.server.grpc_frames import (
     ServerSide,
     relay_methods,
 )
-from sonic.server.grpc_frontend import STATIC_WINDOW_BYTES, method_categories, servicers
+from sonic.server.grpc_frontend import method_categories, servicers
 from sonic.server.settings import GRPC_EXPERIMENTS, TlsSettings
 
 log = logging.getLogger("sonic.server.grpc")
@@ -119,9 +119,10 @@ class NativeSide(ServerSide):
 class NativeGrpcServer:
     """``sonic serve``'s gRPC port on the native transport."""
 
-    def __init__(self, dataplane: DataPlane, auth: Authenticator, address: str, *,
-                 max_message_bytes: int, reuse_port: bool, bdp_probe: bool,
-                 tls: TlsSettings) -> None:  # fmt: skip
+    def __init__(self, dataplane: DataPlane, auth: Authenticator, address: str,
+                 options: list[tuple[str, int]], tls: TlsSettings) -> None:  # fmt: skip
+        """``options``: grpc channel arguments (grpc_frontend.server_options, shared with the
+        grpc.aio servers; grpc++ reads the same ones)."""
         module = native_module()
         methods = relay_methods()
         self.server = module.Server(
@@ -131,8 +132,7 @@ class NativeGrpcServer:
         )
         self.side = NativeSide(Dispatch(servicers(dataplane, auth)), self.server, auth)
         self.address = address
-        self.options = {"max_message": max_message_bytes, "reuse_port": reuse_port,
-                        "bdp_probe": bdp_probe, "window_bytes": STATIC_WINDOW_BYTES}  # fmt: skip
+        self.options = options
         self.tls = tls
         self.loop = asyncio.get_running_loop()
 
@@ -151,7 +151,7 @@ class NativeGrpcServer:
         if ours:
             del os.environ["GRPC_EXPERIMENTS"]
         try:
-            port = int(self.server.start(self.address, tls=tls, **self.options))
+            port = int(self.server.start(self.address, self.options, tls))
         except RuntimeError as err:
             raise OSError(str(err)) from None
         finally:

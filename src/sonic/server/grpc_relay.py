@@ -61,7 +61,7 @@ from sonic.server.grpc_frames import (
     relay_methods,
 )
 from sonic.server.grpc_frontend import CredentialsFirst, bind, server_options
-from sonic.server.settings import AuthSettings, TlsSettings
+from sonic.server.settings import AuthSettings, KeepaliveSettings, TlsSettings
 
 log = logging.getLogger("sonic.server.relay")
 
@@ -127,6 +127,7 @@ class FrontendSettings:
     #: The server's AuthSettings: a front end refuses calls without valid credentials before
     #: reading their messages (CredentialsFirst); the server then checks each call in full.
     auth: dict[str, Any]
+    keepalive: dict[str, Any]
 
 
 class Frontends:
@@ -351,7 +352,8 @@ async def run_frontend(settings: FrontendSettings) -> int:
     front = Frontend(settings, link)
     auth = Authenticator(AuthSettings(**settings.auth))
     server = grpc.aio.server(options=server_options(
-        settings.max_message_bytes, settings.reuse_port, settings.bdp_probe),
+        settings.max_message_bytes, settings.reuse_port, settings.bdp_probe,
+        KeepaliveSettings(**settings.keepalive)),
         interceptors=[CredentialsFirst(auth)] if auth.enabled else None)  # fmt: skip
     server.add_generic_rpc_handlers(front.handlers())
     port = bind(server, settings.address, TlsSettings(**settings.tls))

@@ -66,6 +66,42 @@ class TlsSettings:
 
 
 @dataclass(slots=True)
+class KeepaliveSettings:
+    """gRPC keepalive and HTTP/2 ping policy, with tritonserver's flags and defaults."""
+
+    #: Server pings an idle connection after this long (--grpc-keepalive-time).
+    time_ms: int = 7_200_000
+    #: ... and closes it if the ping is not acknowledged within this (--grpc-keepalive-timeout).
+    timeout_ms: int = 20_000
+    #: Pings are allowed (both ways) on connections with no call in flight.
+    permit_without_calls: bool = False
+    #: Pings the server sends without data in between (0: no limit).
+    max_pings_without_data: int = 2
+    #: Shortest interval between a client's pings without data before they count as strikes.
+    min_recv_ping_interval_without_data_ms: int = 300_000
+    #: Strikes before the server closes the connection (GOAWAY "too_many_pings"; 0: none).
+    max_ping_strikes: int = 2
+
+    def channel_args(self) -> list[tuple[str, int]]:
+        return [("grpc.keepalive_time_ms", self.time_ms),
+                ("grpc.keepalive_timeout_ms", self.timeout_ms),
+                ("grpc.keepalive_permit_without_calls", int(self.permit_without_calls)),
+                ("grpc.http2.max_pings_without_data", self.max_pings_without_data),
+                ("grpc.http2.min_ping_interval_without_data_ms",
+                 self.min_recv_ping_interval_without_data_ms),
+                ("grpc.http2.max_ping_strikes", self.max_ping_strikes)]  # fmt: skip
+
+    def args(self) -> list[str]:
+        return [f"--grpc-keepalive-time={self.time_ms}",
+                f"--grpc-keepalive-timeout={self.timeout_ms}",
+                f"--grpc-keepalive-permit-without-calls={self.permit_without_calls}",
+                f"--grpc-http2-max-pings-without-data={self.max_pings_without_data}",
+                "--grpc-http2-min-recv-ping-interval-without-data="
+                f"{self.min_recv_ping_interval_without_data_ms}",
+                f"--grpc-http2-max-ping-strikes={self.max_ping_strikes}"]  # fmt: skip
+
+
+@dataclass(slots=True)
 class AuthSettings:
     """Who may call what: see :mod:`sonic.server.auth`.  Off when no source is given."""
 
@@ -181,6 +217,7 @@ class ServerSettings:
     log_verbose: int = 0
     log_info: bool = True
     grpc_tls: TlsSettings = field(default_factory=TlsSettings)
+    grpc_keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
     http_tls: TlsSettings = field(default_factory=TlsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: Limits = field(default_factory=Limits)

@@ -72,6 +72,7 @@ def worker_args(s: ServerSettings, metrics_port: int, peers: list[int] | None = 
         f"--grpc-http2-bdp-probe={s.grpc_bdp_probe}",
         *([f"--grpc-transport={s.grpc_transport}"] if s.grpc_transport else []),
         *s.grpc_tls.args("grpc"), *s.http_tls.args("http"), *s.auth.args(), *s.limits.args(),
+        *s.grpc_keepalive.args(),
         f"--backend-config=onnxruntime,default-max-batch-size={s.default_max_batch_size}",
         f"--log-verbose={s.log_verbose}", "--reuse-port=true", "--workers=1",
         f"--worker-peers={','.join(map(str, peers or []))}",
