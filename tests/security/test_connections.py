@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -30,14 +30,16 @@ def server(model_repo: Path) -> Iterator[LocalServer]:
         yield srv
 
 
-def _sockets(pid: int) -> int:
-    fds = os.listdir(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+def _connections(pid: int, port: int) -> int:
+    """The server's established TCP connections on its gRPC port (other sockets it opens or
+    closes meanwhile, such as a finished HTTP probe, do not count)."""
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
 
 
 def test_a_thousand_concurrent_grpc_connections(server: LocalServer) -> None:
     assert server.proc is not None
-    before = _sockets(server.proc.pid)
+    before = _connections(server.proc.pid, server.grpc_port)
     request = pb.ModelInferRequest(model_name="mlp")
     request.inputs.add(name="input", datatype="FP32", shape=[1, 64])
     request.raw_input_contents.append(np.ones((1, 64), np.float32).tobytes())
@@ -49,7 +51,7 @@ def test_a_thousand_concurrent_grpc_connections(server: LocalServer) -> None:
                     for _ in range(CONNECTIONS)]  # fmt: skip
         try:
             await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), 120)
-            held = _sockets(server.proc.pid) - before  # type: ignore[union-attr]
+            held = _connections(server.proc.pid, server.grpc_port) - before  # type: ignore[union-attr]
             stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in channels]
             answers = await asyncio.gather(*(s.ModelInfer(request, timeout=120) for s in stubs))
             return held, [len(a.raw_output_contents) for a in answers]
