@@ -365,6 +365,21 @@ def method_categories() -> dict[str, Category]:
     return table
 
 
+def refused_unread(
+    auth: Authenticator, category: Category | None, metadata: Any
+) -> str | None:
+    """Why a call must be refused before its message is read (no valid credentials where its
+    category needs them), or None; for CredentialsFirst and the native transport."""
+    if category is Category.HEALTH and auth.settings.open_health:
+        return None
+    authorization = next((str(v) for k, v in metadata or () if k == "authorization"), None)
+    try:
+        auth.caller(authorization)
+    except Unauthenticated as err:
+        return err.message
+    return None
+
+
 class CredentialsFirst(grpc.aio.ServerInterceptor):
     """Refuse a call without valid credentials before its message is read.
 
@@ -382,15 +397,10 @@ class CredentialsFirst(grpc.aio.ServerInterceptor):
         self.categories = method_categories()
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        category = self.categories.get(details.method)
-        if category is Category.HEALTH and self.auth.settings.open_health:
-            return await continuation(details)
-        authorization = next((str(v) for k, v in details.invocation_metadata or ()
-                              if k == "authorization"), None)  # fmt: skip
-        try:
-            self.auth.caller(authorization)
-        except Unauthenticated as err:
-            return self._refusal(details.method, err.message)
+        why = refused_unread(self.auth, self.categories.get(details.method),
+                             details.invocation_metadata)  # fmt: skip
+        if why is not None:
+            return self._refusal(details.method, why)
         return await continuation(details)
 
     def _refusal(self, method: str, message: str) -> grpc.RpcMethodHandler:

@@ -22,8 +22,7 @@ from typing import Any
 
 import grpc
 
-from sonic.errors import Unauthenticated
-from sonic.server.auth import Authenticator, Category
+from sonic.server.auth import Authenticator
 from sonic.server.dataplane import DataPlane
 from sonic.server.grpc_frames import (
     ERROR,
@@ -33,7 +32,7 @@ from sonic.server.grpc_frames import (
     ServerSide,
     relay_methods,
 )
-from sonic.server.grpc_frontend import method_categories, servicers
+from sonic.server.grpc_frontend import method_categories, refused_unread, servicers
 from sonic.server.settings import GRPC_EXPERIMENTS, TlsSettings
 
 log = logging.getLogger("sonic.server.grpc")
@@ -90,19 +89,13 @@ class NativeSide(ServerSide):
         """GO for a call whose credentials verify (or that needs none), else UNAUTHENTICATED
         before its message is read (as CredentialsFirst does for grpc.aio)."""
         path = self.paths[method]
-        if self.categories.get(path) is Category.HEALTH and self.auth.settings.open_health:
+        why = refused_unread(self.auth, self.categories.get(path), metadata)
+        if why is None:
             self.send(GO, call)
             return
-        authorization = next((v for k, v in metadata if k == "authorization"), None)
-        try:
-            self.auth.caller(authorization)
-        except Unauthenticated as err:
-            self.metadata.pop(call, None)
-            self.auth.refused(path, peer, err.message)
-            self.send(ERROR, call, grpc.StatusCode.UNAUTHENTICATED.value[0],
-                      err.message.encode())  # fmt: skip
-            return
-        self.send(GO, call)
+        self.metadata.pop(call, None)
+        self.auth.refused(path, peer, why)
+        self.send(ERROR, call, grpc.StatusCode.UNAUTHENTICATED.value[0], why.encode())
 
     def send(self, kind: int, call: int, arg: int = 0, body: bytes = b"") -> None:
         self.out.append((kind, call, arg, body))
