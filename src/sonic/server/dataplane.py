@@ -15,6 +15,7 @@ import os
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Coroutine
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -150,17 +151,10 @@ class DataPlane:
             for t in request.inputs:
                 if REGION in t.parameters:
                     t.data = self.shm.read_input(t)
-            deadline = asyncio.timeout(self.request_timeout_s or None)
-            try:
-                async with deadline:
-                    response = await model.infer(request, start)
-            except TimeoutError:
-                if not deadline.expired():  # a TimeoutError of the model's own
-                    raise
-                raise Unavailable(
-                    f"Request timeout expired: model '{request.model_name}' did not answer "
-                    f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
-                ) from None
+            if self.request_timeout_s:
+                response = await self._bounded(model.infer(request, start), request.model_name)
+            else:  # no timer to arm and cancel: a few microseconds of every request
+                response = await model.infer(request, start)
             for t in response.outputs:
                 if REGION in t.parameters:
                     self.shm.write_output(t)
@@ -171,6 +165,22 @@ class DataPlane:
             if self.inflight == 0:
                 self._idle.set()
             self.busy_poll.touch()
+
+    async def _bounded(
+        self, infer: Coroutine[Any, Any, InferResponse], model: str
+    ) -> InferResponse:
+        """``infer``, or UNAVAILABLE once ``--request-timeout-ms`` has passed."""
+        deadline = asyncio.timeout(self.request_timeout_s)
+        try:
+            async with deadline:
+                return await infer
+        except TimeoutError:
+            if not deadline.expired():  # a TimeoutError of the model's own
+                raise
+            raise Unavailable(
+                f"Request timeout expired: model '{model}' did not answer "
+                f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
+            ) from None
 
     def _admit_bytes(self, request: InferRequest) -> int:
         """Count the request's input bytes against ``--max-queue-bytes``, or refuse it.

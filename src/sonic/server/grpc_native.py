@@ -7,7 +7,8 @@ the asyncio loop wakes :class:`NativeSide`, which drains them in bulk and runs
 them through :class:`sonic.server.grpc_frames.ServerSide`, the same code that
 serves the relay's front-end processes (decoding with tritonclient's protos,
 credentials, the servicers, the data plane).  Answers are gathered over one
-loop iteration and handed back in one call, which writes them from this thread.
+loop iteration and handed back in one call; grpc++'s completion-queue thread writes
+them, so that grpc's write work leaves the Python thread.
 With ``--grpc-transport python`` the server uses ``grpc.aio`` instead
 (:mod:`sonic.server.grpc_frontend`).
 """
