@@ -1,7 +1,7 @@
 """Which backend serves a model: ``platform``, ``backend`` or the files present.
 
-Backends are imported only when a model needs them, so PyTorch, XGBoost and
-LightGBM stay optional: a server without them serves every other model, and
+Backends are imported only when a model needs them, so PyTorch, TensorFlow,
+XGBoost and LightGBM stay optional: a server without them serves every other model, and
 a model that needs a missing one fails to load with the install command.
 """
 
@@ -43,6 +43,10 @@ BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry("python", (), ("model.py",), "sonic.backends.python", "PythonInstance"),
     BackendEntry("pytorch", ("pytorch_libtorch",), ("model.pt",),
                  "sonic.backends.torchscript", "TorchScriptInstance", "torch"),
+    BackendEntry("tensorflow", ("tensorflow_graphdef",), ("model.graphdef",),
+                 "sonic.backends.tensorflow", "TensorFlowInstance", "tensorflow"),
+    BackendEntry("tensorflow", ("tensorflow_savedmodel",), ("model.savedmodel",),
+                 "sonic.backends.tensorflow", "SavedModelInstance", "tensorflow"),
     BackendEntry("fil", (), ("xgboost.json", "xgboost.model", "model.txt"),
                  "sonic.backends.trees", "TreeInstance", "trees"),
 )  # fmt: skip
@@ -50,8 +54,13 @@ BACKENDS: tuple[BackendEntry, ...] = (
 
 def _find(config: mc.ModelConfig, version_dir: Path, model: str) -> BackendEntry:
     for entry in BACKENDS:
-        if config.platform in entry.platforms or config.backend == entry.name:
+        if config.platform in entry.platforms:
             return entry
+    # A backend with several formats (tensorflow: graphdef, SavedModel) picks by the files.
+    named = [e for e in BACKENDS if e.name == config.backend]
+    present = [e for e in named if any((version_dir / f).exists() for f in e.filenames)]
+    if present or named:
+        return (present or named)[0]
     if config.platform or config.backend:
         known = sorted({p for e in BACKENDS for p in e.platforms} | {e.name for e in BACKENDS})
         raise ModelConfigError(
