@@ -463,6 +463,47 @@ def repo_convert(source: str, repository: Path, name: str, fmt: str, shapes: tup
     click.echo((done / "config.pbtxt").read_text(), nl=False)
 
 
+@repo.command("import")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.option("--repository", "-r", type=click.Path(path_type=Path), required=True,
+              help="Model repository to write into.")  # fmt: skip
+@click.option("--name", required=True, help="Model name (directory).")
+@click.option("--version", "version", type=click.IntRange(min=1), default=None,
+              help="Version number [default: the next free one].")  # fmt: skip
+@click.option("--version-name", default="", help="A symlink to the version, as CMS names them.")
+@click.option("--max-batch-size", type=click.IntRange(min=0), default=None,
+              help="[default: Triton's, 4, where the model's first dim is variable]")  # fmt: skip
+@click.option("--input", "inputs", multiple=True,
+              help="TorchScript inputs in forward() order: NAME:DIMS[:TYPE], no batch dim.")
+@click.option("--output", "outputs", multiple=True,
+              help="Output names (TorchScript, frozen graphs); the first gets --labels.")
+@click.option("--labels", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Class labels, one a line, for the classification extension.")  # fmt: skip
+@click.option("--to-onnx", is_flag=True, help="Also write a TensorFlow model as ONNX (tf2onnx).")
+def repo_import(source: Path, repository: Path, name: str, version: int | None,
+                version_name: str, max_batch_size: int | None, inputs: tuple[str, ...],
+                outputs: tuple[str, ...], labels: Path | None, to_onnx: bool) -> None:  # fmt: skip
+    """Import a model file as CMSSW ships it (.pb, SavedModel, .onnx, .pt) into REPOSITORY/NAME:
+    config completed from the model, MD5 checksum agent, labels, named version symlink."""
+    from sonic.errors import SonicError
+    from sonic.importer import ImportOptions, NotImportable, TensorArg, import_model
+
+    try:
+        options = ImportOptions(name, version or 0, version_name, max_batch_size,
+                                [TensorArg.parse(t) for t in inputs], list(outputs), labels,
+                                to_onnx)  # fmt: skip
+        result = import_model(source, repository, options)
+    except (NotImportable, ModuleNotFoundError) as err:
+        raise click.UsageError(str(err)) from None
+    except SonicError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {result.model_dir}/{result.version}")
+    click.echo((result.model_dir / "config.pbtxt").read_text(), nl=False)
+    if result.onnx_dir is not None:
+        click.echo(f"wrote {result.onnx_dir}/{result.version}: largest |ONNX - TensorFlow| "
+                   f"on random inputs {result.onnx_max_abs_diff:.3g}")  # fmt: skip
+
+
 @repo.command("check")
 @click.argument(
     "repositories",
@@ -976,11 +1017,13 @@ def gateway(repositories: tuple[Path, ...], replicas: int, grpc_port: int, http_
               help="Events in the demo sample (generated once, then reused).")
 @click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build/demo"), help="Sample cache, outputs and report.")
-def demo(model_repository: Path, n_events: int, work_dir: Path) -> None:
+@click.option("--deepmet-format", type=click.Choice(["onnx", "graphdef"]), default="onnx",
+              help="Serve DeepMET as ONNX, or as a TensorFlow graphdef as CMS does.")  # fmt: skip
+def demo(model_repository: Path, n_events: int, work_dir: Path, deepmet_format: str) -> None:
     """Generate (or reuse) a sample, run DeepMET direct and as a service, write a report."""
     from sonic.demo import run_demo
 
-    raise SystemExit(run_demo(model_repository, work_dir, n_events))
+    raise SystemExit(run_demo(model_repository, work_dir, n_events, deepmet_format))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -97,6 +97,35 @@ def tensor_name(name: str) -> str:
     return name if ":" in name else f"{name}:0"
 
 
+#: Graph nodes that end a frozen graph without being one of its outputs.
+_NOT_OUTPUTS = {"NoOp", "Const", "Placeholder", "PlaceholderV2", "Assert", "SaveV2", "RestoreV2"}
+
+
+def frozen_graph_outputs(path: Path, names: list[str], model: str) -> list[IOSpec]:
+    """The outputs of a frozen graph file: ``names``, or else the nodes nothing consumes (a
+    graph declares no outputs; ``sonic repo import`` writes these into the config)."""
+    graph_def = _v1.GraphDef()
+    graph_def.ParseFromString(path.read_bytes())
+    if not names:
+        consumed = {i.split(":")[0].lstrip("^") for node in graph_def.node for i in node.input}
+        names = [n.name for n in graph_def.node
+                 if n.name not in consumed and n.op not in _NOT_OUTPUTS]  # fmt: skip
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    specs = []
+    for name in names:
+        try:
+            tensor = graph.get_tensor_by_name(tensor_name(name))
+        except (KeyError, ValueError):
+            raise ModelConfigError(
+                model, f"output[{name}]", f"{path.name} has no tensor '{tensor_name(name)}'"
+            ) from None
+        dims = _dims(tensor.shape) or (-1,)
+        specs.append(IOSpec(name, _datatype(tensor.dtype, model, f"output[{name}]"), dims))
+    return specs
+
+
 class TensorFlowInstance(BackendInstance):
     """A frozen graph (``tensorflow_graphdef``); :class:`SavedModelInstance` for SavedModels."""
 
