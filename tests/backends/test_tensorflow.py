@@ -15,33 +15,18 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from sonic.launcher import LocalServer
-from sonic.repository.tools import update_checksums
 from tests.conftest import random_tensor
 from tests.fixtures.tf_models import (
+    N_PF,
+    NAMED_VERSIONS,
     TF_TYPES,
     deepmet_like_graphdef,
     identity_graphdef,
     run_graphdef,
+    write_deepmet,
     write_savedmodel,
 )
 
-N_PF = 4500
-DEEPMET = f"""
-name: "deepmet"
-platform: "tensorflow_graphdef"
-version_policy {{ all {{ }} }}
-max_batch_size: 100
-input [
-  {{ name: "input" data_type: TYPE_FP32 dims: [ {N_PF}, 8 ] }},
-  {{ name: "input_cat0" data_type: TYPE_FP32 dims: [ {N_PF}, 1 ] }},
-  {{ name: "input_cat1" data_type: TYPE_FP32 dims: [ {N_PF}, 1 ] }},
-  {{ name: "input_cat2" data_type: TYPE_FP32 dims: [ {N_PF}, 1 ] }}
-]
-output [ {{ name: "output/BiasAdd" data_type: TYPE_FP32 dims: [ 2 ] }} ]
-dynamic_batching {{ preferred_batch_size: [ 8, 16 ] }}
-"""
-#: CMS's names for the versions, kept as symlinks beside them.
-NAMED_VERSIONS = {"deepmet_v1_2018": 1, "deepmet_resp_v1_2018": 2, "deepmet_resp_v1_2016": 3}
 TYPES = "\n".join([
     'platform: "tensorflow_graphdef"', "max_batch_size: 4",
     "optimization { graph { level: -1 } }",
@@ -51,18 +36,6 @@ TYPES = "\n".join([
     *(f'output {{ name: "out_{t}" data_type: TYPE_{"STRING" if t == "BYTES" else t} dims: [-1] }}'
       for t in TF_TYPES),
 ])  # fmt: skip
-
-
-def write_deepmet(model_dir: Path) -> dict[int, bytes]:
-    graphs = {v: deepmet_like_graphdef(seed=v, n_pf=N_PF) for v in (1, 2, 3)}
-    for v, graph in graphs.items():
-        (model_dir / str(v)).mkdir(parents=True)
-        (model_dir / str(v) / "model.graphdef").write_bytes(graph)
-    for name, v in NAMED_VERSIONS.items():
-        os.symlink(str(v), model_dir / name)
-    (model_dir / "config.pbtxt").write_text(DEEPMET)
-    update_checksums(model_dir)
-    return graphs
 
 
 @pytest.fixture(scope="module")
