@@ -673,6 +673,22 @@ def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: st
         json_out.write_text(json.dumps(result.as_dict(), indent=1))
 
 
+@workflow.command("graphdef", context_settings={"show_default": True})
+@click.argument("repository", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=Path("examples/model_repository/deepmet/1/model.onnx"),
+              help="The trained DeepMET (sonic workflow train).")  # fmt: skip
+def workflow_graphdef(repository: Path, onnx_path: Path) -> None:
+    """Write the trained DeepMET as CMS serves it, a TensorFlow graphdef, as REPOSITORY/deepmet
+    (serve it with sonic serve; run the job on it with sonic workflow run --mode service)."""
+    from sonic.workflow.deepmet_tf import write_graphdef_model
+
+    if (repository / "deepmet" / "1" / "model.onnx").resolve() == onnx_path.resolve():
+        raise click.BadParameter("write into another repository than the ONNX model's own",
+                                 param_hint="REPOSITORY")  # fmt: skip
+    click.echo(f"wrote {write_graphdef_model(onnx_path, repository)}")
+
+
 @workflow.command("train", context_settings={"show_default": True})
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(path_type=Path, exists=True, dir_okay=False))

@@ -96,3 +96,22 @@ def test_bad_configs_are_named(tmp_path: Path) -> None:
         f["other"] = {"x": np.arange(3)}
     with pytest.raises(KeyError, match="has no 'Events' tree"):
         run_files([empty], JobConfig(mode="direct", model=MODEL), tmp_path)
+
+
+def test_service_on_the_tensorflow_graphdef_deepmet(
+    samples: list[Path], direct: list[str], tmp_path: Path
+) -> None:
+    """The job served by DeepMET as CMS serves it (``sonic workflow graphdef``: a TF graphdef of
+    the same trained weights) gives direct onnxruntime's MET to well below the resolution."""
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    cmd = [sys.executable, "-m", "sonic.cli", "workflow", "graphdef", str(repo), "--onnx",
+           str(MODEL)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    with LocalServer(repo) as srv:
+        result = run_files(samples, JobConfig(mode="service", servers=(srv.grpc_url,),
+                                              chunk_size=10), tmp_path / "out")  # fmt: skip
+    assert result.events == 48
+    assert np.max(np.abs(_met(direct) - _met(result.outputs))) < 0.01  # GeV
