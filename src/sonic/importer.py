@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.convert import _need
@@ -132,6 +132,8 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
     config = existing or _first_config(source, platform, options)
     if existing is not None and not config.HasField("version_policy"):
         config.version_policy.all.SetInParent()  # every version addressable, as CMS serves them
+    new_model = not model_dir.exists()
+    old_config = (model_dir / CONFIG_FILE).read_text() if existing is not None else None
     vdir.mkdir(parents=True)
     target = vdir / FORMATS[platform]
     try:
@@ -142,14 +144,20 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
         _write(model_dir, config)
         if existing is None:
             _complete(model_dir, options)
+        else:
+            _check_loads(model_dir, config, version)
         if options.version_name:
             link = model_dir / options.version_name
             if link.is_symlink() or link.exists():
                 link.unlink()
             os.symlink(str(version), link)
         update_checksums(model_dir)
-    except BaseException:
-        shutil.rmtree(vdir, ignore_errors=True)
+    except BaseException:  # leave the repository as it was
+        shutil.rmtree(model_dir if new_model else vdir, ignore_errors=True)
+        if old_config is not None:
+            (model_dir / CONFIG_FILE).write_text(old_config)
+        elif not new_model:
+            (model_dir / CONFIG_FILE).unlink(missing_ok=True)
         raise
     result = ImportResult(model_dir, version)
     if options.to_onnx:
@@ -187,11 +195,25 @@ def _complete(model_dir: Path, options: ImportOptions) -> None:
     if options.labels is not None:
         shutil.copyfile(options.labels, model_dir / "labels.txt")
         name = options.outputs[0] if options.outputs else config.output[0].name
-        (out,) = [t for t in config.output if t.name == name]
-        out.label_filename = "labels.txt"
+        named = [t for t in config.output if t.name == name]
+        if not named:
+            raise NotImportable(f"--labels: the model has no output '{name}'; it has "
+                                f"{', '.join(t.name for t in config.output)}")  # fmt: skip
+        named[0].label_filename = "labels.txt"
     config.ClearField("instance_group")  # the server's defaults, as Triton's
     config.ClearField("version_policy")
     _write(model_dir, config)
+
+
+def _check_loads(model_dir: Path, config: mc.ModelConfig, version: int) -> None:
+    """A version added to a model must load as the server would load it, with that config."""
+    only = mc.ModelConfig()
+    only.CopyFrom(config)
+    only.version_policy.specific.versions[:] = [version]
+    override = json_format.MessageToJson(only)
+    _, loaded = load_model(model_dir.name, model_dir, LoadOptions(), override)
+    for model in loaded.values():
+        model.close()
 
 
 def _torchscript_tensors(path: Path, config: mc.ModelConfig, options: ImportOptions) -> None:

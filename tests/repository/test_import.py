@@ -148,3 +148,20 @@ def test_bad_imports_say_what_was_wrong(tmp_path: Path, args: list[str], message
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_failed_import_leaves_the_repository_as_it_was(tmp_path: Path) -> None:
+    from sonic.errors import SonicError
+
+    (tmp_path / "mlp.onnx").write_bytes(mlp_model().SerializeToString())
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    import_model(tmp_path / "mlp.onnx", tmp_path / "repo", ImportOptions("mlp"))
+    before = (tmp_path / "repo" / "mlp" / "config.pbtxt").read_text()
+    with pytest.raises(SonicError, match="onnxruntime cannot load it"):
+        import_model(tmp_path / "broken.onnx", tmp_path / "repo", ImportOptions("other"))
+    assert not (tmp_path / "repo" / "other").exists()
+    (tmp_path / "mlp2.onnx").write_bytes(b"not a model either")
+    with pytest.raises(SonicError, match="mlp"):  # a second version must load too
+        import_model(tmp_path / "mlp2.onnx", tmp_path / "repo", ImportOptions("mlp"))
+    assert (tmp_path / "repo" / "mlp" / "config.pbtxt").read_text() == before
+    assert not (tmp_path / "repo" / "mlp" / "2").exists()

@@ -30,6 +30,20 @@ def version_file(config: mc.ModelConfig, version_dir: Path, name: str) -> Path:
                        "default_model_filename", base=version_dir)  # fmt: skip
 
 
+def int_parameter(config: mc.ModelConfig, key: str, model: str) -> int | None:
+    """An integer from the config's ``parameters`` (thread counts, as the backends read them),
+    None where absent; an error naming the key where it is not an integer."""
+    if key not in config.parameters:
+        return None
+    text = config.parameters[key].string_value
+    try:
+        return int(text)
+    except ValueError:
+        raise ModelConfigError(
+            model, f"parameters[{key}]", f"string_value must be an integer, got {text!r}"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class InstancePlacement:
     """Where one instance runs: ``kind`` is ``"CPU"`` or ``"GPU"``, ``device`` the GPU id."""

@@ -21,7 +21,7 @@ import onnxruntime as ort
 from onnx import TensorProto
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sonic.backends.base import BackendInstance, InstancePlacement
+from sonic.backends.base import BackendInstance, InstancePlacement, int_parameter
 from sonic.errors import InvalidArgument, ModelConfigError, Unavailable
 from sonic.repository.autocomplete import IOSpec
 
@@ -51,18 +51,6 @@ _GRAPH_LEVELS = {
 }
 
 
-def _param_int(config: mc.ModelConfig, key: str, model: str) -> int | None:
-    if key not in config.parameters:
-        return None
-    text = config.parameters[key].string_value
-    try:
-        return int(text)
-    except ValueError:
-        raise ModelConfigError(
-            model, f"parameters[{key}]", f"string_value must be an integer, got {text!r}"
-        ) from None
-
-
 def _bf16_from_ortvalue(value: ort.OrtValue) -> np.ndarray:
     """onnxruntime cannot hand BF16 to numpy; copy the bytes out of the OrtValue."""
     shape = value.shape()
@@ -86,8 +74,8 @@ class OnnxRuntimeInstance(BackendInstance):
         super().__init__(model, config, version_dir, placement)
         path = self.require_model_file()
         options = ort.SessionOptions()
-        intra = _param_int(config, "intra_op_thread_count", model)
-        inter = _param_int(config, "inter_op_thread_count", model)
+        intra = int_parameter(config, "intra_op_thread_count", model)
+        inter = int_parameter(config, "inter_op_thread_count", model)
         if intra is not None:
             options.intra_op_num_threads = intra
         if inter is not None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sonic.backends.base import BackendInstance, InstancePlacement
+from sonic.backends.base import BackendInstance, InstancePlacement, int_parameter
 from sonic.errors import Internal, ModelConfigError, Unavailable
 from sonic.protocol.datatypes import from_numpy_dtype
 from sonic.repository.autocomplete import IOSpec
@@ -45,20 +45,10 @@ def _param(config: mc.ModelConfig, key: str, default: str = "") -> str:
     return config.parameters[key].string_value if key in config.parameters else default
 
 
-def _int_param(config: mc.ModelConfig, key: str, model: str) -> int:
-    text = _param(config, key, "0")
-    try:
-        return int(text)
-    except ValueError:
-        raise ModelConfigError(
-            model, f"parameters[{key}]", f"string_value must be an integer, got {text!r}"
-        ) from None
-
-
 def _session_config(config: mc.ModelConfig, model: str) -> Any:
     options = _v1.ConfigProto(
-        intra_op_parallelism_threads=_int_param(config, "TF_NUM_INTRA_THREADS", model),
-        inter_op_parallelism_threads=_int_param(config, "TF_NUM_INTER_THREADS", model),
+        intra_op_parallelism_threads=int_parameter(config, "TF_NUM_INTRA_THREADS", model) or 0,
+        inter_op_parallelism_threads=int_parameter(config, "TF_NUM_INTER_THREADS", model) or 0,
         use_per_session_threads=_param(config, "TF_USE_PER_SESSION_THREADS").lower()
         in ("1", "true", "yes", "on"),
         allow_soft_placement=True,

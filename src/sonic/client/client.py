@@ -43,6 +43,7 @@ from sonic.client.errors import (
     InputError,
     ModelVersionError,
     NoServerError,
+    describe_failure,
     retryable,
 )
 from sonic.client.servers import Server, environment_servers, load_servers
@@ -53,6 +54,9 @@ log = logging.getLogger("sonic.client")
 
 UNITS = {"seconds": 1.0, "milliseconds": 1e-3, "microseconds": 1e-6}
 DEFAULT_RETRIES: tuple[tuple[str, int], ...] = (("same", 1), ("diff", 1), ("fallback", 1))
+#: The deadline of a control call (health, metadata, statistics) when the client has no
+#: ``timeout``: a server that stops answering (a network partition) must not hold a job.
+CONTROL_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -93,6 +97,9 @@ class _Endpoint:
     _aio: dict[int, Any] = field(default_factory=dict)
     #: None: not decided yet; False: inputs go on the wire.
     shm: ShmPool | bool | None = None
+    #: How long any one call may wait on this server (the client's ``timeout``, or
+    #: CONTROL_TIMEOUT_S): tritonclient's HTTP clients take it at construction only.
+    timeout_s: float = CONTROL_TIMEOUT_S
 
     def module(self, aio: bool = False) -> Any:
         name = f"tritonclient.{self.protocol}" + (".aio" if aio else "")
@@ -104,16 +111,20 @@ class _Endpoint:
         key = threading.get_ident() if self.protocol == "http" else 0
         client = self._sync.get(key)
         if client is None:
+            limits = {}
+            if self.protocol == "http":
+                limits = {"connection_timeout": self.timeout_s, "network_timeout": self.timeout_s}
             client = self._sync[key] = self.module().InferenceServerClient(
-                self.server.url, **self._ssl()
+                self.server.url, **limits, **self._ssl()
             )
         return client
 
     def aio(self) -> Any:
         loop = id(asyncio.get_running_loop())
         if loop not in self._aio:
+            limits = {"conn_timeout": self.timeout_s} if self.protocol == "http" else {}
             self._aio[loop] = self.module(True).InferenceServerClient(
-                self.server.url, **self._ssl(aio=True)
+                self.server.url, **limits, **self._ssl(aio=True)
             )
         return self._aio[loop]
 
@@ -210,7 +221,8 @@ class Client:
         if server_file is not None:
             specs += load_servers(server_file)
         specs += environment_servers()
-        self.endpoints = [_Endpoint(s, protocol) for s in specs]
+        self.control_timeout_s = self.timeout_s or CONTROL_TIMEOUT_S
+        self.endpoints = [_Endpoint(s, protocol, timeout_s=self.control_timeout_s) for s in specs]
         self.timings: list[CallTiming] = []
         self._fallback: Any = None
         self._fallback_endpoint: _Endpoint | None = None
@@ -231,9 +243,17 @@ class Client:
             rows = index["models"] if isinstance(index, dict) else index
             ep.models = {r["name"] for r in rows if r.get("state", "READY") == "READY"}
 
-    def _json(self, ep: _Endpoint) -> dict[str, Any]:
-        """Keyword arguments of control calls: JSON answers over gRPC, and the server's token."""
+    def _control(self, ep: _Endpoint) -> dict[str, Any]:
+        """Keyword arguments of every control call: the server's token and, over gRPC, a
+        deadline (HTTP clients carry theirs, _Endpoint.timeout_s)."""
         kw: dict[str, Any] = {"headers": ep.headers()}
+        if self.protocol == "grpc":
+            kw["client_timeout"] = self.control_timeout_s
+        return kw
+
+    def _json(self, ep: _Endpoint) -> dict[str, Any]:
+        """As :meth:`_control`, with JSON answers over gRPC."""
+        kw = self._control(ep)
         if self.protocol == "grpc":
             kw["as_json"] = True
         return kw
@@ -253,9 +273,9 @@ class Client:
         live = []
         for ep in hosts:
             try:
-                h = ep.headers()
-                if ep.sync().is_server_live(headers=h) and ep.sync().is_model_ready(
-                    self.model, self.version, headers=h
+                kw = self._control(ep)
+                if ep.sync().is_server_live(**kw) and ep.sync().is_model_ready(
+                    self.model, self.version, **kw
                 ):
                     live.append(ep)
             except Exception:
@@ -560,7 +580,11 @@ class Client:
     def _call(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         retry = _Retry(self, self.best_server())
         for kind, planned in retry.steps():
-            ep = planned or self._next(kind, retry.ep, retry.tried)
+            try:
+                ep = planned or self._next(kind, retry.ep, retry.tried)
+            except NoServerError as err:  # no fallback: the attempts so far are the story
+                retry.attempts.append(f"fallback: {err}")
+                break
             if ep is None:
                 continue
             try:
@@ -573,7 +597,11 @@ class Client:
     async def _call_async(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         retry = _Retry(self, self._current or await asyncio.to_thread(self.best_server))
         for kind, planned in retry.steps():
-            ep = planned or await asyncio.to_thread(self._next, kind, retry.ep, retry.tried)
+            try:
+                ep = planned or await asyncio.to_thread(self._next, kind, retry.ep, retry.tried)
+            except NoServerError as err:
+                retry.attempts.append(f"fallback: {err}")
+                break
             if ep is None:
                 continue
             try:
@@ -669,7 +697,7 @@ class _Retry:
         """Record a failure; True if the policy should go on."""
         ep.failures += 1
         self.client._current = None
-        self.attempts.append(f"{ep.server.name}: {err}")
+        self.attempts.append(describe_failure(ep.server, err))
         return retryable(err)
 
     def error(self) -> InferenceError:

@@ -15,6 +15,8 @@ NOT_FOUND) are not, because another server would answer the same.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ClientError(Exception):
     pass
@@ -47,8 +49,26 @@ RETRYABLE_STATUS = {
 }  # fmt: skip
 
 
+def _code(err: Exception) -> str:
+    """tritonclient's status of a failure (``StatusCode.DEADLINE_EXCEEDED``, ``503``)."""
+    status = getattr(err, "status", None)
+    return str(status() if callable(status) else status)
+
+
+def status_of(err: Exception) -> str:
+    """The status, or the exception's type where it has none (a refused connection)."""
+    code = _code(err)
+    return code if code not in ("None", "") else type(err).__name__
+
+
+def describe_failure(server: Any, err: Exception) -> str:
+    """One attempt as the job's error shows it: server, address, status and message."""
+    message = getattr(err, "message", None)
+    text = message() if callable(message) else str(err)
+    return f"{server.name} ({server.url}): {status_of(err)}: {text}"
+
+
 def retryable(err: Exception) -> bool:
     """True for failures another attempt (or another server) may not have."""
-    status = getattr(err, "status", None)
-    code = str(status() if callable(status) else status)
-    return code in RETRYABLE_STATUS or isinstance(err, ConnectionError | OSError | TimeoutError)
+    transport = isinstance(err, ConnectionError | OSError | TimeoutError)
+    return transport or _code(err) in RETRYABLE_STATUS
