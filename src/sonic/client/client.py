@@ -48,7 +48,7 @@ from sonic.client.errors import (
 )
 from sonic.client.servers import Server, environment_servers, load_servers
 from sonic.client.shm import Region, ShmPool, is_local, write_inputs
-from sonic.protocol.datatypes import from_numpy_dtype
+from sonic.protocol.datatypes import from_numpy_dtype, to_numpy_dtype
 
 log = logging.getLogger("sonic.client")
 
@@ -85,6 +85,7 @@ class ModelInfo:
     max_batch_size: int
     inputs: dict[str, TensorInfo]
     outputs: list[str]
+    output_specs: dict[str, TensorInfo] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -330,17 +331,14 @@ class Client:
             cfg = self._config(ep)
             mbs = int(cfg.get("max_batch_size", 0))
             skip = 1 if mbs > 0 else 0
-            self._info = ModelInfo(
-                name=self.model,
-                max_batch_size=mbs,
-                inputs={
-                    t["name"]: TensorInfo(
-                        t["name"], t["datatype"], tuple(int(d) for d in t["shape"])[skip:]
-                    )
-                    for t in meta["inputs"]
-                },
-                outputs=[t["name"] for t in meta["outputs"]],
-            )
+
+            def specs(tensors: list[dict[str, Any]]) -> dict[str, TensorInfo]:
+                return {t["name"]: TensorInfo(t["name"], t["datatype"],
+                                              tuple(int(d) for d in t["shape"])[skip:])
+                        for t in tensors}  # fmt: skip
+
+            outputs = specs(meta["outputs"])
+            self._info = ModelInfo(self.model, mbs, specs(meta["inputs"]), list(outputs), outputs)
         return self._info
 
     def verify_checksum(self) -> None:
@@ -410,7 +408,15 @@ class Client:
                         f"({rows} and {shape[0]} for '{name}')"
                     )
                 rows = shape[0]
-        return max(rows, 1)
+        return rows if info.max_batch_size > 0 else 1
+
+    def _empty(self) -> dict[str, np.ndarray]:
+        """The answer to a batch of 0 rows, given without a call (CMSSW and coffea make none):
+        each output with 0 rows, its dtype, and 0 for a variable dim."""
+        info = self.info()
+        return {n: np.empty((0, *(max(d, 0) for d in info.output_specs[n].dims)),
+                            dtype=to_numpy_dtype(info.output_specs[n].datatype))
+                for n in self.requested_outputs or info.outputs}  # fmt: skip
 
     def _chunks(self, inputs: Mapping[str, np.ndarray], rows: int) -> list[dict[str, np.ndarray]]:
         mbs = self.info().max_batch_size
@@ -620,6 +626,8 @@ class Client:
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A rectangular batch (outer dim = rows), split at max_batch_size; blocks."""
         rows = self.validate(inputs)
+        if rows == 0:
+            return self._empty()
         parts = [self._call(c, len(next(iter(c.values())))) for c in self._chunks(inputs, rows)]
         return _concat(parts)
 
@@ -628,6 +636,8 @@ class Client:
         if self._info is None:
             await asyncio.to_thread(self.info)
         rows = self.validate(inputs)
+        if rows == 0:
+            return self._empty()
         chunks = self._chunks(inputs, rows)
         parts = await asyncio.gather(*(self._call_async(c, len(next(iter(c.values()))))
                                        for c in chunks))  # fmt: skip
