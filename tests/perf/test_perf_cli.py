@@ -43,8 +43,10 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def header(path: Path) -> str:
-    return path.read_text().splitlines()[0]
+def header(path: Path) -> bytes:
+    """The first line as bytes, with its line end: scripts read perf_analyzer's files raw."""
+    data = path.read_bytes()
+    return data[: data.index(b"\n") + 1]
 
 
 @pytest.mark.parametrize("extra", [
@@ -62,6 +64,9 @@ def test_csv_header_equals_perf_analyzer(server: LocalServer, tmp_path: Path,
     assert ours.returncode == 0, ours.stdout + ours.stderr
     assert header(tmp_path / "sonic.csv") == header(tmp_path / "pa.csv")
     assert len(rows(tmp_path / "sonic.csv")) == len(rows(tmp_path / "pa.csv"))
+    for name in ("sonic.csv", "pa.csv"):  # the same line ends throughout, and a last one
+        data = (tmp_path / name).read_bytes()
+        assert b"\r" not in data and data.endswith(b"\n"), name
 
 
 def test_measures_like_perf_analyzer(server: LocalServer, tmp_path: Path) -> None:

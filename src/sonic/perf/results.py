@@ -101,7 +101,7 @@ def write_csv(path: Path, results: list[LevelResult], *, verbose: bool = False,
     server = all(r.server is not None for r in results)
     cols = header(results[0].mode, server, verbose, extra_percentile, gpu)
     with path.open("w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")  # perf_analyzer's line ends, not csv's \r\n
         w.writerow(cols)
         for r in sorted(results, key=lambda r: r.throughput):
             row: list[Any] = [_fmt(r.value), f"{r.throughput:g}", r.send_us]
