@@ -192,17 +192,20 @@ def test_checksum_verification(sonic_repo: Path, tmp_path: Path) -> None:
     shutil.copytree(sonic_repo, repo)
     update_checksums(repo / "mlp")
     with LocalServer(repo) as srv:
-        with Client("mlp", [srv.grpc_url], model_config_path=repo / "mlp" / "config.pbtxt") as c:
+        # The job's model directory, as CMSSW's jobs have it: checked at construction.
+        with Client("mlp", [srv.grpc_url], model_config_path=repo / "mlp") as c:
+            assert c.model_config_path == repo / "mlp" / "config.pbtxt"
             c.verify_checksum()  # the job's config and the server's agree
         stale = tmp_path / "job_config.pbtxt"
         text = (repo / "mlp" / "config.pbtxt").read_text()
         digest = text.split('value: "')[1].split('"')[0]
         stale.write_text(text.replace(digest, "0" * 32))
-        with (
-            Client("mlp", [srv.grpc_url], model_config_path=stale) as c,
-            pytest.raises(ModelVersionError, match=r"MD5:1/model\.onnx: local 0000"),
-        ):
-            c.verify_checksum()
+        with pytest.raises(ModelVersionError, match=r"MD5:1/model\.onnx: local 0000"):
+            Client("mlp", [srv.grpc_url], model_config_path=stale)
+        with Client("mlp", [srv.grpc_url], model_config_path=stale, verify_checksums=False) as c:
+            assert c.infer({"input": _data(1)})["output"].shape == (1, 2)  # skipped on request
+            with pytest.raises(ModelVersionError):
+                c.verify_checksum()
 
 
 def _regions(url: str) -> list[str]:

@@ -192,7 +192,11 @@ class Client:
         model_config_path: Path | None = None,
         verbose: bool = False,
         shared_memory: str = "auto",
+        verify_checksums: bool = True,
     ) -> None:
+        """``model_config_path``: the job's own copy of the model (its ``config.pbtxt``, or the
+        model directory holding it); with ``verify_checksums`` (CMSSW's model versioning) the
+        server's MD5 checksum agent must match it, checked here, at construction."""
         if protocol not in ("grpc", "http"):
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
         if timeout_unit not in UNITS:
@@ -215,6 +219,8 @@ class Client:
         self.preferred = preferred_server
         self.retries = list(retries)
         self.fallback_repository = fallback_repository
+        if model_config_path is not None and Path(model_config_path).is_dir():
+            model_config_path = Path(model_config_path) / "config.pbtxt"
         self.model_config_path = model_config_path
         self.verbose = verbose
         self.shared_memory = shared_memory
@@ -231,6 +237,10 @@ class Client:
         self._info: ModelInfo | None = None
         self._current: _Endpoint | None = None
         self._discover()
+        if self.requested_outputs:
+            self.info()  # an output the model does not have is an error now, not per call
+        if model_config_path is not None and verify_checksums:
+            self.verify_checksum()
 
     # -- discovery -------------------------------------------------------------
     def _discover(self) -> None:
@@ -338,6 +348,10 @@ class Client:
                         for t in tensors}  # fmt: skip
 
             outputs = specs(meta["outputs"])
+            unknown = [n for n in self.requested_outputs or () if n not in outputs]
+            if unknown:
+                raise InputError(f"model '{self.model}' has no output(s) {unknown}; it has "
+                                 f"{sorted(outputs)}")  # fmt: skip
             self._info = ModelInfo(self.model, mbs, specs(meta["inputs"]), list(outputs), outputs)
         return self._info
 
@@ -547,6 +561,7 @@ class Client:
         t0 = time.perf_counter()
         tensors, outputs, region = self._request(ep, chunk, aio=True)
         try:
+            before = await asyncio.to_thread(self._stats, ep) if self.verbose else None
             t1 = time.perf_counter()
             result = await ep.aio().infer(self.model, tensors, outputs=outputs,
                                           **self._kwargs(ep))  # fmt: skip
@@ -555,7 +570,11 @@ class Client:
             if region is not None:
                 ep.shm.release(region)  # type: ignore[union-attr]
         out = self._decode(result)
-        self._record(ep, t1 - t0, t2 - t1, time.perf_counter() - t2, rows, None)
+        times = (ep, t1 - t0, t2 - t1, time.perf_counter() - t2, rows, before)
+        if before is None:
+            self._record(*times)
+        else:  # the server's split: statistics calls, off the event loop
+            await asyncio.to_thread(self._record, *times)
         return out
 
     def _record(self, ep: _Endpoint, ser: float, wait: float, de: float, rows: int,
@@ -655,6 +674,12 @@ class Client:
         """One request per entry (each with its own shape), several in flight at once."""
         futures = [self.infer_future(e) for e in entries]
         return [f.result() for f in futures]
+
+    async def infer_ragged_async(
+        self, entries: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[dict[str, np.ndarray]]:
+        """As :meth:`infer_ragged`, on asyncio: every entry in flight at once."""
+        return list(await asyncio.gather(*(self.infer_async(e) for e in entries)))
 
     async def close_async(self) -> None:
         """Close the asyncio clients of the running loop (call before the loop ends)."""
