@@ -47,7 +47,15 @@ from sonic.client.errors import (
     retryable,
 )
 from sonic.client.servers import Server, environment_servers, load_servers
-from sonic.client.shm import Region, ShmPool, is_local, write_inputs
+from sonic.client.shm import (
+    Region,
+    ShmPool,
+    is_local,
+    output_spans,
+    read_output,
+    unknown_region,
+    write_inputs,
+)
 from sonic.protocol.datatypes import from_numpy_dtype, to_numpy_dtype
 
 log = logging.getLogger("sonic.client")
@@ -70,6 +78,8 @@ class CallTiming:
     rows: int
     server_queue_s: float | None = None
     server_compute_s: float | None = None
+    #: What went through shared memory: "", "inputs" or "inputs+outputs".
+    shared_memory: str = ""
 
 
 @dataclass(slots=True)
@@ -325,7 +335,9 @@ class Client:
             from sonic.launcher import LocalServer
 
             log.warning("model '%s': %s; starting a local fallback server", self.model, why)
-            self._fallback = LocalServer(Path(self.fallback_repository)).start()
+            # Client shared memory allowed: the one case where CMSSW uses it, its own fallback.
+            self._fallback = LocalServer(Path(self.fallback_repository),
+                                         "--allow-client-shm=true").start()  # fmt: skip
             atexit.register(self._fallback.stop)
             url = self._fallback.grpc_url if self.protocol == "grpc" else self._fallback.http_url
             ep = _Endpoint(Server("fallback", url), self.protocol, models={self.model})
@@ -449,17 +461,25 @@ class Client:
             ep.shm = ShmPool(ep.sync, ep.headers()) if wanted else False
         return ep.shm if isinstance(ep.shm, ShmPool) else None
 
-    def _request(
-        self, ep: _Endpoint, chunk: Mapping[str, np.ndarray], aio: bool
-    ) -> tuple[Any, Any, Region | None]:
+    def _request(self, ep: _Endpoint, chunk: Mapping[str, np.ndarray], rows: int,
+                 aio: bool) -> _Prepared:  # fmt: skip
         mod = ep.module(aio)
         info = self.info()
         arrays = {name: np.asarray(a) for name, a in chunk.items()}
+        names = self.requested_outputs or info.outputs
+        # Outputs of a fixed size can come back through the region too.
+        batch = (rows,) if info.max_batch_size > 0 else ()
+        fixed = {n: (to_numpy_dtype(info.output_specs[n].datatype),
+                     (*batch, *info.output_specs[n].dims)) for n in names
+                 if info.output_specs[n].datatype != "BYTES"
+                 and all(d > 0 for d in info.output_specs[n].dims)}  # fmt: skip
+        in_bytes = sum(a.nbytes for a in arrays.values())
+        out_spans = output_spans(fixed, in_bytes)
         region = None
         pool = self._pool(ep)
         if pool is not None and all(info.inputs[n].datatype != "BYTES" for n in arrays):
             try:
-                region = pool.acquire(sum(a.nbytes for a in arrays.values()))
+                region = pool.acquire(in_bytes + sum(size for _, size in out_spans.values()))
             except Exception as err:
                 if self.shared_memory == "on":
                     raise InferenceError(
@@ -468,7 +488,7 @@ class Client:
                 log.info("server %s: no shared memory (%s); inputs go on the wire",
                          ep.server.name, err)  # fmt: skip
                 ep.shm = False
-        tensors = []
+        prepared = _Prepared([], [], region)
         spans = write_inputs(region, list(arrays.values())) if region else []
         for i, (name, array) in enumerate(arrays.items()):
             t = mod.InferInput(name, list(array.shape), info.inputs[name].datatype)
@@ -477,10 +497,15 @@ class Client:
                 t.set_shared_memory(region.name, size, offset=offset)
             else:
                 t.set_data_from_numpy(array)
-            tensors.append(t)
-        names = self.requested_outputs or info.outputs
-        outputs = [mod.InferRequestedOutput(n) for n in names]
-        return tensors, outputs, region
+            prepared.tensors.append(t)
+        for name in names:
+            out = mod.InferRequestedOutput(name)
+            if region is not None and name in out_spans:
+                offset, size = out_spans[name]
+                out.set_shared_memory(region.name, size, offset=offset)
+                prepared.placed[name] = (offset, *fixed[name])
+            prepared.outputs.append(out)
+        return prepared
 
     def _kwargs(self, ep: _Endpoint) -> dict[str, Any]:
         kw: dict[str, Any] = {"model_version": self.version, "headers": ep.headers()}
@@ -533,44 +558,69 @@ class Client:
             times[ep.server.name] = (queue, compute)
         return times
 
-    def _decode(self, result: Any) -> dict[str, np.ndarray]:
+    def _decode(self, result: Any, prepared: _Prepared) -> dict[str, np.ndarray]:
         names = self.requested_outputs or self.info().outputs
-        return {n: result.as_numpy(n) for n in names}
+        region, placed = prepared.region, prepared.placed
+        return {n: read_output(region, *placed[n]) if region is not None and n in placed
+                else result.as_numpy(n) for n in names}  # fmt: skip
 
     def _once(
         self, ep: _Endpoint, chunk: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        tensors, outputs, region = self._request(ep, chunk, aio=False)
+        prepared = self._request(ep, chunk, rows, aio=False)
         try:
             before = self._stats(ep) if self.verbose else None
             t1 = time.perf_counter()
-            result = ep.sync().infer(self.model, tensors, outputs=outputs, **self._kwargs(ep))
+
+            def send() -> Any:
+                return ep.sync().infer(self.model, prepared.tensors, outputs=prepared.outputs,
+                                       **self._kwargs(ep))  # fmt: skip
+
+            try:
+                result = send()
+            except Exception as err:
+                if prepared.region is None or not unknown_region(err):
+                    raise
+                ep.shm.register(prepared.region)  # type: ignore[union-attr]  # forgotten: again
+                result = send()
             t2 = time.perf_counter()
+            out = self._decode(result, prepared)
         finally:
-            if region is not None:
-                ep.shm.release(region)  # type: ignore[union-attr]
-        out = self._decode(result)
+            if prepared.region is not None:
+                ep.shm.release(prepared.region)  # type: ignore[union-attr]
         t3 = time.perf_counter()
-        self._record(ep, t1 - t0, t2 - t1, t3 - t2, rows, before)
+        self._record(ep, t1 - t0, t2 - t1, t3 - t2, rows, before, prepared.shared_memory)
         return out
 
     async def _once_async(
         self, ep: _Endpoint, chunk: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        tensors, outputs, region = self._request(ep, chunk, aio=True)
+        prepared = self._request(ep, chunk, rows, aio=True)
         try:
             before = await asyncio.to_thread(self._stats, ep) if self.verbose else None
             t1 = time.perf_counter()
-            result = await ep.aio().infer(self.model, tensors, outputs=outputs,
-                                          **self._kwargs(ep))  # fmt: skip
+
+            async def send() -> Any:
+                return await ep.aio().infer(self.model, prepared.tensors,
+                                            outputs=prepared.outputs,
+                                            **self._kwargs(ep))  # fmt: skip
+
+            try:
+                result = await send()
+            except Exception as err:
+                if prepared.region is None or not unknown_region(err):
+                    raise
+                await asyncio.to_thread(ep.shm.register, prepared.region)  # type: ignore[union-attr]
+                result = await send()
             t2 = time.perf_counter()
+            out = self._decode(result, prepared)
         finally:
-            if region is not None:
-                ep.shm.release(region)  # type: ignore[union-attr]
-        out = self._decode(result)
-        times = (ep, t1 - t0, t2 - t1, time.perf_counter() - t2, rows, before)
+            if prepared.region is not None:
+                ep.shm.release(prepared.region)  # type: ignore[union-attr]
+        times = (ep, t1 - t0, t2 - t1, time.perf_counter() - t2, rows, before,
+                 prepared.shared_memory)  # fmt: skip
         if before is None:
             self._record(*times)
         else:  # the server's split: statistics calls, off the event loop
@@ -578,8 +628,8 @@ class Client:
         return out
 
     def _record(self, ep: _Endpoint, ser: float, wait: float, de: float, rows: int,
-                before: tuple[int, int, int] | None) -> None:  # fmt: skip
-        timing = CallTiming(ep.server.name, ser, wait, de, rows)
+                before: tuple[int, int, int] | None, shared_memory: str = "") -> None:  # fmt: skip
+        timing = CallTiming(ep.server.name, ser, wait, de, rows, shared_memory=shared_memory)
         if before is not None:
             after = self._stats(ep)
             for _ in range(50):  # Triton may publish a request's statistics after replying
@@ -701,6 +751,23 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One request's tensors, and what of it goes through a shared-memory region."""
+
+    tensors: list[Any]
+    outputs: list[Any]
+    region: Region | None
+    #: Outputs the server writes into the region: name -> (offset, dtype, shape).
+    placed: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = field(default_factory=dict)
+
+    @property
+    def shared_memory(self) -> str:
+        if self.region is None:
+            return ""
+        return "inputs+outputs" if self.placed else "inputs"
 
 
 class _Retry:

@@ -4,12 +4,16 @@ When the server runs on this node, input tensors need not cross the socket:
 the client writes them into a POSIX shared-memory region the server has
 registered, and the request carries only the region's name, size and offset.
 Regions are created and registered once and reused (one per request in
-flight, grown to the largest request), and unregistered on close.
+flight, grown to the largest request), and unregistered on close.  Outputs of
+a fixed size come back through the same region, after the inputs, as CMSSW
+does; BYTES tensors and outputs with a variable dim stay on the wire.
 
 ``auto`` mode uses it for servers whose address is this host's and that
 accept the registration (``sonic serve --allow-client-shm=true``; Triton
 accepts by default); a server that refuses is used over the wire, silently.
-Outputs still come back on the wire; BYTES inputs always do.
+A server that does not know a region (it restarted, or a local balancer
+sent the request to another server) gets it registered again, and the
+request is sent once more (:func:`unknown_region`).
 """
 
 from __future__ import annotations
@@ -73,17 +77,20 @@ class ShmPool:
                 self._free.remove(region)
                 return region
         name, size = f"sonic_client_{os.getpid()}_{next(_names)}", max(nbytes, 1)
-        handle = shm.create_shared_memory_region(name, f"/{name}", size)
+        region = Region(name, shm.create_shared_memory_region(name, f"/{name}", size), size)
         try:
-            self._client().register_system_shared_memory(name, f"/{name}", size,
-                                                         headers=self._headers)  # fmt: skip
+            self.register(region)
         except Exception:
-            shm.destroy_shared_memory_region(handle)
+            shm.destroy_shared_memory_region(region.handle)
             raise
-        region = Region(name, handle, size)
         with self._lock:
             self._all.append(region)
         return region
+
+    def register(self, region: Region) -> None:
+        """Register the region with the server (again, after it forgot it)."""
+        self._client().register_system_shared_memory(region.name, f"/{region.name}", region.size,
+                                                     headers=self._headers)  # fmt: skip
 
     def release(self, region: Region) -> None:
         with self._lock:
@@ -112,3 +119,28 @@ def write_inputs(region: Region, arrays: list[np.ndarray]) -> list[tuple[int, in
         spans.append((offset, a.nbytes))
         offset += a.nbytes
     return spans
+
+
+def output_spans(outputs: dict[str, tuple[np.dtype, tuple[int, ...]]],
+                 start: int) -> dict[str, tuple[int, int]]:  # fmt: skip
+    """(offset, size) in the region for each output of a fixed shape, after ``start``."""
+    spans, offset = {}, start
+    for name, (dtype, shape) in outputs.items():
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        spans[name] = (offset, size)
+        offset += size
+    return spans
+
+
+def read_output(region: Region, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> Any:
+    """An output the server wrote into the region, copied out (the region is reused)."""
+    import tritonclient.utils.shared_memory as shm
+
+    return np.array(shm.get_contents_as_numpy(region.handle, dtype, shape, offset=offset))
+
+
+def unknown_region(err: Exception) -> bool:
+    """True where the server refused a request because it does not know its region."""
+    text = str(err).lower()
+    return "shared memory region" in text and ("unable to find" in text or "not found" in text)
+

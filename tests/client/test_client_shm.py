@@ -1,0 +1,100 @@
+"""Shared memory as CMSSW uses it (issue #21, defect 4): outputs of a fixed size come back
+through the region, a server that forgot a region (restarted) gets it registered again, and
+the local fallback server takes shared memory."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sonic.client import Client
+from sonic.launcher import LocalServer, free_ports
+from sonic.repository.examples import identity_model, mlp_model, write_model
+
+MLP = """
+max_batch_size: 16
+input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]
+output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]
+"""
+VARIABLE = """
+max_batch_size: 16
+input [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ -1 ] } ]
+output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ -1 ] } ]
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    write_model(mlp_model(), tmp_path, "mlp", config=MLP)
+    write_model(identity_model("FP32"), tmp_path, "identity", config=VARIABLE)
+    return tmp_path
+
+
+def _x(rows: int) -> np.ndarray:
+    return np.random.default_rng(rows).standard_normal((rows, 64)).astype(np.float32)
+
+
+def _server(repo: Path, ports: LocalServer | None = None) -> LocalServer:
+    srv = LocalServer(repo, "--allow-client-shm=true")
+    if ports is not None:  # the same ports: the same server, restarted
+        srv.http_port, srv.grpc_port, srv.metrics_port = (ports.http_port, ports.grpc_port,
+                                                          ports.metrics_port)  # fmt: skip
+    return srv.start()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_restarted_server_gets_the_region_again(repo: Path, mode: str) -> None:
+    first = _server(repo)
+    client = Client("mlp", [first.grpc_url], shared_memory="on", retries=[])
+    try:
+
+        def infer(x: np.ndarray) -> np.ndarray:
+            if mode == "sync":
+                return client.infer({"input": x})["output"]
+
+            async def call() -> np.ndarray:
+                try:
+                    return (await client.infer_async({"input": x}))["output"]
+                finally:
+                    await client.close_async()
+
+            return asyncio.run(call())
+
+        before = infer(_x(3))
+        first.stop()
+        second = _server(repo, ports=first)  # knows no region of this client
+        try:
+            again = infer(_x(3))  # no retries allowed: only the re-registration can save it
+        finally:
+            second.stop()
+    finally:
+        client.close()
+    np.testing.assert_array_equal(again, before)
+    assert [t.shared_memory for t in client.timings] == ["inputs+outputs"] * 2
+
+
+def test_outputs_of_a_variable_size_come_on_the_wire(repo: Path) -> None:
+    srv = _server(repo)
+    try:
+        with Client("identity", [srv.grpc_url], shared_memory="on") as client:
+            x = np.arange(10, dtype=np.float32).reshape(2, 5)
+            np.testing.assert_array_equal(client.infer({"INPUT0": x})["OUTPUT0"], x)
+        with Client("mlp", [srv.grpc_url], shared_memory="on") as fixed:
+            out = fixed.infer({"input": _x(4)})["output"]
+    finally:
+        srv.stop()
+    assert out.shape == (4, 2)
+    assert [t.shared_memory for t in client.timings] == ["inputs"]
+    assert [t.shared_memory for t in fixed.timings] == ["inputs+outputs"]
+
+
+def test_the_fallback_server_takes_shared_memory(repo: Path) -> None:
+    (dead,) = free_ports(1)
+    with Client("mlp", [f"127.0.0.1:{dead}"], fallback_repository=repo) as client:
+        out = client.infer({"input": _x(2)})["output"]
+    assert out.shape == (2, 2)
+    assert [(t.server, t.shared_memory) for t in client.timings] == [
+        ("fallback", "inputs+outputs")]  # fmt: skip
