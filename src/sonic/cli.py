@@ -974,13 +974,15 @@ def plan_cmd(profile_path: Path, model: str | None, server: str | None, hardware
 @click.option("--jwt-alg", default="HS256")
 @click.option("--jwt-key", envvar="SONIC_JWT_KEY", default="",
               help="HS256 secret or the issuer's PEM path (or $SONIC_JWT_KEY).")
+@click.option("--jwt-issuer", default="", help="The tokens' required 'iss' (with --auth jwt).")
+@click.option("--jwt-audience", default="", help="The tokens' required 'aud' (with --auth jwt).")
 @click.option("--admission-threshold", type=float, default=0.0,
               help="Refuse RepositoryIndex above this queue time per execution (ms); 0 = off.")
 @click.option("--serve-arg", "serve_args", multiple=True,
               help="Extra sonic serve flag for every replica (repeatable).")
 def gateway(repositories: tuple[Path, ...], replicas: int, grpc_port: int, http_port: int,
             stats_port: int, prometheus_port: int, address: str, auth: str, jwt_alg: str,
-            jwt_key: str, admission_threshold: float,
+            jwt_key: str, jwt_issuer: str, jwt_audience: str, admission_threshold: float,
             serve_args: tuple[str, ...]) -> None:  # fmt: skip
     """Replicas of sonic serve behind the L7 gateway (HAProxy) with Prometheus, on one machine."""
     import contextlib
@@ -989,8 +991,9 @@ def gateway(repositories: tuple[Path, ...], replicas: int, grpc_port: int, http_
     from sonic.gateway import Gateway, Prometheus
     from sonic.launcher import LocalServer
 
-    if auth == "jwt" and not jwt_key:
-        raise click.UsageError("--auth jwt needs --jwt-key (or $SONIC_JWT_KEY)")
+    if auth == "jwt" and not (jwt_key and jwt_issuer and jwt_audience):
+        raise click.UsageError("--auth jwt needs --jwt-key (or $SONIC_JWT_KEY), --jwt-issuer and "
+                               "--jwt-audience: tokens are checked for all three")  # fmt: skip
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -1006,6 +1009,7 @@ def gateway(repositories: tuple[Path, ...], replicas: int, grpc_port: int, http_
         prom.start()
         gw = Gateway([("127.0.0.1", s.grpc_port, s.http_port) for s in servers], grpc_port,
                      http_port, stats_port, auth=auth, jwt_alg=jwt_alg, jwt_key=jwt_key,
+                     jwt_issuer=jwt_issuer, jwt_audience=jwt_audience,
                      prometheus=prom.url, admission_threshold=admission_threshold,
                      bind=address)  # fmt: skip
         stack.callback(gw.stop)

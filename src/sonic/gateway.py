@@ -155,6 +155,8 @@ class Gateway(_Daemon):
     auth: str = "none"  # none | jwt
     jwt_alg: str = "HS256"
     jwt_key: str = ""
+    jwt_issuer: str = ""  # the tokens' iss and aud; required with auth="jwt"
+    jwt_audience: str = ""
     prometheus: str = ""
     admission_threshold: float = 0.0
     admission_query: str = QUEUE_PER_EXEC
@@ -169,6 +171,8 @@ class Gateway(_Daemon):
                 "GATEWAY_GRPC_PORT": str(self.grpc_port), "GATEWAY_HTTP_PORT": str(self.http_port),
                 "GATEWAY_STATS_PORT": str(self.stats_port), "SONIC_AUTH": self.auth,
                 "SONIC_JWT_ALG": self.jwt_alg, "SONIC_JWT_KEY": self.jwt_key,
+                **({"SONIC_JWT_ISSUER": self.jwt_issuer} if self.jwt_issuer else {}),
+                **({"SONIC_JWT_AUDIENCE": self.jwt_audience} if self.jwt_audience else {}),
                 "PROMETHEUS_URL": self.prometheus,
                 "ADMISSION_THRESHOLD": str(self.admission_threshold),
                 "ADMISSION_QUERY": self.admission_query,

@@ -25,16 +25,20 @@ from sonic.launcher import LocalServer, free_ports
 from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
 
 SECRET = "test-secret-for-the-gateway"
+ISSUER, AUDIENCE = "https://issuer.test/", "sonic"
 
 
 def jwt(secret: str = SECRET, **claims: object) -> str:
-    """An HS256 JWT (what a site's token issuer would hand a grid job)."""
+    """An HS256 JWT (what a site's token issuer would hand a grid job): valid for an hour from
+    now, for this issuer and audience, unless ``claims`` say otherwise."""
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps({"sub": "cms-job", **claims}).encode())
+    valid = {"sub": "cms-job", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 3600}
+    body = b64(json.dumps({k: v for k, v in {**valid, **claims}.items() if v is not None})
+               .encode())  # fmt: skip
     sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64(sig)}"
 
@@ -131,12 +135,19 @@ def test_killed_replica_is_routed_around(replicas: list[LocalServer]) -> None:
 
 
 def test_requests_without_a_valid_token_are_refused(replicas: list[LocalServer]) -> None:
-    gw = start_gateway(replicas, auth="jwt", jwt_alg="HS256", jwt_key=SECRET)
+    gw = start_gateway(replicas, auth="jwt", jwt_alg="HS256", jwt_key=SECRET, jwt_issuer=ISSUER,
+                       jwt_audience=AUDIENCE)  # fmt: skip
+    now = int(time.time())
     try:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{gw.grpc_port}")
         infer(client, AUTH)
-        for headers in (None, {"authorization": f"Bearer {jwt('wrong-secret')}"},
-                        {"authorization": "Bearer not-a-jwt"}):  # fmt: skip
+        infer(client, {"authorization": f"Bearer {jwt(aud=[AUDIENCE, 'other'])}"})
+        infer(client, {"authorization": f"Bearer {jwt(nbf=now - 60)}"})
+        # Was: only the signature was checked, so the expired token (a year ago) passed.
+        refused = [jwt("wrong-secret"), "not-a-jwt", jwt(exp=now - 365 * 86400), jwt(exp=None),
+                   jwt(nbf=now + 3600), jwt(aud="another-service"), jwt(iss="https://evil/")]
+        for token in [None, *refused]:
+            headers = None if token is None else {"authorization": f"Bearer {token}"}
             with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
                 infer(client, headers)
         http = f"http://127.0.0.1:{gw.http_port}/v2/health/ready"
@@ -146,7 +157,7 @@ def test_requests_without_a_valid_token_are_refused(replicas: list[LocalServer])
         e.value.close()
         with urllib.request.urlopen(urllib.request.Request(http, headers=AUTH)) as r:
             assert r.status == 200
-        assert sum(successes(r) for r in replicas) == 1  # refused calls never reached a server
+        assert sum(successes(r) for r in replicas) == 3  # refused calls never reached a server
     finally:
         gw.stop()
 
@@ -209,3 +220,11 @@ def test_one_command_starts_the_local_gateway(repo: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "stopped" in out
+
+
+def test_the_placeholder_key_stops_the_gateway(replicas: list[LocalServer]) -> None:
+    """The manifests' Secret holds "change-me" until a site replaces it: HAProxy refuses it."""
+    with pytest.raises(RuntimeError, match="placeholder 'change-me'"):
+        start_gateway(replicas, auth="jwt", jwt_key="change-me", jwt_issuer=ISSUER,
+                      jwt_audience=AUDIENCE)  # fmt: skip
+

@@ -103,6 +103,10 @@ def test_server_args_are_sonic_serve_flags() -> None:
 
 
 def test_autoscaling_query_is_queue_time_per_execution() -> None:
+    for overlay in OVERLAYS:
+        for so in by_kind(render(overlay), "ScaledObject"):
+            # Was: no metricType, so KEDA's AverageValue (see test_autoscaling_rule.py).
+            assert [t["metricType"] for t in so["spec"]["triggers"]] == ["Value"], overlay
     (so,) = by_kind(render("base"), "ScaledObject")
     query = " ".join(so["spec"]["triggers"][0]["metadata"]["query"].split())
     assert query.replace('{namespace="sonic"}', "") == QUEUE_PER_EXEC
