@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sonic.client import Client
+from sonic.client import Client, InferenceError
 from sonic.launcher import LocalServer, free_ports
 from sonic.repository.examples import identity_model, mlp_model, write_model
 
@@ -98,3 +98,42 @@ def test_the_fallback_server_takes_shared_memory(repo: Path) -> None:
     assert out.shape == (2, 2)
     assert [(t.server, t.shared_memory) for t in client.timings] == [
         ("fallback", "inputs+outputs")]  # fmt: skip
+
+
+def _gpu() -> bool:
+    try:
+        import tritonclient.utils.cuda_shared_memory as cudashm
+
+        cudashm.destroy_shared_memory_region(cudashm.create_shared_memory_region("probe", 8, 0))
+    except Exception:
+        return False
+    return True
+
+
+def test_cuda_shared_memory_without_a_gpu_says_why(repo: Path) -> None:
+    """CUDA shared memory needs a GPU on this node; without one the call fails at once, with
+    CUDA's own reason, and sends nothing."""
+    if _gpu():
+        pytest.skip("a GPU is here: test_cuda_shared_memory_round_trip covers it")
+    srv = _server(repo)
+    try:
+        with Client("mlp", [srv.grpc_url], shared_memory="cuda", retries=[]) as client:
+            with pytest.raises(InferenceError, match=r"no CUDA shared memory with .* GPU 0: "):
+                client.infer({"input": _x(2)})
+            assert client.timings == []
+    finally:
+        srv.stop()
+
+
+@pytest.mark.skipif(not _gpu(), reason="needs a GPU on this node (run on a lent device)")
+def test_cuda_shared_memory_round_trip(repo: Path) -> None:
+    srv = _server(repo)
+    try:
+        with Client("mlp", [srv.grpc_url], shared_memory="cuda") as client:
+            cuda = client.infer({"input": _x(3)})["output"]
+        with Client("mlp", [srv.grpc_url], shared_memory="off") as wire:
+            plain = wire.infer({"input": _x(3)})["output"]
+    finally:
+        srv.stop()
+    np.testing.assert_array_equal(cuda, plain)
+    assert [t.shared_memory for t in client.timings] == ["inputs"]

@@ -17,7 +17,7 @@ from sonic.client import Client, InferenceError, NoServerError, load_servers
 from sonic.gateway import Gateway
 from sonic.launcher import LocalServer, free_ports
 from sonic.repository.examples import mlp_model, write_model
-from tests.deploy.test_gateway import SECRET, jwt
+from tests.deploy.test_gateway import AUDIENCE, ISSUER, SECRET, jwt
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None or shutil.which("openssl") is None,
                                 reason="needs haproxy and openssl")  # fmt: skip
@@ -39,7 +39,8 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Pat
     with LocalServer(repo) as server:
         g, h, s = free_ports(3)
         gw = Gateway([("127.0.0.1", server.grpc_port, server.http_port)], g, h, s,
-                     tls_crt=str(bundle), auth="jwt", jwt_key=SECRET).start()  # fmt: skip
+                     tls_crt=str(bundle), auth="jwt", jwt_key=SECRET, jwt_issuer=ISSUER,
+                     jwt_audience=AUDIENCE).start()  # fmt: skip
         try:
             yield gw, cert
         finally:

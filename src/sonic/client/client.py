@@ -54,7 +54,6 @@ from sonic.client.shm import (
     output_spans,
     read_output,
     unknown_region,
-    write_inputs,
 )
 from sonic.protocol.datatypes import from_numpy_dtype, to_numpy_dtype
 
@@ -203,6 +202,7 @@ class Client:
         verbose: bool = False,
         shared_memory: str = "auto",
         verify_checksums: bool = True,
+        cuda_device: int = 0,
     ) -> None:
         """``model_config_path``: the job's own copy of the model (its ``config.pbtxt``, or the
         model directory holding it); with ``verify_checksums`` (CMSSW's model versioning) the
@@ -215,8 +215,10 @@ class Client:
             )
         if compression not in (None, "none", "gzip", "deflate"):
             raise ValueError(f"compression must be none, gzip or deflate, not {compression!r}")
-        if shared_memory not in ("auto", "on", "off"):
-            raise ValueError(f"shared_memory must be auto, on or off, not {shared_memory!r}")
+        if shared_memory not in ("auto", "on", "off", "cuda"):
+            raise ValueError(
+                f"shared_memory must be auto, on, off or cuda, not {shared_memory!r}"
+            )
         for kind, _ in retries:
             if kind not in ("same", "diff", "fallback"):
                 raise ValueError(f"retry kinds are 'same', 'diff' and 'fallback', not {kind!r}")
@@ -234,6 +236,7 @@ class Client:
         self.model_config_path = model_config_path
         self.verbose = verbose
         self.shared_memory = shared_memory
+        self.cuda_device = cuda_device  # the GPU of shared_memory="cuda" regions
         specs = [Server.parse(s) for s in servers]
         if server_file is not None:
             specs += load_servers(server_file)
@@ -456,9 +459,10 @@ class Client:
         """The endpoint's shared-memory pool, deciding on first use (see ``client.shm``)."""
         if ep.shm is None:
             host = ep.server.url.rsplit(":", 1)[0].strip("[]")
-            wanted = self.shared_memory == "on" or (self.shared_memory == "auto"
-                                                     and is_local(host))  # fmt: skip
-            ep.shm = ShmPool(ep.sync, ep.headers()) if wanted else False
+            wanted = self.shared_memory in ("on", "cuda") or (self.shared_memory == "auto"
+                                                               and is_local(host))  # fmt: skip
+            cuda = self.cuda_device if self.shared_memory == "cuda" else None
+            ep.shm = ShmPool(ep.sync, ep.headers(), cuda) if wanted else False
         return ep.shm if isinstance(ep.shm, ShmPool) else None
 
     def _request(self, ep: _Endpoint, chunk: Mapping[str, np.ndarray], rows: int,
@@ -474,13 +478,19 @@ class Client:
                  if info.output_specs[n].datatype != "BYTES"
                  and all(d > 0 for d in info.output_specs[n].dims)}  # fmt: skip
         in_bytes = sum(a.nbytes for a in arrays.values())
-        out_spans = output_spans(fixed, in_bytes)
+        # tritonclient reads a CUDA region only from its start: those outputs use the wire.
+        cuda = self.shared_memory == "cuda"
+        out_spans = {} if cuda else output_spans(fixed, in_bytes)
         region = None
         pool = self._pool(ep)
         if pool is not None and all(info.inputs[n].datatype != "BYTES" for n in arrays):
             try:
                 region = pool.acquire(in_bytes + sum(size for _, size in out_spans.values()))
             except Exception as err:
+                if self.shared_memory == "cuda":
+                    raise InferenceError(
+                        f"no CUDA shared memory with server {ep.server.name} on GPU "
+                        f"{self.cuda_device}: {err}", []) from err
                 if self.shared_memory == "on":
                     raise InferenceError(
                         f"server {ep.server.name} refused shared memory ({err}); start it with "
@@ -489,7 +499,7 @@ class Client:
                          ep.server.name, err)  # fmt: skip
                 ep.shm = False
         prepared = _Prepared([], [], region)
-        spans = write_inputs(region, list(arrays.values())) if region else []
+        spans = pool.write(region, list(arrays.values())) if pool and region else []
         for i, (name, array) in enumerate(arrays.items()):
             t = mod.InferInput(name, list(array.shape), info.inputs[name].datatype)
             if region is not None:

@@ -14,6 +14,12 @@ accepts by default); a server that refuses is used over the wire, silently.
 A server that does not know a region (it restarted, or a local balancer
 sent the request to another server) gets it registered again, and the
 request is sent once more (:func:`unknown_region`).
+
+``cuda`` mode does the same with CUDA shared memory (device memory shared by
+CUDA IPC, Triton's CUDA shared-memory extension) for a GPU server on this
+node: inputs go into a device region of ``cuda_device``; outputs come back on
+the wire (tritonclient reads a CUDA region only from its start).  It needs a
+GPU here: without one, the client says so with CUDA's own reason.
 """
 
 from __future__ import annotations
@@ -57,19 +63,28 @@ class Region:
 
 
 class ShmPool:
-    """Registered regions of one server, handed out one per request in flight."""
+    """Registered regions of one server, handed out one per request in flight: system shared
+    memory, or with ``cuda_device`` set, CUDA device memory on that GPU."""
 
-    def __init__(self, client: Callable[[], Any], headers: dict[str, str] | None) -> None:
+    def __init__(self, client: Callable[[], Any], headers: dict[str, str] | None,
+                 cuda_device: int | None = None) -> None:  # fmt: skip
         self._client = client
         self._headers = headers
+        self.cuda_device = cuda_device
         self._free: list[Region] = []
         self._all: list[Region] = []
         self._lock = threading.Lock()
 
+    def _module(self) -> Any:
+        if self.cuda_device is None:
+            import tritonclient.utils.shared_memory as shm
+        else:
+            import tritonclient.utils.cuda_shared_memory as shm
+        return shm
+
     def acquire(self, nbytes: int) -> Region:
         """A registered region of at least ``nbytes``; raises if the server refuses."""
-        import tritonclient.utils.shared_memory as shm
-
+        shm = self._module()
         with self._lock:
             fits = [r for r in self._free if r.size >= nbytes]
             if fits:
@@ -77,7 +92,11 @@ class ShmPool:
                 self._free.remove(region)
                 return region
         name, size = f"sonic_client_{os.getpid()}_{next(_names)}", max(nbytes, 1)
-        region = Region(name, shm.create_shared_memory_region(name, f"/{name}", size), size)
+        if self.cuda_device is None:
+            handle = shm.create_shared_memory_region(name, f"/{name}", size)
+        else:
+            handle = shm.create_shared_memory_region(name, size, self.cuda_device)
+        region = Region(name, handle, size)
         try:
             self.register(region)
         except Exception:
@@ -89,21 +108,36 @@ class ShmPool:
 
     def register(self, region: Region) -> None:
         """Register the region with the server (again, after it forgot it)."""
-        self._client().register_system_shared_memory(region.name, f"/{region.name}", region.size,
-                                                     headers=self._headers)  # fmt: skip
+        if self.cuda_device is None:
+            self._client().register_system_shared_memory(
+                region.name, f"/{region.name}", region.size, headers=self._headers)  # fmt: skip
+            return
+        raw = self._module().get_raw_handle(region.handle)
+        self._client().register_cuda_shared_memory(region.name, raw, self.cuda_device,
+                                                   region.size, headers=self._headers)  # fmt: skip
+
+    def write(self, region: Region, arrays: list[np.ndarray]) -> list[tuple[int, int]]:
+        """The arrays one after the other into the region; their (offset, size)."""
+        if self.cuda_device is None:
+            return write_inputs(region, arrays)
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        self._module().set_shared_memory_region(region.handle, arrays)  # back to back from 0
+        offsets = np.cumsum([0, *(a.nbytes for a in arrays)])
+        return [(int(o), a.nbytes) for o, a in zip(offsets, arrays, strict=False)]
 
     def release(self, region: Region) -> None:
         with self._lock:
             self._free.append(region)
 
     def close(self) -> None:
-        import tritonclient.utils.shared_memory as shm
-
+        shm = self._module()
+        unregister = ("unregister_system_shared_memory" if self.cuda_device is None
+                      else "unregister_cuda_shared_memory")  # fmt: skip
         with self._lock:
             regions, self._all, self._free = self._all, [], []
         for r in regions:
             with contextlib.suppress(Exception):
-                self._client().unregister_system_shared_memory(r.name, headers=self._headers)
+                getattr(self._client(), unregister)(r.name, headers=self._headers)
             with contextlib.suppress(Exception):
                 shm.destroy_shared_memory_region(r.handle)
 
