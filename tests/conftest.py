@@ -84,6 +84,21 @@ instance_group [ { count: 1, kind: KIND_CPU } ]
 """
 
 
+def write_python_model(repo: Path, name: str, code: str, *, instances: int = 1,
+                       max_batch_size: int = 0) -> Path:  # fmt: skip
+    """A python-backend model ``X`` -> ``Y`` (FP32 [1]) whose ``model.py`` is ``code``: for the
+    tests that need a server slow, stuck or failing on purpose."""
+    (repo / name / "1").mkdir(parents=True)
+    (repo / name / "1" / "model.py").write_text(code)
+    (repo / name / "config.pbtxt").write_text(
+        f'backend: "python"\nmax_batch_size: {max_batch_size}\n'
+        'input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
+        'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
+        f"instance_group [ {{ count: {instances}, kind: KIND_CPU }} ]\n"
+    )
+    return repo / name
+
+
 def build_repository(root: Path) -> Path:
     """The test repository: mlp, simple, slow, one identity model per datatype."""
     write_model(mlp_model(), root, "mlp", config=MLP_CONFIG)

@@ -13,6 +13,7 @@ import pytest
 
 from sonic.client import Client, InferenceError
 from sonic.launcher import LocalServer
+from tests.conftest import write_python_model
 
 #: Answers at once for x <= 0; for x > 0, only after 2 s: a server that does not answer in time.
 SLOW = textwrap.dedent("""
@@ -31,22 +32,13 @@ SLOW = textwrap.dedent("""
                 out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x)]))
             return out
 """)
-CONFIG = """
-backend: "python"
-max_batch_size: 8
-input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]
-output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
-instance_group [ { count: 8, kind: KIND_CPU } ]
-"""
 TIMEOUT_S = 0.5
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     repo = tmp_path_factory.mktemp("slow")
-    (repo / "slow" / "1").mkdir(parents=True)
-    (repo / "slow" / "1" / "model.py").write_text(SLOW)
-    (repo / "slow" / "config.pbtxt").write_text(CONFIG)
+    write_python_model(repo, "slow", SLOW, instances=8, max_batch_size=8)
     with LocalServer(repo) as srv:
         yield srv
 

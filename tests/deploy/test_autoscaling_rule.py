@@ -23,6 +23,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 
 from sonic.launcher import LocalServer
+from tests.conftest import write_python_model
 from tests.deploy.test_k8s import by_kind, render
 
 #: 4 ms of work per request, one instance, no batching: a server whose queue grows with load.
@@ -41,22 +42,13 @@ WORK = textwrap.dedent("""
                     [pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]))
             return out
 """)
-CONFIG = """
-backend: "python"
-max_batch_size: 0
-input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]
-output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
-instance_group [ { count: 1, kind: KIND_CPU } ]
-"""
 TOLERANCE = 0.1  # the HPA's --horizontal-pod-autoscaler-tolerance default
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     repo = tmp_path_factory.mktemp("work")
-    (repo / "work" / "1").mkdir(parents=True)
-    (repo / "work" / "1" / "model.py").write_text(WORK)
-    (repo / "work" / "config.pbtxt").write_text(CONFIG)
+    write_python_model(repo, "work", WORK)  # one instance, no batching
     with LocalServer(repo) as srv:
         yield srv
 
