@@ -168,7 +168,8 @@ def test_admission_refuses_repository_index_over_threshold(replicas: list[LocalS
                       interval_s=0.5).start()  # fmt: skip
     # The default query gives queue time per execution in ms; it is >= 0.1 ms here (the batcher's
     # 100 us delay), so a 0.02 ms threshold trips under any traffic.
-    gw = start_gateway(replicas, prometheus=prom.url, admission_threshold=0.02,
+    # A whole URL, as sites with an https Prometheus give it (host:port works too: sonic gateway).
+    gw = start_gateway(replicas, prometheus=f"http://{prom.url}/", admission_threshold=0.02,
                        admission_interval_ms=300)  # fmt: skip
     try:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{gw.grpc_port}")

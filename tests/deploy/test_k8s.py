@@ -74,8 +74,10 @@ def test_overlay_renders_and_validates(overlay: str) -> None:
     assert c["lifecycle"]["preStop"]["exec"]["command"]
     assert server["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
-    assert one(docs, "PodDisruptionBudget", "sonic-server")["spec"]["minAvailable"] == 1
+    pdb = one(docs, "PodDisruptionBudget", "sonic-server")["spec"]
+    assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb  # one replica can drain
     services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    assert "stats" not in {p["name"] for p in services["sonic-gateway"]["spec"]["ports"]}
     assert services["sonic-headless"]["spec"]["clusterIP"] == "None"
     assert {p["port"] for p in services["sonic"]["spec"]["ports"]} == {8000, 8001, 8002}
     gw = one(docs, "ConfigMap", "sonic-gateway")["data"]

@@ -14,7 +14,12 @@ local function env(name, default)
     return v
 end
 
+-- host:port (http), or a whole URL: the NRP's and Purdue's Prometheus servers are https.
 local prometheus = env("PROMETHEUS_URL", "")
+if prometheus ~= "" and not prometheus:match("^https?://") then
+    prometheus = "http://" .. prometheus
+end
+prometheus = prometheus:gsub("/+$", "")
 local query = env("ADMISSION_QUERY", DEFAULT_QUERY)
 local threshold = tonumber(env("ADMISSION_THRESHOLD", "0"))
 local interval = tonumber(env("ADMISSION_INTERVAL_MS", "1000"))
@@ -29,7 +34,7 @@ local function poll()
         if prometheus ~= "" and threshold > 0 then
             local ok, err = pcall(function()
                 local hc = core.httpclient()
-                local res = hc:get{url = "http://" .. prometheus .. "/api/v1/query?query=" ..
+                local res = hc:get{url = prometheus .. "/api/v1/query?query=" ..
                     urlencode(query), timeout = 2000}
                 if res and res.status == 200 and res.body then
                     -- {"status":"success","data":{"resultType":"vector","result":[{..."value":[t,"x"]}]}}
