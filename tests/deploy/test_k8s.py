@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
-OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/cpu-hpa", "overlays/site-example"]
+OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/cpu-hpa", "overlays/site-example",
+            "overlays/plain"]
 QUEUE_PER_EXEC = ("sum(rate(nv_inference_queue_duration_us[30s])) / "
                   "sum(rate(nv_inference_exec_count[30s]) * 1000 + 0.001)")  # fmt: skip
 
@@ -88,7 +89,17 @@ def test_overlay_renders_and_validates(overlay: str) -> None:
     assert one(docs, "ConfigMap", "sonic-grafana-dashboard")["metadata"]["labels"][
         "grafana_dashboard"] == "1"
     scalers = by_kind(docs, "ScaledObject") + by_kind(docs, "HorizontalPodAutoscaler")
-    assert len(scalers) == 1  # KEDA, or the plain HPA component instead
+    # KEDA, or the plain HPA component instead; none where the site sizes the servers itself
+    assert len(scalers) == (0 if overlay == "overlays/plain" else 1)
+
+
+def test_a_cluster_without_keda_or_the_prometheus_operator() -> None:
+    """No object of a CRD such a cluster lacks; the pods keep their scrape annotations."""
+    docs = render("overlays/plain")
+    assert not [d for d in docs if d["apiVersion"].startswith(("keda.sh/",
+                                                               "monitoring.coreos.com/"))]
+    server = one(docs, "Deployment", "sonic-server")["spec"]["template"]
+    assert server["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
 
 
 def test_server_args_are_sonic_serve_flags() -> None:
