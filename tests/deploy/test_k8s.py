@@ -13,7 +13,7 @@ import yaml
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/cpu-hpa", "overlays/site-example",
-            "overlays/plain"]
+            "overlays/plain", "overlays/site-cvmfs"]
 QUEUE_PER_EXEC = ("sum(rate(nv_inference_queue_duration_us[30s])) / "
                   "sum(rate(nv_inference_exec_count[30s]) * 1000 + 0.001)")  # fmt: skip
 
@@ -144,3 +144,23 @@ def test_overlays_change_what_they_say() -> None:
     (so,) = by_kind(site, "ScaledObject")
     assert (so["spec"]["maxReplicaCount"], so["spec"]["triggers"][0]["metadata"]["threshold"]) == (
         8, "10")
+
+
+def test_the_cvmfs_site_with_an_ingress() -> None:
+    docs = render("overlays/site-cvmfs")
+    spec = one(docs, "Deployment", "sonic-server")["spec"]["template"]["spec"]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "models"]
+    assert mount["mountPropagation"] == "HostToContainer" and mount["readOnly"] is True
+    assert spec["volumes"][0]["hostPath"]["path"] == "/cvmfs"
+    assert "--model-repository=/cvmfs/cms.cern.ch/sonic/models" in spec["containers"][0]["args"]
+    assert spec["nodeSelector"]["nvidia.com/gpu.product"]
+    assert {t["key"] for t in spec["tolerations"]} == {"nvidia.com/gpu", "dedicated"}
+    (ingress,) = by_kind(docs, "Ingress")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == (
+        "GRPC")
+    assert ingress["spec"]["tls"][0]["secretName"] == "sonic-tls"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert (backend["name"], backend["port"]["name"]) == ("sonic-gateway", "grpc")
+    gateway = {d["metadata"]["name"]: d for d in by_kind(docs, "Service")}["sonic-gateway"]
+    assert gateway["spec"]["type"] == "ClusterIP"  # in through the ingress only
+
