@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from sonic.gateway import QUEUE_PER_EXEC, Prometheus
+from sonic.gateway import QUEUE_PER_EXEC, Gateway, Prometheus
 from sonic.launcher import LocalServer, free_ports
 from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
 
@@ -24,17 +24,21 @@ DASHBOARD = (Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "
 @pytest.fixture(scope="module")
 def monitored(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LocalServer, Prometheus]]:
+) -> Iterator[tuple[LocalServer, Prometheus, Gateway]]:
     repo = tmp_path_factory.mktemp("repo")
     config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
     write_model(mlp_model(), repo, "mlp", config=config)
     with LocalServer(repo) as server:
-        (port,) = free_ports(1)
-        prom = Prometheus([f"127.0.0.1:{server.metrics_port}"], port, interval_s=0.5).start()
+        port, grpc_port, http_port, stats_port = free_ports(4)
+        gateway = Gateway([("127.0.0.1", server.grpc_port, server.http_port)], grpc_port,
+                          http_port, stats_port).start()  # fmt: skip
+        prom = Prometheus([f"127.0.0.1:{server.metrics_port}", f"127.0.0.1:{stats_port}"], port,
+                          interval_s=0.5).start()  # fmt: skip
         try:
-            yield server, prom
+            yield server, prom, gateway
         finally:
             prom.stop()
+            gateway.stop()
 
 
 def value(prom: Prometheus, query: str) -> float:
@@ -78,9 +82,9 @@ def saturate(url: str, seconds: float, concurrency: int = 32, processes: int = 4
 
 
 def test_autoscaling_query_rises_under_saturation(
-    monitored: tuple[LocalServer, Prometheus],
+    monitored: tuple[LocalServer, Prometheus, Gateway],
 ) -> None:
-    server, prom = monitored
+    server, prom, _ = monitored
     # Idle: a trickle of single requests, each alone in the queue.
     c = grpcclient.InferenceServerClient(server.grpc_url)
     x = grpcclient.InferInput("input", [1, 64], "FP32")
@@ -95,13 +99,23 @@ def test_autoscaling_query_rises_under_saturation(
     assert busy > 2 * idle, (idle, busy)
 
 
-def test_every_dashboard_query_returns_data(monitored: tuple[LocalServer, Prometheus]) -> None:
-    server, prom = monitored
+def test_every_dashboard_query_returns_data(
+    monitored: tuple[LocalServer, Prometheus, Gateway],
+) -> None:
+    """Server and gateway panels alike, with the dashboard's variables at "All"."""
+    server, prom, gateway = monitored
     saturate(server.grpc_url, 2.0, concurrency=4)
-    time.sleep(1.0)
+    through = grpcclient.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}")
+    x = grpcclient.InferInput("input", [1, 64], "FP32")
+    x.set_data_from_numpy(np.ones((1, 64), np.float32))
+    for _ in range(20):
+        through.infer("mlp", [x])
+    time.sleep(2.0)
     dash = json.loads(DASHBOARD.read_text())
+    assert {v["name"] for v in dash["templating"]["list"]} >= {"namespace", "instance"}
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    assert len(exprs) >= 10
+    assert len(exprs) >= 16
     for e in exprs:
-        q = e.replace("$__rate_interval", "30s")
+        q = (e.replace("$__rate_interval", "30s").replace("$namespace", ".*")
+             .replace("$instance", ".*"))  # fmt: skip
         assert prom.query(q), f"dashboard query returned no data: {q}"
