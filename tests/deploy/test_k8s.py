@@ -67,7 +67,9 @@ def test_overlay_renders_and_validates(overlay: str) -> None:
             _check_custom(d)
             continue
         kubernetes_validate.validate(d, version, strict=True)
-    server = one(docs, "Deployment", "sonic-server")["spec"]["template"]["spec"]
+    deployment = one(docs, "Deployment", "sonic-server")["spec"]
+    assert deployment["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    server = deployment["template"]["spec"]
     c = server["containers"][0]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
