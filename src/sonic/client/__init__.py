@@ -4,7 +4,8 @@ It depends on :mod:`sonic.protocol` and the stock ``tritonclient`` transports,
 never on server internals, so it works against ``sonic serve`` and NVIDIA Triton.
 """
 
-from sonic.client.client import CallTiming, Client, ModelInfo
+from sonic.client.calls import CallTiming, ModelInfo
+from sonic.client.client import Client
 from sonic.client.errors import (
     ClientError,
     InferenceError,

@@ -27,28 +27,32 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import importlib
 import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sonic.client.calls import (
+    CallTiming,
+    ModelInfo,
+    Prepared,
+    Retry,
+    TensorInfo,
+    concat,
+)
+from sonic.client.endpoint import CONTROL_TIMEOUT_S, Endpoint
 from sonic.client.errors import (
     InferenceError,
     InputError,
     ModelVersionError,
     NoServerError,
-    describe_failure,
-    retryable,
 )
 from sonic.client.servers import Server, environment_servers, load_servers
 from sonic.client.shm import (
-    Region,
     ShmPool,
     is_local,
     output_spans,
@@ -61,123 +65,7 @@ log = logging.getLogger("sonic.client")
 
 UNITS = {"seconds": 1.0, "milliseconds": 1e-3, "microseconds": 1e-6}
 DEFAULT_RETRIES: tuple[tuple[str, int], ...] = (("same", 1), ("diff", 1), ("fallback", 1))
-#: The deadline of a control call (health, metadata, statistics) when the client has no
-#: ``timeout``: a server that stops answering (a network partition) must not hold a job.
-CONTROL_TIMEOUT_S = 10.0
-
-
-@dataclass(slots=True)
-class CallTiming:
-    """Where the time of one request went, in seconds (server times with ``verbose``)."""
-
-    server: str
-    serialize_s: float
-    wait_s: float
-    deserialize_s: float
-    rows: int
-    server_queue_s: float | None = None
-    server_compute_s: float | None = None
-    #: What went through shared memory: "", "inputs" or "inputs+outputs".
-    shared_memory: str = ""
-
-
-@dataclass(slots=True)
-class TensorInfo:
-    name: str
-    datatype: str
-    dims: tuple[int, ...]  # without the batch dim
-
-
-@dataclass(slots=True)
-class ModelInfo:
-    name: str
-    max_batch_size: int
-    inputs: dict[str, TensorInfo]
-    outputs: list[str]
-    output_specs: dict[str, TensorInfo] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Endpoint:
-    server: Server
-    protocol: str
-    failures: int = 0
-    models: set[str] = field(default_factory=set)
-    _sync: dict[int, Any] = field(default_factory=dict)
-    _aio: dict[int, Any] = field(default_factory=dict)
-    #: None: not decided yet; False: inputs go on the wire.
-    shm: ShmPool | bool | None = None
-    #: How long any one call may wait on this server (the client's ``timeout``, or
-    #: CONTROL_TIMEOUT_S): tritonclient's HTTP clients take it at construction only.
-    timeout_s: float = CONTROL_TIMEOUT_S
-
-    def module(self, aio: bool = False) -> Any:
-        name = f"tritonclient.{self.protocol}" + (".aio" if aio else "")
-        return importlib.import_module(name)
-
-    def sync(self) -> Any:
-        # tritonclient.http runs on gevent, whose clients must stay on one thread;
-        # the gRPC client is thread-safe and shared.
-        key = threading.get_ident() if self.protocol == "http" else 0
-        client = self._sync.get(key)
-        if client is None:
-            limits = {}
-            if self.protocol == "http":
-                limits = {"connection_timeout": self.timeout_s, "network_timeout": self.timeout_s}
-            client = self._sync[key] = self.module().InferenceServerClient(
-                self.server.url, **limits, **self._ssl()
-            )
-        return client
-
-    def aio(self) -> Any:
-        loop = id(asyncio.get_running_loop())
-        if loop not in self._aio:
-            limits = {"conn_timeout": self.timeout_s} if self.protocol == "http" else {}
-            self._aio[loop] = self.module(True).InferenceServerClient(
-                self.server.url, **limits, **self._ssl(aio=True)
-            )
-        return self._aio[loop]
-
-    async def close_aio(self) -> None:
-        """Close this event loop's client (before the loop ends, e.g. in asyncio.run)."""
-        client = self._aio.pop(id(asyncio.get_running_loop()), None)
-        if client is not None:
-            await client.close()
-
-    def _ssl(self, aio: bool = False) -> dict[str, Any]:
-        """tritonclient's TLS arguments, which differ by protocol and by sync/asyncio."""
-        sv = self.server
-        if not sv.ssl:
-            return {}
-        if self.protocol == "grpc":
-            kwargs: dict[str, Any] = {"ssl": True}
-            for key in ("root_certificates", "private_key", "certificate_chain"):
-                if getattr(sv, key):
-                    kwargs[key] = getattr(sv, key)
-            return kwargs
-        if not (sv.root_certificates or sv.certificate_chain):
-            return {"ssl": True}
-        if aio:  # aiohttp takes an SSL context, geventhttpclient a dict of options
-            import ssl
-
-            ctx = ssl.create_default_context(cafile=sv.root_certificates or None)
-            if sv.certificate_chain:
-                ctx.load_cert_chain(sv.certificate_chain, sv.private_key or None)
-            return {"ssl": True, "ssl_context": ctx}
-        options = {"ca_certs": sv.root_certificates, "certfile": sv.certificate_chain,
-                   "keyfile": sv.private_key}  # fmt: skip
-        return {"ssl": True, "ssl_options": {k: v for k, v in options.items() if v}}
-
-    def headers(self) -> dict[str, str] | None:
-        return {"authorization": f"Bearer {self.server.token}"} if self.server.token else None
-
-    def close(self) -> None:
-        if isinstance(self.shm, ShmPool):
-            self.shm.close()
-            self.shm = None
-        for client in self._sync.values():
-            client.close()
-        self._sync.clear()
+_POOL = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="sonic-client")
 
 
 class Client:
@@ -242,13 +130,13 @@ class Client:
             specs += load_servers(server_file)
         specs += environment_servers()
         self.control_timeout_s = self.timeout_s or CONTROL_TIMEOUT_S
-        self.endpoints = [_Endpoint(s, protocol, timeout_s=self.control_timeout_s) for s in specs]
+        self.endpoints = [Endpoint(s, protocol, timeout_s=self.control_timeout_s) for s in specs]
         self.timings: list[CallTiming] = []
         self._fallback: Any = None
-        self._fallback_endpoint: _Endpoint | None = None
+        self._fallback_endpoint: Endpoint | None = None
         self._lock = threading.Lock()
         self._info: ModelInfo | None = None
-        self._current: _Endpoint | None = None
+        self._current: Endpoint | None = None
         self._discover()
         if self.requested_outputs:
             self.info()  # an output the model does not have is an error now, not per call
@@ -267,22 +155,22 @@ class Client:
             rows = index["models"] if isinstance(index, dict) else index
             ep.models = {r["name"] for r in rows if r.get("state", "READY") == "READY"}
 
-    def _control(self, ep: _Endpoint) -> dict[str, Any]:
+    def _control(self, ep: Endpoint) -> dict[str, Any]:
         """Keyword arguments of every control call: the server's token and, over gRPC, a
-        deadline (HTTP clients carry theirs, _Endpoint.timeout_s)."""
+        deadline (HTTP clients carry theirs, Endpoint.timeout_s)."""
         kw: dict[str, Any] = {"headers": ep.headers()}
         if self.protocol == "grpc":
             kw["client_timeout"] = self.control_timeout_s
         return kw
 
-    def _json(self, ep: _Endpoint) -> dict[str, Any]:
+    def _json(self, ep: Endpoint) -> dict[str, Any]:
         """As :meth:`_control`, with JSON answers over gRPC."""
         kw = self._control(ep)
         if self.protocol == "grpc":
             kw["as_json"] = True
         return kw
 
-    def _queue_ns(self, ep: _Endpoint) -> float:
+    def _queue_ns(self, ep: Endpoint) -> float:
         try:
             stats = ep.sync().get_inference_statistics(self.model, **self._json(ep))
             q = stats["model_stats"][0]["inference_stats"]["queue"]
@@ -290,7 +178,7 @@ class Client:
         except Exception:
             return float("inf")
 
-    def _candidates(self, exclude: set[str] = frozenset()) -> list[_Endpoint]:  # type: ignore[assignment]
+    def _candidates(self, exclude: set[str] = frozenset()) -> list[Endpoint]:  # type: ignore[assignment]
         hosts = [
             ep for ep in self.endpoints if self.model in ep.models and ep.server.name not in exclude
         ]
@@ -309,7 +197,7 @@ class Client:
                       key=lambda ep: (ep.failures, self._queue_ns(ep)))  # fmt: skip
         return pref + rest
 
-    def best_server(self) -> _Endpoint:
+    def best_server(self) -> Endpoint:
         """The server calls go to; chosen once, and again only after a failure.
 
         Choosing costs health and statistics calls to every server, so it is not
@@ -326,7 +214,7 @@ class Client:
         return chosen
 
     # -- fallback ----------------------------------------------------------------
-    def _use_fallback(self, why: str) -> _Endpoint:
+    def _use_fallback(self, why: str) -> Endpoint:
         with self._lock:
             if self._fallback_endpoint is not None:
                 return self._fallback_endpoint
@@ -343,7 +231,7 @@ class Client:
                                          "--allow-client-shm=true").start()  # fmt: skip
             atexit.register(self._fallback.stop)
             url = self._fallback.grpc_url if self.protocol == "grpc" else self._fallback.http_url
-            ep = _Endpoint(Server("fallback", url), self.protocol, models={self.model})
+            ep = Endpoint(Server("fallback", url), self.protocol, models={self.model})
             self._fallback_endpoint = ep
             return ep
 
@@ -455,7 +343,7 @@ class Client:
                 for i in range(0, rows, mbs)]  # fmt: skip
 
     # -- requests -----------------------------------------------------------------
-    def _pool(self, ep: _Endpoint) -> ShmPool | None:
+    def _pool(self, ep: Endpoint) -> ShmPool | None:
         """The endpoint's shared-memory pool, deciding on first use (see ``client.shm``)."""
         if ep.shm is None:
             host = ep.server.url.rsplit(":", 1)[0].strip("[]")
@@ -465,8 +353,8 @@ class Client:
             ep.shm = ShmPool(ep.sync, ep.headers(), cuda) if wanted else False
         return ep.shm if isinstance(ep.shm, ShmPool) else None
 
-    def _request(self, ep: _Endpoint, chunk: Mapping[str, np.ndarray], rows: int,
-                 aio: bool) -> _Prepared:  # fmt: skip
+    def _request(self, ep: Endpoint, chunk: Mapping[str, np.ndarray], rows: int,
+                 aio: bool) -> Prepared:  # fmt: skip
         mod = ep.module(aio)
         info = self.info()
         arrays = {name: np.asarray(a) for name, a in chunk.items()}
@@ -498,7 +386,7 @@ class Client:
                 log.info("server %s: no shared memory (%s); inputs go on the wire",
                          ep.server.name, err)  # fmt: skip
                 ep.shm = False
-        prepared = _Prepared([], [], region)
+        prepared = Prepared([], [], region)
         spans = pool.write(region, list(arrays.values())) if pool and region else []
         for i, (name, array) in enumerate(arrays.items()):
             t = mod.InferInput(name, list(array.shape), info.inputs[name].datatype)
@@ -517,7 +405,7 @@ class Client:
             prepared.outputs.append(out)
         return prepared
 
-    def _kwargs(self, ep: _Endpoint) -> dict[str, Any]:
+    def _kwargs(self, ep: Endpoint) -> dict[str, Any]:
         kw: dict[str, Any] = {"model_version": self.version, "headers": ep.headers()}
         if self.timeout_s:
             if self.protocol == "grpc":
@@ -533,7 +421,7 @@ class Client:
             kw[key] = self.compression
         return kw
 
-    def _stats(self, ep: _Endpoint) -> tuple[int, int, int]:
+    def _stats(self, ep: Endpoint) -> tuple[int, int, int]:
         s = ep.sync().get_inference_statistics(self.model, self.version, **self._json(ep))
         st = s["model_stats"][0]["inference_stats"]
         ns = lambda k: int(st.get(k, {}).get("ns", 0))  # noqa: E731
@@ -543,7 +431,7 @@ class Client:
             (ns("compute_input") + ns("compute_infer") + ns("compute_output")),
         )
 
-    def _config(self, ep: _Endpoint) -> dict[str, Any]:
+    def _config(self, ep: Endpoint) -> dict[str, Any]:
         cfg = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
         return cfg.get("config", cfg)  # gRPC wraps it in a ModelConfigResponse
 
@@ -568,14 +456,14 @@ class Client:
             times[ep.server.name] = (queue, compute)
         return times
 
-    def _decode(self, result: Any, prepared: _Prepared) -> dict[str, np.ndarray]:
+    def _decode(self, result: Any, prepared: Prepared) -> dict[str, np.ndarray]:
         names = self.requested_outputs or self.info().outputs
         region, placed = prepared.region, prepared.placed
         return {n: read_output(region, *placed[n]) if region is not None and n in placed
                 else result.as_numpy(n) for n in names}  # fmt: skip
 
     def _once(
-        self, ep: _Endpoint, chunk: dict[str, np.ndarray], rows: int
+        self, ep: Endpoint, chunk: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         prepared = self._request(ep, chunk, rows, aio=False)
@@ -604,7 +492,7 @@ class Client:
         return out
 
     async def _once_async(
-        self, ep: _Endpoint, chunk: dict[str, np.ndarray], rows: int
+        self, ep: Endpoint, chunk: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         prepared = self._request(ep, chunk, rows, aio=True)
@@ -637,7 +525,7 @@ class Client:
             await asyncio.to_thread(self._record, *times)
         return out
 
-    def _record(self, ep: _Endpoint, ser: float, wait: float, de: float, rows: int,
+    def _record(self, ep: Endpoint, ser: float, wait: float, de: float, rows: int,
                 before: tuple[int, int, int] | None, shared_memory: str = "") -> None:  # fmt: skip
         timing = CallTiming(ep.server.name, ser, wait, de, rows, shared_memory=shared_memory)
         if before is not None:
@@ -654,7 +542,7 @@ class Client:
         with self._lock:
             self.timings.append(timing)
 
-    def _next(self, kind: str, current: _Endpoint, tried: set[str]) -> _Endpoint | None:
+    def _next(self, kind: str, current: Endpoint, tried: set[str]) -> Endpoint | None:
         if kind == "same":
             return current
         if kind == "diff":
@@ -663,7 +551,7 @@ class Client:
         return self._use_fallback("every remote attempt failed")
 
     def _call(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        retry = _Retry(self, self.best_server())
+        retry = Retry(self, self.best_server())
         for kind, planned in retry.steps():
             try:
                 ep = planned or self._next(kind, retry.ep, retry.tried)
@@ -680,7 +568,7 @@ class Client:
         raise retry.error()
 
     async def _call_async(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        retry = _Retry(self, self._current or await asyncio.to_thread(self.best_server))
+        retry = Retry(self, self._current or await asyncio.to_thread(self.best_server))
         for kind, planned in retry.steps():
             try:
                 ep = planned or await asyncio.to_thread(self._next, kind, retry.ep, retry.tried)
@@ -708,7 +596,7 @@ class Client:
         if rows == 0:
             return self._empty()
         parts = [self._call(c, len(next(iter(c.values())))) for c in self._chunks(inputs, rows)]
-        return _concat(parts)
+        return concat(parts)
 
     async def infer_async(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """As :meth:`infer`, on asyncio; the chunks of a split batch are sent concurrently."""
@@ -720,7 +608,7 @@ class Client:
         chunks = self._chunks(inputs, rows)
         parts = await asyncio.gather(*(self._call_async(c, len(next(iter(c.values()))))
                                        for c in chunks))  # fmt: skip
-        return _concat(list(parts))
+        return concat(list(parts))
 
     def infer_future(
         self, inputs: Mapping[str, np.ndarray]
@@ -761,68 +649,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """One request's tensors, and what of it goes through a shared-memory region."""
-
-    tensors: list[Any]
-    outputs: list[Any]
-    region: Region | None
-    #: Outputs the server writes into the region: name -> (offset, dtype, shape).
-    placed: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = field(default_factory=dict)
-
-    @property
-    def shared_memory(self) -> str:
-        if self.region is None:
-            return ""
-        return "inputs+outputs" if self.placed else "inputs"
-
-
-class _Retry:
-    """One call's walk through the retry policy, shared by the sync and async paths."""
-
-    def __init__(self, client: Client, first: _Endpoint) -> None:
-        self.client = client
-        self.ep = first
-        self.tried: set[str] = set()
-        self.attempts: list[str] = []
-
-    def steps(self) -> list[tuple[str, _Endpoint | None]]:
-        """The first server, then one step per retry the policy allows."""
-        plan: list[tuple[str, _Endpoint | None]] = [("first", self.ep)]
-        for kind, n in self.client.retries:
-            plan += [(kind, None)] * (1 if kind == "fallback" else n)
-        return plan
-
-    def use(self, ep: _Endpoint) -> _Endpoint:
-        self.ep = ep
-        self.tried.add(ep.server.name)
-        return ep
-
-    def succeeded(self, ep: _Endpoint, result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.client._current = ep
-        return result
-
-    def failed(self, ep: _Endpoint, err: Exception) -> bool:
-        """Record a failure; True if the policy should go on."""
-        ep.failures += 1
-        self.client._current = None
-        self.attempts.append(describe_failure(ep.server, err))
-        return retryable(err)
-
-    def error(self) -> InferenceError:
-        return InferenceError(
-            f"inference of model '{self.client.model}' failed",
-            self.client._with_log(self.attempts),
-        )
-
-
-_POOL = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="sonic-client")
-
-
-def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if len(parts) == 1:
-        return parts[0]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
