@@ -69,10 +69,11 @@ class TensorArg:
                 f"--input '{text}': dims must be integers, like 'pf_points:2,-1:FP32'"
             ) from None
         datatype = datatype.upper() or "FP32"
-        if not name or not dims or datatype not in DATATYPES or datatype == "BYTES":
+        numeric = [d for d in DATATYPES if d != "BYTES"]  # TorchScript has no string tensors
+        if not name or not dims or datatype not in numeric:
             raise NotImportable(
                 f"--input '{text}' must be NAME:DIMS[:TYPE], like 'pf_points:2,-1:FP32' (dims "
-                f"without the batch dim; TYPE one of {', '.join(DATATYPES[:-1])})"
+                f"without the batch dim; TYPE one of {', '.join(numeric)})"
             )
         return cls(name, dims, datatype)
 
@@ -254,7 +255,8 @@ def tf_to_onnx(model_dir: Path, version: int) -> tuple[Path, float]:
     return the largest difference of its outputs from TensorFlow's on random inputs."""
     tf2onnx = _need("tf2onnx", "convert")
     _need("tf2onnx.tf_loader", "convert")
-    from sonic.backends.tensorflow import tensor_name  # needs TensorFlow, as this does
+    _need("tensorflow", "tensorflow")
+    from sonic.backends.tensorflow import read_graph_def, tensor_name
 
     config = load_config(model_dir, required=True)
     vdir = model_dir / str(version)
@@ -263,9 +265,7 @@ def tf_to_onnx(model_dir: Path, version: int) -> tuple[Path, float]:
             str(vdir / "model.savedmodel"), None, None, return_tensors_to_rename=True
         )
     else:
-        tf = _need("tensorflow", "tensorflow")
-        graph_def = tf.compat.v1.GraphDef()
-        graph_def.ParseFromString((vdir / "model.graphdef").read_bytes())
+        graph_def = read_graph_def(vdir / "model.graphdef")
         # ONNX takes the config's names: "output/BiasAdd", not the graph's "output/BiasAdd:0".
         renames = {tensor_name(t.name): t.name for t in [*config.input, *config.output]}
         inputs = [tensor_name(t.name) for t in config.input]

@@ -82,6 +82,13 @@ def _dims(shape: Any) -> tuple[int, ...] | None:
     return tuple(-1 if d is None else int(d) for d in shape.as_list())
 
 
+def read_graph_def(path: Path) -> Any:
+    """A frozen graph file as a GraphDef (the backend, sonic repo import and its ONNX step)."""
+    graph_def = _v1.GraphDef()
+    graph_def.ParseFromString(path.read_bytes())
+    return graph_def
+
+
 def tensor_name(name: str) -> str:
     """A config name as a graph tensor name: ``output/BiasAdd`` -> ``output/BiasAdd:0``."""
     return name if ":" in name else f"{name}:0"
@@ -94,8 +101,7 @@ _NOT_OUTPUTS = {"NoOp", "Const", "Placeholder", "PlaceholderV2", "Assert", "Save
 def frozen_graph_outputs(path: Path, names: list[str], model: str) -> list[IOSpec]:
     """The outputs of a frozen graph file: ``names``, or else the nodes nothing consumes (a
     graph declares no outputs; ``sonic repo import`` writes these into the config)."""
-    graph_def = _v1.GraphDef()
-    graph_def.ParseFromString(path.read_bytes())
+    graph_def = read_graph_def(path)
     if not names:
         consumed = {i.split(":")[0].lstrip("^") for node in graph_def.node for i in node.input}
         names = [n.name for n in graph_def.node
@@ -157,10 +163,8 @@ class TensorFlowInstance(BackendInstance):
             raise ModelConfigError(
                 self.model, "default_model_filename", f"model file {path} does not exist"
             )
-        graph_def = _v1.GraphDef()
-        graph_def.ParseFromString(path.read_bytes())
         with self.graph.as_default():
-            tf.graph_util.import_graph_def(graph_def, name="")
+            tf.graph_util.import_graph_def(read_graph_def(path), name="")
         for op in self.graph.get_operations():
             if op.type in ("Placeholder", "PlaceholderV2"):
                 self._inputs[op.name] = op.outputs[0]
