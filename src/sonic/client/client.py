@@ -359,19 +359,21 @@ class Client:
         info = self.info()
         arrays = {name: np.asarray(a) for name, a in chunk.items()}
         names = self.requested_outputs or info.outputs
-        # Outputs of a fixed size can come back through the region too.
-        batch = (rows,) if info.max_batch_size > 0 else ()
-        fixed = {n: (to_numpy_dtype(info.output_specs[n].datatype),
-                     (*batch, *info.output_specs[n].dims)) for n in names
-                 if info.output_specs[n].datatype != "BYTES"
-                 and all(d > 0 for d in info.output_specs[n].dims)}  # fmt: skip
         in_bytes = sum(a.nbytes for a in arrays.values())
-        # tritonclient reads a CUDA region only from its start: those outputs use the wire.
-        cuda = self.shared_memory == "cuda"
-        out_spans = {} if cuda else output_spans(fixed, in_bytes)
+        fixed: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        out_spans: dict[str, tuple[int, int]] = {}
         region = None
         pool = self._pool(ep)
         if pool is not None and all(info.inputs[n].datatype != "BYTES" for n in arrays):
+            # Outputs of a fixed size come back through the region too, after the inputs
+            # (not through CUDA regions: tritonclient reads those only from their start).
+            if pool.cuda_device is None:
+                batch = (rows,) if info.max_batch_size > 0 else ()
+                fixed = {n: (to_numpy_dtype(info.output_specs[n].datatype),
+                             (*batch, *info.output_specs[n].dims)) for n in names
+                         if info.output_specs[n].datatype != "BYTES"
+                         and all(d > 0 for d in info.output_specs[n].dims)}  # fmt: skip
+                out_spans = output_spans(fixed, in_bytes)
             try:
                 region = pool.acquire(in_bytes + sum(size for _, size in out_spans.values()))
             except Exception as err:
