@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
+import signal
 import socket
 import sys
 import threading
@@ -73,7 +75,7 @@ def _executions(args: argparse.Namespace) -> int:
     total = 0
     for server in (args.count_at or args.server).split(","):
         stats = grpcclient.InferenceServerClient(server).get_inference_statistics(
-            args.model, as_json=True)["model_stats"][0]["inference_stats"]
+            args.model, as_json=True, client_timeout=30)["model_stats"][0]["inference_stats"]
         total += int(stats["success"].get("count", 0))
     return total
 
@@ -134,6 +136,8 @@ def main() -> int:
                         help="servers whose executions to count (default: --server)")
     parser.add_argument("--pace-ms", type=float, default=0, help="pause between a worker's events")
     args = parser.parse_args()
+    # Every thread's stack on SIGUSR1: what a job stuck past the test's patience was waiting on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     print(json.dumps(asyncio.run(run(args))), flush=True)
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,7 +85,15 @@ def _job(namespace: str, target: str, *extra: str, during: Any = None) -> dict[s
     assert proc.stdout.readline().strip() == "started", proc.stderr.read() if proc.stderr else ""
     if during is not None:
         during()
-    out, err = proc.communicate(timeout=300)
+    try:
+        out, err = proc.communicate(timeout=240)  # before pytest-timeout (300 s) ends the test
+    except subprocess.TimeoutExpired:  # show where the job is stuck (netjob dumps its stacks)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        proc.kill()
+        out, err = proc.communicate()
+        stuck = f"the job did not finish in 240 s; its threads:\n{err[-20000:]}"
+        raise AssertionError(stuck) from None
     assert proc.returncode == 0, err
     return dict(json.loads(out.strip().splitlines()[-1]))
 
