@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sonic.client import Client  # noqa: E402
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 
 def perf_analyzer(url: str, concurrency: int, window_ms: int, out: Path) -> float:

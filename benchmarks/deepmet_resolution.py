@@ -11,7 +11,6 @@ Outputs ``benchmarks/results/deepmet_resolution.json`` and ``.png``.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+
 from sonic.workflow.generate import generate_sample  # noqa: E402
 from sonic.workflow.report import read_outputs, resolution, resolution_plot  # noqa: E402
 from sonic.workflow.runner import JobConfig, run_files  # noqa: E402
@@ -29,8 +30,7 @@ MODEL = ROOT / "examples" / "model_repository" / "deepmet" / "1" / "model.onnx"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = arguments(__doc__)
     ap.add_argument("--events", type=int, default=800)
     ap.add_argument("--seed", type=int, default=2002)
     args = ap.parse_args()

@@ -22,7 +22,6 @@ Prints one table and writes ``gpu_check.csv`` (every cell) to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import os
@@ -56,6 +55,7 @@ _paths()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
 
 MODELS = ("deepmet", "particlenet", "facile", "mlp")
 N_PF, N_SV = 50, 5  # ParticleNet's particles and vertices per jet
@@ -65,10 +65,10 @@ def modules() -> dict[str, tuple[Any, dict[str, tuple[str, tuple[int, ...]]], st
     """name -> (module, inputs {name: (datatype, dims)}, output name, output width)."""
     from torch import nn
 
-    from sonic.repository.particlenet import INPUT_NAMES, N_CLASSES, PF_FEATURES, SV_FEATURES
-    from sonic.repository.particlenet import _module as particlenet
     from sonic.workflow.deepmet import build_network
     from sonic.workflow.inputs import MAX_N_PF
+    from sonic.zoo.particlenet import INPUT_NAMES, N_CLASSES, PF_FEATURES, SV_FEATURES
+    from sonic.zoo.particlenet import _module as particlenet
 
     torch.manual_seed(0)
 
@@ -199,8 +199,7 @@ def served(url: str, name: str, device: str, batches: list[int], seconds: float)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = arguments(__doc__)
     ap.add_argument("--wheels", type=Path, help="carried wheels to install first")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--batches", default="1,4,16,64,256,1024")

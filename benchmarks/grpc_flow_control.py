@@ -2,7 +2,7 @@
 
 ``sonic serve`` turns grpc's bandwidth-delay-product probing off and announces
 a static 16 MiB receive window instead (``--grpc-http2-bdp-probe=false``, the
-default; ``sonic.server.grpc_frontend.STATIC_WINDOW_BYTES``).  This measures
+default; ``sonic.server.frontends.grpc_aio.STATIC_WINDOW_BYTES``).  This measures
 both sides of that choice, with the two settings in turns:
 
 - small requests: perf_analyzer on the benchmark MLP (batch 1 at concurrency 1
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from busy_poll import POINTS, ab_table, measure, medians  # noqa: E402
 
 from sonic.launcher import LocalServer, free_ports  # noqa: E402
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 SETTINGS = {"BDP probing (grpc's default)": "true", "static 16 MiB window (sonic's)": "false"}
 ONE_WAY_DELAYS_MS = (0, 2, 10)

@@ -5,7 +5,7 @@ perf_analyzer (metadata, config, and a ModelInfer that returns a canned
 response) on the native transport and on two grpcio stacks, and measures them in
 alternation at concurrency 1 and 8, with the server's CPU per request:
 
-- the native transport (``sonic.server._grpc_native``: grpc++ 1.51's generic
+- the native transport (``sonic.server.frontends._grpc_native``: grpc++ 1.51's generic
   async service on one completion-queue thread, calls handed to Python in bulk
   through an eventfd), parsing each request and serializing each answer in
   Python as the others do;
@@ -81,9 +81,9 @@ class Async(pbg.GRPCInferenceServiceServicer):
 mode, port = sys.argv[1], sys.argv[2]
 if mode == "native":
     import uvloop
-    from sonic.server import _grpc_native
-    from sonic.server.grpc_frames import REPLY, relay_methods
-    from sonic.server.grpc_frontend import server_options
+    from sonic.server.frontends import _grpc_native
+    from sonic.server.frontends.grpc_frames import REPLY, relay_methods
+    from sonic.server.frontends.grpc_aio import server_options
 
     METHODS = relay_methods()
     # Parse each request and serialize each answer, as the grpc.aio servicers do.

@@ -17,7 +17,6 @@ own threads.  This measures that choice, alternating at every repetition:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import statistics
@@ -32,9 +31,11 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 from sonic.server.settings import GRPC_EXPERIMENTS  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
 TRANSPORTS = {"EventEngine (grpc's default)": "", "poller thread (sonic's)": GRPC_EXPERIMENTS}
@@ -88,8 +89,7 @@ def perf_analyzer(url: str, server_pid: int, batch: int, conc: int, out: Path) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = arguments(__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     serve: dict[tuple[str, str], list[dict]] = {}

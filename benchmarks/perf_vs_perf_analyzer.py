@@ -12,7 +12,6 @@ Writes ``benchmarks/results/perf_vs_perf_analyzer.json``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
@@ -24,8 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
 TOOLS = {
@@ -52,8 +53,7 @@ def measure(cmd: list[str], url: str, batch: int, conc: int, window_ms: int, out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = arguments(__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--window-ms", type=int, default=2000)
     args = ap.parse_args()

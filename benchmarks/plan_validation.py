@@ -32,7 +32,6 @@ Writes ``benchmarks/results/plan_validation.json``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -45,13 +44,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.perf.inputs import build_inputs  # noqa: E402
 from sonic.perf.plan import Workload, plan  # noqa: E402
 from sonic.perf.profiler import Profiler, Settings, payloads  # noqa: E402
 from sonic.perf.target import Target, model_spec  # noqa: E402
 from sonic.perf.tidy import from_level  # noqa: E402
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 BATCH = 64  # rows per request: e.g. the jets of one event, as ParticleNet's producer sends
 WORKLOADS = [(4, 50.0), (4, 150.0), (4, 240.0), (8, 120.0)]  # (jobs, events/s per job)
@@ -102,8 +103,7 @@ def run_jobs(url: str, jobs: int, rate: float, tmp: Path, window_ms: int) -> dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = arguments(__doc__)
     ap.add_argument("--window-ms", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each workload (medians)")
     ap.add_argument("--profile-processes", type=int, default=4,

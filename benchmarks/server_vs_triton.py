@@ -7,10 +7,10 @@ the noise of a shared machine hits all of them alike.  The model is the
 
 - sonic vs Triton: NVIDIA perf_analyzer (from scripts/install_perf_analyzer.sh).
   sonic runs three times: on the native gRPC transport (``sonic-native``, the
-  default where it is built; sonic.server.grpc_native), on grpc.aio in the server
+  default where it is built; sonic.server.frontends.grpc_native), on grpc.aio in the server
   process (``sonic``, ``--grpc-transport python``), and on grpc.aio in a
   front-end process relaying to the data plane (``sonic-relay``,
-  ``--grpc-frontends 1``; sonic.server.grpc_relay).
+  ``--grpc-frontends 1``; sonic.server.relay.frontend).
 - sonic vs MLServer: sonic.perf.loadgen (MLServer has no ModelConfig, so
   perf_analyzer cannot drive it); the same client for both.
 - in-process onnxruntime: the limit, with no serving at all.
@@ -48,14 +48,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sonic.launcher import (  # noqa: E402
-    LocalServer,
-    TritonServer,
-    free_ports,
-    write_triton_onnx_model,
-)
+from sonic.launcher import LocalServer, free_ports  # noqa: E402
 from sonic.perf.loadgen import run_load  # noqa: E402
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.testing.triton import TritonServer, write_triton_onnx_model  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
 #: perf_analyzer's CSV columns for the time outside what the server's statistics timed.
@@ -168,7 +164,7 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     for proc in [root, *root.children(recursive=True)]:
         try:
             t = proc.cpu_times()
-            in_front = "sonic.server.grpc_relay" in proc.cmdline()
+            in_front = "sonic.server.relay.frontend" in proc.cmdline()
         except psutil.NoSuchProcess:
             continue
         total += t.user + t.system

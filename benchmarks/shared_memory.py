@@ -2,7 +2,7 @@
 
 The server used to map each client region and read inputs straight out of the mapping;
 a client that truncated its file then killed the server with SIGBUS.  It now reads with
-``preadv`` and writes with ``pwrite`` (sonic.server.shm), which copies each input once.
+``preadv`` and writes with ``pwrite`` (sonic.server.memory.system), which copies each input once.
 This measures both ways side by side in one run, alternating, on the same region:
 
 - the data-plane step alone: an input of N bytes read into an array, and an output of N
@@ -35,8 +35,8 @@ import tritonclient.utils.shared_memory as shm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from sonic.launcher import LocalServer
 from sonic.protocol.tensors import Tensor, from_raw
-from sonic.repository.examples import identity_model, write_model
-from sonic.server.shm import SharedMemoryManager
+from sonic.server.memory.system import SharedMemoryManager
+from sonic.zoo.examples import identity_model, write_model
 
 SIZES = [4 << 10, 1 << 20, 16 << 20, 64 << 20]
 OUT = Path(__file__).parent / "results" / "shared_memory.json"

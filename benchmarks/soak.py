@@ -23,7 +23,6 @@ Writes ``benchmarks/results/soak.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -36,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
 
 from sonic import __version__  # noqa: E402
 from sonic.launcher import LocalServer  # noqa: E402
@@ -101,8 +102,7 @@ def verdict(summary: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = arguments(__doc__)
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--window-s", type=float, default=60.0)
     ap.add_argument("--fraction", type=float, default=0.8)

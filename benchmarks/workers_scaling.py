@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 #: One process; two whole servers; one data plane with one and two gRPC front ends.
 DEFAULT_CONFIGS = ["", "--workers=2", "--grpc-frontends=1", "--grpc-frontends=2"]

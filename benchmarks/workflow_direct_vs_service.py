@@ -13,7 +13,6 @@ per event, and writes ``benchmarks/results/workflow_direct_vs_service.json``::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import onnxruntime as ort  # noqa: E402
+from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
 
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.workflow.generate import generate_sample  # noqa: E402
@@ -36,8 +36,7 @@ MODEL_DIR = ROOT / "examples" / "model_repository" / "deepmet"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = arguments(__doc__)
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chunk-size", type=int, default=100)

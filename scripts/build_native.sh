@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the native gRPC transport (native/grpc_transport) into src/sonic/server/: Debian's grpc++
+# Build the native gRPC transport (native/grpc_transport) into src/sonic/server/frontends/: Debian's grpc++
 # and a compiler from apt, pybind11 from PyPI into the venv, CMake against the venv's Python.
 # `sonic serve --grpc-transport python` (grpc.aio) needs none of it.
 set -euo pipefail
@@ -23,5 +23,5 @@ build=build/native
 cmake -S native/grpc_transport -B "$build" -DPython_EXECUTABLE="$(realpath "$PY")" \
   -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
 cmake --build "$build" -j 2 >/dev/null
-cp "$build"/_grpc_native*.so src/sonic/server/
-"$PY" -c "import sonic.server._grpc_native as m; print('native gRPC transport built, grpc++', m.GRPC_VERSION)"
+cp "$build"/_grpc_native*.so src/sonic/server/frontends/
+"$PY" -c "import sonic.server.frontends._grpc_native as m; print('native gRPC transport built, grpc++', m.GRPC_VERSION)"

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Debian's HAProxy (the L7 gateway, with Lua and JWT) and Prometheus, for the deployment tests
 # and `sonic gateway`; iproute2 and nftables, for the network-fault tests (a network namespace
-# whose packets to the server are dropped).  The packages' own services are not started: the tests and the command
-# run their own instances with their own configuration.
+# whose packets to the server are dropped); kubectl, which renders the manifests (kustomize);
+# openssl, which makes the TLS tests' certificates.  The packages' own services are not
+# started: the tests and the command run their own instances with their own configuration.
 set -euo pipefail
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
+command -v kubectl >/dev/null || need+=(kubectl)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo

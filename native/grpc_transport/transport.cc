@@ -1,4 +1,4 @@
-// A byte-level gRPC server for sonic's Python data plane (sonic.server.grpc_native).
+// A byte-level gRPC server for sonic's Python data plane (sonic.server.frontends.grpc_native).
 //
 // Why: grpcio's Python server spends more CPU per call than Triton's whole
 // inference path.  This module keeps only the bytes in C++: grpc++'s generic
@@ -12,7 +12,7 @@
 // batch 64, concurrency 4: 1.01x Triton's throughput before, 1.17x after).
 //
 // The events and answers are the frames of the --grpc-frontends relay
-// (sonic.server.grpc_relay): CALL (a unary request), OPEN / MSG / END (a
+// (sonic.server.relay.frontend): CALL (a unary request), OPEN / MSG / END (a
 // stream and its messages), CANCEL (the client went away) one way; REPLY,
 // ERROR, MSG and END the other.  So the same Python code serves both.
 #include <pybind11/pybind11.h>
@@ -41,7 +41,7 @@ namespace py = pybind11;
 
 namespace {
 
-// Frame kinds, as sonic.server.grpc_relay numbers them; META and GO only with credentials
+// Frame kinds, as sonic.server.relay.frontend numbers them; META and GO only with credentials
 // (gated calls): a call's metadata goes to Python before its message is read, and the
 // message is read only once Python says GO (or never: Python answers ERROR instead).
 enum Kind : int {
@@ -472,7 +472,7 @@ class Server {
   std::deque<Answer> answers_;
   bool woken_ = false;
   // Created in Start: grpc++ reads GRPC_EXPERIMENTS when the first alarm is made, and must
-  // read it while sonic.server.grpc_native has grpcio's setting out of the way.
+  // read it while sonic.server.frontends.grpc_native has grpcio's setting out of the way.
   std::unique_ptr<grpc::Alarm> wake_;
   int wake_tag_ = 0;
   // its address tells the alarm from the calls' tags

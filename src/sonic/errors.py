@@ -38,7 +38,7 @@ class Status(enum.Enum):
     INTERNAL = "INTERNAL"
     CANCELLED = "CANCELLED"
     # Not core statuses in Triton (its front ends answer these themselves); ours come from
-    # sonic.server.auth and map to the transports' own codes.
+    # sonic.server.frontends.auth and map to the transports' own codes.
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
 

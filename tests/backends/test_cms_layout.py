@@ -22,8 +22,8 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from sonic.launcher import LocalServer
-from sonic.repository.particlenet import INPUT_NAMES, N_CLASSES
-from sonic.repository.tools import update_checksums
+from sonic.repository.checksums import update_checksums
+from sonic.zoo.particlenet import INPUT_NAMES, N_CLASSES
 from tests.fixtures.tf_models import write_deepmet
 from tests.fixtures.torch_models import PointTagger
 

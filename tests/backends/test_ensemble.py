@@ -10,32 +10,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from sonic.launcher import LocalServer
-from sonic.repository.examples import identity_model, simple_model, write_model
-from tests.conftest import SIMPLE_CONFIG
-
-ENSEMBLE = """
-name: "chain"
-platform: "ensemble"
-max_batch_size: 8
-input [ { name: "A", data_type: TYPE_INT32, dims: [ 16 ] },
-        { name: "B", data_type: TYPE_INT32, dims: [ 16 ] } ]
-output [ { name: "TWICE_A", data_type: TYPE_INT32, dims: [ 16 ] },
-         { name: "TWICE_B", data_type: TYPE_INT32, dims: [ 16 ] },
-         { name: "DIFF", data_type: TYPE_INT32, dims: [ -1 ] } ]
-ensemble_scheduling {
-  step [
-    { model_name: "simple" model_version: -1
-      input_map { key: "INPUT0" value: "A" } input_map { key: "INPUT1" value: "B" }
-      output_map { key: "OUTPUT0" value: "sum" } output_map { key: "OUTPUT1" value: "diff" } },
-    { model_name: "simple" model_version: -1
-      input_map { key: "INPUT0" value: "sum" } input_map { key: "INPUT1" value: "diff" }
-      output_map { key: "OUTPUT0" value: "TWICE_A" }
-      output_map { key: "OUTPUT1" value: "TWICE_B" } },
-    { model_name: "identity_int32" model_version: 1
-      input_map { key: "INPUT0" value: "diff" } output_map { key: "OUTPUT0" value: "DIFF" } }
-  ]
-}
-"""
+from sonic.zoo.examples import identity_model, simple_model, write_model
+from tests.conftest import ENSEMBLE, SIMPLE_CONFIG
 
 
 @pytest.fixture

@@ -157,8 +157,8 @@ def test_auto_complete_config(python_server: LocalServer) -> None:
 
 def test_model_that_runs_on_real_triton_runs_here(tmp_path: Path) -> None:
     """The python model real tritonserver serves in the tests and benchmarks runs here too."""
-    from sonic.launcher import TRITON_ONNX_MODEL as source
-    from sonic.repository.examples import mlp_model
+    from sonic.testing.triton import TRITON_ONNX_MODEL as source
+    from sonic.zoo.examples import mlp_model
 
     vdir = tmp_path / "mlp_py" / "1"
     vdir.mkdir(parents=True)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightgbm
 import numpy as np
 import pytest
+import torch
 import tritonclient.grpc as grpcclient
+import xgboost
 
 from sonic.launcher import LocalServer
-
-torch = pytest.importorskip("torch")
-xgboost = pytest.importorskip("xgboost")
-lightgbm = pytest.importorskip("lightgbm")
 
 TORCH_CONFIG = """
 platform: "pytorch_libtorch"

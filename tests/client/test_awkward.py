@@ -5,16 +5,15 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator
 
+import awkward as ak
+import dask_awkward as dak
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from sonic.client.awkward_wrapper import TritonWrapper, parse_model_url
 from sonic.launcher import LocalServer
-from sonic.repository.examples import mlp_model, write_model
-
-ak = pytest.importorskip("awkward")
-dak = pytest.importorskip("dask_awkward")
+from sonic.zoo.examples import mlp_model, write_model
 
 CONFIG = """
 max_batch_size: 32

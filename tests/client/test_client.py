@@ -18,8 +18,9 @@ import onnxruntime as ort
 import pytest
 
 from sonic.client import Client, InferenceError, InputError, NoServerError, load_servers
-from sonic.launcher import LocalServer, TritonServer, free_ports, write_triton_onnx_model
-from sonic.repository.examples import mlp_model, write_model
+from sonic.launcher import LocalServer, free_ports
+from sonic.testing.triton import TritonServer, write_triton_onnx_model
+from sonic.zoo.examples import mlp_model, write_model
 
 CONFIG = """
 max_batch_size: 64
@@ -186,7 +187,7 @@ def test_checksum_verification(sonic_repo: Path, tmp_path: Path) -> None:
     import shutil
 
     from sonic.client import ModelVersionError
-    from sonic.repository.tools import update_checksums
+    from sonic.repository.checksums import update_checksums
 
     repo = tmp_path / "repo"
     shutil.copytree(sonic_repo, repo)

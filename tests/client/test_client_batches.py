@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 
 from sonic.client import Client
 from sonic.launcher import LocalServer
-from sonic.repository.examples import identity_model, write_model
+from sonic.zoo.examples import identity_model, write_model
 
 CONFIG = """
 max_batch_size: 16

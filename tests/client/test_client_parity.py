@@ -11,7 +11,7 @@ import pytest
 
 from sonic.client import Client, InputError
 from sonic.launcher import LocalServer
-from sonic.repository.examples import identity_model, write_model
+from sonic.zoo.examples import identity_model, write_model
 
 CONFIG = """
 max_batch_size: 8

@@ -12,7 +12,7 @@ import pytest
 
 from sonic.client import Client, InferenceError
 from sonic.launcher import LocalServer, free_ports
-from sonic.repository.examples import identity_model, mlp_model, write_model
+from sonic.zoo.examples import identity_model, mlp_model, write_model
 
 MLP = """
 max_batch_size: 16

@@ -4,9 +4,12 @@ arrays, and the same subclass, unchanged, runs through ``sonic.client``'s wrappe
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import Any
 
+import awkward as ak
+import dask_awkward as dak
 import numpy as np
 import pytest
 import torch
@@ -15,9 +18,8 @@ from sonic.client.awkward_wrapper import TritonWrapper
 from sonic.launcher import LocalServer
 from tests.fixtures.torch_models import MaskedTagger
 
-ak = pytest.importorskip("awkward")
-dak = pytest.importorskip("dask_awkward")
-coffea_triton = pytest.importorskip("coffea.ml_tools.triton_wrapper")
+# The module (coffea.ml_tools re-exports its class under the same name).
+coffea_triton = importlib.import_module("coffea.ml_tools.triton_wrapper")
 
 N_PARTICLES = 8
 CONFIG = """

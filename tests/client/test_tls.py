@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +15,14 @@ import pytest
 from sonic.client import Client, InferenceError, NoServerError, load_servers
 from sonic.gateway import Gateway
 from sonic.launcher import LocalServer, free_ports
-from sonic.repository.examples import mlp_model, write_model
-from tests.deploy.test_gateway import AUDIENCE, ISSUER, SECRET, jwt
-
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None or shutil.which("openssl") is None,
-                                reason="needs haproxy and openssl")  # fmt: skip
+from sonic.zoo.examples import mlp_model, write_model
+from tests.fixtures.tokens import AUDIENCE, ISSUER, SECRET, jwt
+from tests.fixtures.tools import require
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Path]]:
+    require("haproxy", "openssl")
     d = tmp_path_factory.mktemp("tls")
     key, cert = d / "key.pem", d / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
 import textwrap
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import tritonclient.grpc.aio as aioclient
 
 from sonic.launcher import LocalServer
 from tests.conftest import write_python_model
-from tests.deploy.test_k8s import by_kind, render
+from tests.fixtures.kustomize import by_kind, render
 
 #: 4 ms of work per request, one instance, no batching: a server whose queue grows with load.
 WORK = textwrap.dedent("""
@@ -104,7 +103,6 @@ def simulate(curve: dict[int, float], metric_type: str, threshold: float, client
     return history
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
 def test_the_rendered_rule_converges_on_a_load_step(server: LocalServer) -> None:
     curve = {c: measure(server, c) for c in (1, 2, 4, 8)}
     # The server queues: each request in flight beyond the first waits about one execution.

@@ -25,7 +25,7 @@ def test_dockerfiles(name: str) -> None:
     assert 'ENTRYPOINT ["sonic"]' in text
     # The native gRPC transport is built into the image and imported once as a check.
     assert "cmake -S native/grpc_transport" in text
-    assert 'python -c "import sonic.server._grpc_native"' in text
+    assert 'python -c "import sonic.server.frontends._grpc_native"' in text
     tag = "0.1.0-cpu" if name.endswith("cpu") else "0.1.0-cuda"
     assert f"sonic-inference:{tag}" in text
     overlay = "cpu" if name.endswith("cpu") else "gpu"

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
-import json
 import threading
 import time
 import urllib.error
@@ -22,26 +18,8 @@ from tritonclient.utils import InferenceServerException
 from sonic.client import Client
 from sonic.gateway import Gateway, Prometheus
 from sonic.launcher import LocalServer, free_ports
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
-
-SECRET = "test-secret-for-the-gateway"
-ISSUER, AUDIENCE = "https://issuer.test/", "sonic"
-
-
-def jwt(secret: str = SECRET, **claims: object) -> str:
-    """An HS256 JWT (what a site's token issuer would hand a grid job): valid for an hour from
-    now, for this issuer and audience, unless ``claims`` say otherwise."""
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    valid = {"sub": "cms-job", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 3600}
-    body = b64(json.dumps({k: v for k, v in {**valid, **claims}.items() if v is not None})
-               .encode())  # fmt: skip
-    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-    return f"{head}.{body}.{b64(sig)}"
-
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from tests.fixtures.tokens import AUDIENCE, ISSUER, SECRET, jwt
 
 AUTH = {"authorization": f"Bearer {jwt()}"}
 

@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
-K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
-OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/cpu-hpa", "overlays/site-example",
-            "overlays/plain", "overlays/site-cvmfs"]
-QUEUE_PER_EXEC = ("sum(rate(nv_inference_queue_duration_us[30s])) / "
-                  "sum(rate(nv_inference_exec_count[30s]) * 1000 + 0.001)")  # fmt: skip
-
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
-
-
-def render(overlay: str) -> list[dict[str, Any]]:
-    out = subprocess.run(["kubectl", "kustomize", str(K8S / overlay)], capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    (d,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"].startswith(name)]
-    return d
+from tests.fixtures.kustomize import K8S, OVERLAYS, QUEUE_PER_EXEC, by_kind, one, render
 
 
 def _check_custom(d: dict[str, Any]) -> None:
@@ -106,7 +80,7 @@ def test_a_cluster_without_keda_or_the_prometheus_operator() -> None:
 
 def test_server_args_are_sonic_serve_flags() -> None:
     """A misspelt or retired flag would crash-loop every pod; click parses them here."""
-    from sonic.cli import serve
+    from sonic.cli.serve import serve
 
     for overlay in OVERLAYS:
         spec = one(render(overlay), "Deployment", "sonic-server")["spec"]["template"]["spec"]

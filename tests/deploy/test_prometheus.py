@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 
 from sonic.gateway import QUEUE_PER_EXEC, Gateway, Prometheus
 from sonic.launcher import LocalServer, free_ports
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
 
 DASHBOARD = (Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "monitoring"
              / "sonic-dashboard.json")  # fmt: skip

@@ -62,7 +62,7 @@ def test_every_key_is_one_of_the_charts() -> None:
 
 def test_the_command_is_sonic_serve_with_real_flags() -> None:
     """A flag sonic serve does not have would crash-loop every pod of the site."""
-    from sonic.cli import serve
+    from sonic.cli.serve import serve
 
     triton = yaml.safe_load(VALUES.read_text())["triton"]
     assert triton["command"] == ["/bin/sh", "-c"]

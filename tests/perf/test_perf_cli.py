@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from sonic.launcher import LocalServer
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
 from tests.conftest import SIMPLE_CONFIG
+from tests.fixtures.perf_analyzer import run_perf_analyzer
 
-PERF_ANALYZER = Path(sys.executable).parent / "perf_analyzer"
 FAST = ["-p", "300", "-s", "100", "-r", "6"]  # short windows; a loose bound on a busy machine
 
 
@@ -31,11 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 def sonic_perf(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sonic.cli", "perf", *map(str, args)],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
-
-
-def perf_analyzer(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PERF_ANALYZER), *map(str, args)], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -58,7 +53,7 @@ def header(path: Path) -> bytes:
 def test_csv_header_equals_perf_analyzer(server: LocalServer, tmp_path: Path,
                                          extra: list[str]) -> None:  # fmt: skip
     common = ["-m", "mlp", "-u", server.grpc_url, "-i", "grpc", *FAST, *extra]
-    pa = perf_analyzer(*common, "-f", tmp_path / "pa.csv")
+    pa = run_perf_analyzer(*common, "-f", tmp_path / "pa.csv")
     assert pa.returncode == 0, pa.stdout + pa.stderr
     ours = sonic_perf(*common, "-f", tmp_path / "sonic.csv")
     assert ours.returncode == 0, ours.stdout + ours.stderr
@@ -109,7 +104,7 @@ def test_modes(server: LocalServer, tmp_path: Path, extra: list[str]) -> None:
 
 def test_json_input_data_steps(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    from sonic.repository.examples import simple_model
+    from sonic.zoo.examples import simple_model
 
     write_model(simple_model(), repo, "simple", config=SIMPLE_CONFIG)
     data = tmp_path / "data.json"

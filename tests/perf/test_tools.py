@@ -19,8 +19,8 @@ from sonic.perf.report import write_report
 from sonic.perf.scrape import metadata_from_name, scrape
 from sonic.perf.sweep import SweepSpace, sweep
 from sonic.perf.target import Target
-from sonic.repository.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
-from tests.perf.test_perf_cli import PERF_ANALYZER
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from tests.fixtures.perf_analyzer import PERF_ANALYZER
 
 QUICK = Settings(interval_ms=300, stability_pct=100, max_trials=6)
 

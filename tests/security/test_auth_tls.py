@@ -22,57 +22,16 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from cryptography.hazmat.primitives.asymmetric import rsa
 from tritonclient.utils import InferenceServerException
 
 from sonic.client import Client
 from sonic.launcher import LocalServer
-from sonic.repository.examples import mlp_model, write_model
-from sonic.server.auth import Authenticator, Category, Role
+from sonic.server.frontends.auth import Authenticator, Category, Role
 from sonic.server.settings import AuthSettings
+from tests.fixtures.auth import AUDIENCE, SECRET, TOKENS, auth_args, hs256, keys, repo, rs256
 from tests.fixtures.pki import Pki, make_pki
 
-SECRET = b"a shared secret of at least 32 bytes for HS256 tokens"
-AUDIENCE = "sonic"
-TOKENS = {"inference": "tok-inference-0123456789", "admin": "tok-admin-0123456789"}
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    d = tmp_path_factory.mktemp("keys")
-    (d / "tokens").write_text("# role token\n" + "".join(f"{r} {t}\n" for r, t in TOKENS.items()))
-    (d / "secret").write_bytes(SECRET)
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
-    (d / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "site-1", "use": "sig",
-                                                        "alg": "RS256"}]}))  # fmt: skip
-    return {"dir": d, "rsa": rsa_key, "other_rsa": rsa.generate_private_key(65537, 2048)}
-
-
-def auth_args(keys: dict[str, Any]) -> list[str]:
-    d = keys["dir"]
-    return [f"--auth-token-file={d / 'tokens'}", f"--auth-jwt-secret-file={d / 'secret'}",
-            f"--auth-jwks-file={d / 'jwks.json'}", f"--auth-jwt-audience={AUDIENCE}"]  # fmt: skip
-
-
-def hs256(roles: Any, **claims: Any) -> str:
-    body = {"sub": "job", "aud": AUDIENCE, "exp": int(time.time()) + 600, "roles": roles, **claims}
-    return jwt.encode(body, SECRET, "HS256")
-
-
-def rs256(key: Any, roles: Any, kid: str = "site-1") -> str:
-    body = {"sub": "job", "aud": AUDIENCE, "exp": int(time.time()) + 600, "roles": roles}
-    return jwt.encode(body, key, "RS256", headers={"kid": kid})
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("repo")
-    write_model(mlp_model(), d, "mlp", config=(
-        'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
-        'input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]\n'
-        'output [ { name: "output", data_type: TYPE_FP32, dims: [ 2 ] } ]\n'))  # fmt: skip
-    return d
+__all__ = ["keys", "repo"]  # pytest fixtures, from tests.fixtures.auth
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,15 @@ def test_a_thousand_concurrent_grpc_connections(server: LocalServer) -> None:
                     for _ in range(CONNECTIONS)]  # fmt: skip
         try:
             await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), 120)
-            held = _connections(server.proc.pid, server.grpc_port) - before  # type: ignore[union-attr]
+            # A client's channel is ready once its handshake is done, which can be a moment
+            # before the server has accepted the socket: wait for the count, with a deadline,
+            # rather than read it once (a busy 2-core machine once showed 999).
+            held, deadline = 0, time.monotonic() + 30
+            while time.monotonic() < deadline:
+                held = _connections(server.proc.pid, server.grpc_port) - before  # type: ignore[union-attr]
+                if held >= CONNECTIONS:
+                    break
+                await asyncio.sleep(0.1)
             stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in channels]
             answers = await asyncio.gather(*(s.ModelInfer(request, timeout=120) for s in stubs))
             return held, [len(a.raw_output_contents) for a in answers]

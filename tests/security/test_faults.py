@@ -27,7 +27,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from sonic.launcher import LocalServer
-from sonic.repository.examples import mlp_model, write_model
+from sonic.zoo.examples import mlp_model, write_model
 
 PYTHON_MODEL = textwrap.dedent("""
     import time

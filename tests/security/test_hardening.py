@@ -26,7 +26,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from sonic.launcher import LocalServer
-from sonic.repository.examples import identity_model, mlp_model, write_model
+from sonic.zoo.examples import identity_model, mlp_model, write_model
 from tests.security.attacks import assert_unharmed, under_attack
 
 MLP = ('platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'

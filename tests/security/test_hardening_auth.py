@@ -31,12 +31,12 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from sonic.launcher import LocalServer
-from sonic.server.auth import REFUSALS_PER_S
-from sonic.server.grpc_frontend import MAX_WATCHES
+from sonic.server.frontends.auth import REFUSALS_PER_S
+from sonic.server.frontends.grpc_servicers import MAX_WATCHES
+from tests.fixtures.auth import AUDIENCE, TOKENS, auth_args, hs256, keys, repo
 from tests.security.attacks import assert_unharmed, under_attack
-from tests.security.test_auth_tls import AUDIENCE, TOKENS, auth_args, hs256, keys, repo
 
-__all__ = ["keys", "repo"]  # module fixtures shared with test_auth_tls
+__all__ = ["keys", "repo"]  # pytest fixtures, from tests.fixtures.auth
 
 SECOND_ADMIN = "tok-second-admin-0123456789"
 

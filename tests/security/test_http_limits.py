@@ -1,4 +1,4 @@
-"""HTTP header limits and the connection budget (sonic.server.http_limits), before
+"""HTTP header limits and the connection budget (sonic.server.frontends.http_limits), before
 authentication, against a real ``sonic serve``."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from sonic.launcher import LocalServer
-from sonic.repository.examples import mlp_model, write_model
+from sonic.zoo.examples import mlp_model, write_model
 from tests.security.attacks import assert_unharmed, under_attack
 
 CONNECTIONS = 1050

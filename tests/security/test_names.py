@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from sonic.launcher import LocalServer
-from sonic.repository.examples import mlp_model, write_model
+from sonic.zoo.examples import mlp_model, write_model
 
 CONFIG = ('{"name": "x", "platform": "onnxruntime_onnx", "max_batch_size": 4, "input": [{"name": '
           '"input", "data_type": "TYPE_FP32", "dims": [64]}], "output": [{"name": "output", '

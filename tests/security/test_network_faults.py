@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,8 @@ import pytest
 
 from sonic.gateway import GATEWAY_DIR, Gateway, backends_config
 from sonic.launcher import LocalServer, free_ports
-from sonic.repository.examples import identity_model, write_model
+from sonic.zoo.examples import identity_model, write_model
+from tests.fixtures.tools import require
 
 TIMEOUT_S = 2.0
 RETRIES = 8
@@ -40,8 +40,7 @@ def _run(*cmd: str) -> None:
 @pytest.fixture(scope="module")
 def namespace() -> Iterator[str]:
     name = f"sonic-faults-{os.getpid()}"
-    if shutil.which("nft") is None or shutil.which("ip") is None:
-        pytest.skip("needs iproute2 and nftables (scripts/install_deploy_tools.sh installs them)")
+    require("nft", "ip")
     try:
         _run("ip", "netns", "add", name)
     except subprocess.CalledProcessError as err:
@@ -172,8 +171,7 @@ def test_the_gateway_routes_around_a_partitioned_replica(
     namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Two replicas behind the gateway; one is cut off (both ports) for 5 s mid-job."""
-    if shutil.which("haproxy") is None:
-        pytest.skip("needs haproxy (scripts/install_deploy_tools.sh installs it)")
+    require("haproxy")
     repo = tmp_path_factory.mktemp("gateway-repo")
     write_model(identity_model("FP32"), repo, "identity_fp32")
     command = ["ip", "netns", "exec", namespace, sys.executable, "-m", "sonic.cli", "serve"]

@@ -17,9 +17,9 @@ from sonic.backends.onnxruntime import OnnxRuntimeInstance
 from sonic.errors import ModelConfigError
 from sonic.launcher import LocalServer
 from sonic.repository.config import parse_config
-from sonic.repository.examples import mlp_model, write_model
 from sonic.server.gpus import discover, visible
 from sonic.server.loader import placements
+from sonic.zoo.examples import mlp_model, write_model
 
 ROWS = [(0, "GPU-aaaa-0000", "NVIDIA H200"), (1, "GPU-bbbb-1111", "NVIDIA H200"),
         (2, "GPU-cccc-2222", "NVIDIA H200")]  # fmt: skip

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import urllib.request
 from typing import Any
 
-
-def metric(server: Any, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(server.metrics_url) as r:
-        text = r.read().decode()
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(w in line for w in want):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {name} {labels} in /metrics")
+from tests.fixtures.metrics import metric
 
 
 def post(server: Any, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from sonic.launcher import LocalServer
-from sonic.repository.examples import identity_model, mlp_model, write_model
+from sonic.zoo.examples import identity_model, mlp_model, write_model
 from tests.conftest import CLIENT_VARIANTS, run_with_client
 
 

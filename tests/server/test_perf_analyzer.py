@@ -8,25 +8,18 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures.perf_analyzer import perf_analyzer_path
+
 pytestmark = pytest.mark.perf_analyzer
 
 SERVER_COLUMNS = ["Server Queue", "Server Compute Input", "Server Compute Infer",
                   "Server Compute Output"]  # fmt: skip
-
-
-def perf_analyzer() -> str:
-    path = Path(sys.executable).parent / "perf_analyzer"
-    found = str(path) if path.exists() else shutil.which("perf_analyzer")
-    assert found, "perf_analyzer is not installed: run scripts/install_perf_analyzer.sh"
-    return found
 
 
 @pytest.mark.parametrize(
@@ -40,7 +33,7 @@ def test_perf_analyzer_reports_server_breakdown(
     url = server.grpc_url if protocol == "grpc" else server.http_url
     out = tmp_path / "pa.csv"
     proc = subprocess.run(
-        [perf_analyzer(), "-m", "mlp", "-u", url, "-i", protocol, "--concurrency-range", "1:2",
+        [perf_analyzer_path(), "-m", "mlp", "-u", url, "-i", protocol, "--concurrency-range", "1:2",
          "--measurement-interval", "400", "-s", "50", "-r", "20", "-f", str(out), *extra],
         capture_output=True, text=True, timeout=240, env=dict(os.environ),
     )  # fmt: skip
@@ -58,7 +51,7 @@ def test_perf_analyzer_reports_server_breakdown(
 
 def test_perf_analyzer_shapes_and_zero_data(server: Any) -> None:
     proc = subprocess.run(
-        [perf_analyzer(), "-m", "identity_fp32", "-u", server.grpc_url, "-i", "grpc",
+        [perf_analyzer_path(), "-m", "identity_fp32", "-u", server.grpc_url, "-i", "grpc",
          "--shape", "INPUT0:32", "--input-data", "zero", "-b", "2", "-p", "300", "-s", "50",
          "-r", "20"],
         capture_output=True, text=True, timeout=240,

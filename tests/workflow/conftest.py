@@ -8,6 +8,10 @@ import pytest
 
 from sonic.workflow.generate import generate_sample
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "model_repository"
+#: The trained DeepMET of the example repository.
+MODEL = EXAMPLES / "deepmet" / "1" / "model.onnx"
+
 
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import uproot
 
-from tests.workflow.test_runner import MODEL
+from tests.workflow.conftest import MODEL
 
 
 def sonic(*args: object) -> subprocess.CompletedProcess[str]:

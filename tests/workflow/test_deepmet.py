@@ -6,13 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pytest
+import torch
 import uproot
 
-torch = pytest.importorskip("torch")
-
-from sonic.workflow import deepmet  # noqa: E402
-from sonic.workflow.inputs import INPUT_NAMES, MAX_N_PF, OUTPUT_NAME  # noqa: E402
+from sonic.workflow import deepmet
+from sonic.workflow.inputs import INPUT_NAMES, MAX_N_PF, OUTPUT_NAME
 
 
 def test_untrained_network_is_raw_pf_met(samples: list[Path]) -> None:

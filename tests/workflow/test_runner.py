@@ -13,9 +13,7 @@ import uproot
 from sonic.launcher import LocalServer
 from sonic.workflow.report import read_outputs, resolution
 from sonic.workflow.runner import STAGES, JobConfig, run_files
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "model_repository"
-MODEL = EXAMPLES / "deepmet" / "1" / "model.onnx"
+from tests.workflow.conftest import EXAMPLES, MODEL
 
 
 @pytest.fixture(scope="module")

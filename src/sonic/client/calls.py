@@ -85,20 +85,20 @@ class Retry:
         return ep
 
     def succeeded(self, ep: Endpoint, result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.client._current = ep
+        self.client.router.current = ep
         return result
 
     def failed(self, ep: Endpoint, err: Exception) -> bool:
         """Record a failure; True if the policy should go on."""
         ep.failures += 1
-        self.client._current = None
+        self.client.router.current = None
         self.attempts.append(describe_failure(ep.server, err))
         return retryable(err)
 
     def error(self) -> InferenceError:
         return InferenceError(
             f"inference of model '{self.client.model}' failed",
-            self.client._with_log(self.attempts),
+            self.client.router.with_log(self.attempts),
         )
 
 

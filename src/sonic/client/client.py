@@ -25,7 +25,6 @@ Modes: :meth:`Client.infer` (sync), :meth:`Client.infer_async` (asyncio) and
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import logging
 import threading
@@ -51,6 +50,7 @@ from sonic.client.errors import (
     ModelVersionError,
     NoServerError,
 )
+from sonic.client.routing import Router
 from sonic.client.servers import Server, environment_servers, load_servers
 from sonic.client.shm import (
     ShmPool,
@@ -59,7 +59,8 @@ from sonic.client.shm import (
     read_output,
     unknown_region,
 )
-from sonic.protocol.datatypes import from_numpy_dtype, to_numpy_dtype
+from sonic.client.validation import check_inputs, chunks, empty_outputs
+from sonic.protocol.datatypes import to_numpy_dtype
 
 log = logging.getLogger("sonic.client")
 
@@ -132,115 +133,26 @@ class Client:
         self.control_timeout_s = self.timeout_s or CONTROL_TIMEOUT_S
         self.endpoints = [Endpoint(s, protocol, timeout_s=self.control_timeout_s) for s in specs]
         self.timings: list[CallTiming] = []
-        self._fallback: Any = None
-        self._fallback_endpoint: Endpoint | None = None
         self._lock = threading.Lock()
         self._info: ModelInfo | None = None
-        self._current: Endpoint | None = None
-        self._discover()
+        self.router = Router(model, version, protocol, self.endpoints, preferred=preferred_server,
+                             fallback_repository=fallback_repository,
+                             control_timeout_s=self.control_timeout_s)  # fmt: skip
         if self.requested_outputs:
             self.info()  # an output the model does not have is an error now, not per call
         if model_config_path is not None and verify_checksums:
             self.verify_checksum()
 
-    # -- discovery -------------------------------------------------------------
-    def _discover(self) -> None:
-        for ep in self.endpoints:
-            try:
-                index = ep.sync().get_model_repository_index(**self._json(ep))
-            except Exception as err:  # a saturated gateway refuses this on purpose
-                log.warning("server %s skipped: RepositoryIndex failed: %s", ep.server.name, err)
-                ep.failures += 1
-                continue
-            rows = index["models"] if isinstance(index, dict) else index
-            ep.models = {r["name"] for r in rows if r.get("state", "READY") == "READY"}
-
-    def _control(self, ep: Endpoint) -> dict[str, Any]:
-        """Keyword arguments of every control call: the server's token and, over gRPC, a
-        deadline (HTTP clients carry theirs, Endpoint.timeout_s)."""
-        kw: dict[str, Any] = {"headers": ep.headers()}
-        if self.protocol == "grpc":
-            kw["client_timeout"] = self.control_timeout_s
-        return kw
-
-    def _json(self, ep: Endpoint) -> dict[str, Any]:
-        """As :meth:`_control`, with JSON answers over gRPC."""
-        kw = self._control(ep)
-        if self.protocol == "grpc":
-            kw["as_json"] = True
-        return kw
-
-    def _queue_ns(self, ep: Endpoint) -> float:
-        try:
-            stats = ep.sync().get_inference_statistics(self.model, **self._json(ep))
-            q = stats["model_stats"][0]["inference_stats"]["queue"]
-            return int(q.get("ns", 0)) / max(int(q.get("count", 0)), 1)
-        except Exception:
-            return float("inf")
-
-    def _candidates(self, exclude: set[str] = frozenset()) -> list[Endpoint]:  # type: ignore[assignment]
-        hosts = [
-            ep for ep in self.endpoints if self.model in ep.models and ep.server.name not in exclude
-        ]
-        live = []
-        for ep in hosts:
-            try:
-                kw = self._control(ep)
-                if ep.sync().is_server_live(**kw) and ep.sync().is_model_ready(
-                    self.model, self.version, **kw
-                ):
-                    live.append(ep)
-            except Exception:
-                ep.failures += 1
-        pref = [ep for ep in live if ep.server.name == self.preferred]
-        rest = sorted((ep for ep in live if ep not in pref),
-                      key=lambda ep: (ep.failures, self._queue_ns(ep)))  # fmt: skip
-        return pref + rest
-
     def best_server(self) -> Endpoint:
-        """The server calls go to; chosen once, and again only after a failure.
-
-        Choosing costs health and statistics calls to every server, so it is not
-        done per request (CMSSW likewise picks at start and on retry).
-        """
-        current = self._current
-        if current is not None:
-            return current
-        candidates = self._candidates()
-        chosen = (
-            candidates[0] if candidates else self._use_fallback("no remote server hosts the model")
-        )
-        self._current = chosen
-        return chosen
-
-    # -- fallback ----------------------------------------------------------------
-    def _use_fallback(self, why: str) -> Endpoint:
-        with self._lock:
-            if self._fallback_endpoint is not None:
-                return self._fallback_endpoint
-            if self.fallback_repository is None:
-                raise NoServerError(
-                    f"model '{self.model}': {why}, and no fallback_repository is configured "
-                    "for a local fallback server"
-                )
-            from sonic.launcher import LocalServer
-
-            log.warning("model '%s': %s; starting a local fallback server", self.model, why)
-            # Client shared memory allowed: the one case where CMSSW uses it, its own fallback.
-            self._fallback = LocalServer(Path(self.fallback_repository),
-                                         "--allow-client-shm=true").start()  # fmt: skip
-            atexit.register(self._fallback.stop)
-            url = self._fallback.grpc_url if self.protocol == "grpc" else self._fallback.http_url
-            ep = Endpoint(Server("fallback", url), self.protocol, models={self.model})
-            self._fallback_endpoint = ep
-            return ep
+        """The server calls go to now (see :class:`~sonic.client.routing.Router`)."""
+        return self.router.best()
 
     # -- model interface --------------------------------------------------------------
     def info(self) -> ModelInfo:
         """The model's inputs, outputs and max_batch_size, read once from a server."""
         if self._info is None:
             ep = self.best_server()
-            meta = ep.sync().get_model_metadata(self.model, self.version, **self._json(ep))
+            meta = ep.sync().get_model_metadata(self.model, self.version, **self.router.json(ep))
             cfg = self._config(ep)
             mbs = int(cfg.get("max_batch_size", 0))
             skip = 1 if mbs > 0 else 0
@@ -291,56 +203,7 @@ class Client:
 
     def validate(self, inputs: Mapping[str, np.ndarray]) -> int:
         """Check inputs against the model; returns the batch size (rows)."""
-        info = self.info()
-        unknown = sorted(set(inputs) - set(info.inputs))
-        if unknown:
-            raise InputError(
-                f"model '{self.model}' has no input(s) {unknown}; it has {sorted(info.inputs)}"
-            )
-        missing = sorted(set(info.inputs) - set(inputs))
-        if missing:
-            raise InputError(f"model '{self.model}' needs input(s) {missing}")
-        rows = -1
-        for name, array in inputs.items():
-            spec = info.inputs[name]
-            got = from_numpy_dtype(np.asarray(array).dtype)
-            if got != spec.datatype:
-                raise InputError(
-                    f"input '{name}' of model '{self.model}' must be {spec.datatype}, got {got}"
-                )
-            shape = tuple(np.shape(array))
-            dims = shape[1:] if info.max_batch_size > 0 else shape
-            if len(dims) != len(spec.dims) or any(
-                e != -1 and d != e for d, e in zip(dims, spec.dims, strict=True)
-            ):
-                expected = ([-1] if info.max_batch_size > 0 else []) + list(spec.dims)
-                raise InputError(
-                    f"input '{name}' of model '{self.model}' has shape {list(shape)}, "
-                    f"expected {expected}"
-                )
-            if info.max_batch_size > 0:
-                if rows not in (-1, shape[0]):
-                    raise InputError(
-                        f"inputs of model '{self.model}' disagree on the batch size "
-                        f"({rows} and {shape[0]} for '{name}')"
-                    )
-                rows = shape[0]
-        return rows if info.max_batch_size > 0 else 1
-
-    def _empty(self) -> dict[str, np.ndarray]:
-        """The answer to a batch of 0 rows, given without a call (CMSSW and coffea make none):
-        each output with 0 rows, its dtype, and 0 for a variable dim."""
-        info = self.info()
-        return {n: np.empty((0, *(max(d, 0) for d in info.output_specs[n].dims)),
-                            dtype=to_numpy_dtype(info.output_specs[n].datatype))
-                for n in self.requested_outputs or info.outputs}  # fmt: skip
-
-    def _chunks(self, inputs: Mapping[str, np.ndarray], rows: int) -> list[dict[str, np.ndarray]]:
-        mbs = self.info().max_batch_size
-        if mbs <= 0 or rows <= mbs:
-            return [dict(inputs)]
-        return [{k: np.asarray(v)[i : i + mbs] for k, v in inputs.items()}
-                for i in range(0, rows, mbs)]  # fmt: skip
+        return check_inputs(self.model, self.info(), inputs)
 
     # -- requests -----------------------------------------------------------------
     def _pool(self, ep: Endpoint) -> ShmPool | None:
@@ -424,7 +287,7 @@ class Client:
         return kw
 
     def _stats(self, ep: Endpoint) -> tuple[int, int, int]:
-        s = ep.sync().get_inference_statistics(self.model, self.version, **self._json(ep))
+        s = ep.sync().get_inference_statistics(self.model, self.version, **self.router.json(ep))
         st = s["model_stats"][0]["inference_stats"]
         ns = lambda k: int(st.get(k, {}).get("ns", 0))  # noqa: E731
         return (
@@ -434,7 +297,7 @@ class Client:
         )
 
     def _config(self, ep: Endpoint) -> dict[str, Any]:
-        cfg = ep.sync().get_model_config(self.model, self.version, **self._json(ep))
+        cfg = ep.sync().get_model_config(self.model, self.version, **self.router.json(ep))
         return cfg.get("config", cfg)  # gRPC wraps it in a ModelConfigResponse
 
     def model_config(self) -> dict[str, Any]:
@@ -544,19 +407,11 @@ class Client:
         with self._lock:
             self.timings.append(timing)
 
-    def _next(self, kind: str, current: Endpoint, tried: set[str]) -> Endpoint | None:
-        if kind == "same":
-            return current
-        if kind == "diff":
-            others = self._candidates(exclude=tried)
-            return others[0] if others else None
-        return self._use_fallback("every remote attempt failed")
-
     def _call(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         retry = Retry(self, self.best_server())
         for kind, planned in retry.steps():
             try:
-                ep = planned or self._next(kind, retry.ep, retry.tried)
+                ep = planned or self.router.next(kind, retry.ep, retry.tried)
             except NoServerError as err:  # no fallback: the attempts so far are the story
                 retry.attempts.append(f"fallback: {err}")
                 break
@@ -570,10 +425,11 @@ class Client:
         raise retry.error()
 
     async def _call_async(self, chunk: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        retry = Retry(self, self._current or await asyncio.to_thread(self.best_server))
+        retry = Retry(self, self.router.current or await asyncio.to_thread(self.best_server))
         for kind, planned in retry.steps():
             try:
-                ep = planned or await asyncio.to_thread(self._next, kind, retry.ep, retry.tried)
+                ep = planned or await asyncio.to_thread(self.router.next, kind, retry.ep,
+                                                        retry.tried)
             except NoServerError as err:
                 retry.attempts.append(f"fallback: {err}")
                 break
@@ -586,19 +442,14 @@ class Client:
                     break
         raise retry.error()
 
-    def _with_log(self, attempts: list[str]) -> list[str]:
-        if self._fallback is not None and any(a.startswith("fallback:") for a in attempts):
-            attempts = [*attempts, "fallback server log:\n" + self._fallback.log()[-3000:]]
-        return attempts
-
     # -- public API ----------------------------------------------------------------
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A rectangular batch (outer dim = rows), split at max_batch_size; blocks."""
         rows = self.validate(inputs)
         if rows == 0:
-            return self._empty()
-        parts = [self._call(c, len(next(iter(c.values())))) for c in self._chunks(inputs, rows)]
-        return concat(parts)
+            return empty_outputs(self.info(), self.requested_outputs)
+        pieces = chunks(inputs, rows, self.info().max_batch_size)
+        return concat([self._call(c, len(next(iter(c.values())))) for c in pieces])
 
     async def infer_async(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """As :meth:`infer`, on asyncio; the chunks of a split batch are sent concurrently."""
@@ -606,10 +457,10 @@ class Client:
             await asyncio.to_thread(self.info)
         rows = self.validate(inputs)
         if rows == 0:
-            return self._empty()
-        chunks = self._chunks(inputs, rows)
+            return empty_outputs(self.info(), self.requested_outputs)
+        pieces = chunks(inputs, rows, self.info().max_batch_size)
         parts = await asyncio.gather(*(self._call_async(c, len(next(iter(c.values()))))
-                                       for c in chunks))  # fmt: skip
+                                       for c in pieces))  # fmt: skip
         return concat(list(parts))
 
     def infer_future(
@@ -633,18 +484,10 @@ class Client:
 
     async def close_async(self) -> None:
         """Close the asyncio clients of the running loop (call before the loop ends)."""
-        for ep in [*self.endpoints, self._fallback_endpoint]:
-            if ep is not None:
-                await ep.close_aio()
+        await self.router.close_async()
 
     def close(self) -> None:
-        for ep in self.endpoints:
-            ep.close()
-        if self._fallback_endpoint is not None:
-            self._fallback_endpoint.close()
-        if self._fallback is not None:
-            self._fallback.stop()
-            self._fallback = None
+        self.router.close()
 
     def __enter__(self) -> Client:
         return self

@@ -7,14 +7,15 @@ the stock ``tritonclient``; the load itself goes through
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from sonic.perf.inputs import ModelSpec, TensorSpec
-from sonic.protocol.tensors import to_raw
+from sonic.protocol import grpc_codec, http_codec
+from sonic.protocol.params import shm_parameters
+from sonic.protocol.tensors import InferRequest, RequestedOutput, Tensor
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,60 +124,31 @@ def _np_type(datatype: str) -> Any:
 ShmMap = dict[str, tuple[str, int, int]]
 
 
+def _request(model: ModelSpec, arrays: dict[str, np.ndarray], shm: ShmMap | None) -> InferRequest:
+    """The protocol's request: inputs and outputs named in ``shm`` placed in their regions."""
+    shm = shm or {}
+
+    def params(name: str, with_offset: bool) -> dict[str, Any]:
+        if name not in shm:
+            return {}
+        region, size, offset = shm[name]
+        return shm_parameters(region, size, offset if with_offset else 0)
+
+    inputs = [Tensor(s.name, s.datatype, tuple(arrays[s.name].shape), arrays[s.name],
+                     params(s.name, True)) for s in model.inputs]  # fmt: skip
+    outputs = [RequestedOutput(s.name, params(s.name, False)) for s in model.outputs]
+    return InferRequest(model.name, model.version, inputs=inputs, outputs=outputs)
+
+
 def grpc_request(
     model: ModelSpec, arrays: dict[str, np.ndarray], shm: ShmMap | None = None
 ) -> bytes:
     """A serialized ``ModelInferRequest``; with ``shm``, inputs/outputs named there use regions."""
-    from tritonclient.grpc import service_pb2 as pb
-
-    req = pb.ModelInferRequest(model_name=model.name, model_version=model.version)
-    for spec in model.inputs:
-        a = arrays[spec.name]
-        t = req.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(a.shape))
-        if shm and spec.name in shm:
-            region, size, offset = shm[spec.name]
-            t.parameters["shared_memory_region"].string_param = region
-            t.parameters["shared_memory_byte_size"].int64_param = size
-            if offset:
-                t.parameters["shared_memory_offset"].int64_param = offset
-        else:
-            req.raw_input_contents.append(to_raw(a, spec.datatype))
-    for spec in model.outputs:
-        o = req.outputs.add(name=spec.name)
-        if shm and spec.name in shm:
-            region, size, _ = shm[spec.name]
-            o.parameters["shared_memory_region"].string_param = region
-            o.parameters["shared_memory_byte_size"].int64_param = size
-    return req.SerializeToString()
+    return grpc_codec.encode_request(_request(model, arrays, shm)).SerializeToString()
 
 
 def http_request(
     model: ModelSpec, arrays: dict[str, np.ndarray], shm: ShmMap | None = None
 ) -> tuple[bytes, int]:
     """A binary-extension body and its JSON header length."""
-    inputs, blobs = [], []
-    for spec in model.inputs:
-        a = arrays[spec.name]
-        entry: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype,
-                                 "shape": list(a.shape)}  # fmt: skip
-        if shm and spec.name in shm:
-            region, size, offset = shm[spec.name]
-            entry["parameters"] = {"shared_memory_region": region,
-                                   "shared_memory_byte_size": size}  # fmt: skip
-            if offset:
-                entry["parameters"]["shared_memory_offset"] = offset
-        else:
-            raw = to_raw(a, spec.datatype)
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            blobs.append(raw)
-        inputs.append(entry)
-    outputs = []
-    for spec in model.outputs:
-        if shm and spec.name in shm:
-            region, size, _ = shm[spec.name]
-            outputs.append({"name": spec.name, "parameters": {
-                "shared_memory_region": region, "shared_memory_byte_size": size}})  # fmt: skip
-        else:
-            outputs.append({"name": spec.name, "parameters": {"binary_data": True}})
-    header = json.dumps({"inputs": inputs, "outputs": outputs}).encode()
-    return header + b"".join(blobs), len(header)
+    return http_codec.encode_request(_request(model, arrays, shm))

@@ -16,6 +16,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from sonic.errors import InvalidArgument
 from sonic.protocol.datatypes import check_datatype, to_numpy_dtype
+from sonic.protocol.params import SHM_REGION
 from sonic.protocol.tensors import (
     InferRequest,
     InferResponse,
@@ -42,9 +43,6 @@ _CONTENTS_FIELD: dict[str, str] = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-
-SHM_REGION = "shared_memory_region"
-
 
 def params_from_proto(params: Any) -> dict[str, Any]:
     """``map<string, InferParameter>`` -> plain dict of Python values."""
@@ -185,4 +183,24 @@ def encode_response(resp: InferResponse) -> pb.ModelInferResponse:
         if t.parameters:
             params_to_proto(t.parameters, out.parameters)
         raw.append(to_raw(t.data, t.datatype))
+    return msg
+
+
+def encode_request(req: InferRequest) -> pb.ModelInferRequest:
+    """The client's direction: a request with raw input bytes (none for inputs in shared
+    memory); ``outputs`` None asks for every output, as the protocol does."""
+    msg = pb.ModelInferRequest(model_name=req.model_name, model_version=req.model_version,
+                               id=req.id)  # fmt: skip
+    if req.parameters:
+        params_to_proto(req.parameters, msg.parameters)
+    for t in req.inputs:
+        inp = msg.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
+        if t.parameters:
+            params_to_proto(t.parameters, inp.parameters)
+        if SHM_REGION not in t.parameters:
+            msg.raw_input_contents.append(to_raw(t.data, t.datatype))
+    for o in req.outputs or ():
+        out = msg.outputs.add(name=o.name)
+        if o.parameters:
+            params_to_proto(o.parameters, out.parameters)
     return msg

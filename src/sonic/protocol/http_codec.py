@@ -19,6 +19,7 @@ import orjson
 from sonic.errors import InvalidArgument
 from sonic.protocol.datatypes import check_datatype, to_numpy_dtype
 from sonic.protocol.json_scan import MAX_SKELETON_BYTES, Span, scan
+from sonic.protocol.params import BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, SHM_REGION
 from sonic.protocol.tensors import (
     InferRequest,
     InferResponse,
@@ -31,9 +32,6 @@ from sonic.protocol.tensors import (
 )
 
 HEADER_LENGTH = "inference-header-content-length"
-SHM_REGION = "shared_memory_region"
-
-
 def _as_dict(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -216,7 +214,7 @@ def decode_request(
         checked_name(name, "input")
         shape = _shape(spans.resolve(item.get("shape")), name)
         params = dict(_as_dict(item.get("parameters"), f"parameters of input '{name}'"))
-        size = params.pop("binary_data_size", None)
+        size = params.pop(BINARY_DATA_SIZE, None)
         if SHM_REGION in params:
             element_count(shape, name)
             data = np.empty(0)
@@ -299,7 +297,7 @@ def decode_raw_binary(
         model_name=model_name,
         model_version=model_version,
         inputs=[Tensor(name, datatype, tuple(dims), data)],
-        parameters={"binary_data_output": True},
+        parameters={BINARY_DATA_OUTPUT: True},
     )
 
 
@@ -330,7 +328,7 @@ def encode_response(resp: InferResponse, binary: set[str]) -> tuple[bytes, int |
             continue
         if t.name in binary:
             raw = to_raw(t.data, t.datatype)
-            params["binary_data_size"] = len(raw)
+            params[BINARY_DATA_SIZE] = len(raw)
             chunks.append(raw)
         else:
             entry["data"] = _json_data(t)
@@ -351,7 +349,29 @@ def encode_response(resp: InferResponse, binary: set[str]) -> tuple[bytes, int |
 
 def binary_outputs(req: InferRequest, all_names: list[str]) -> set[str]:
     """Names of the outputs to send as binary, following Triton's precedence."""
-    default = bool(req.parameters.get("binary_data_output", False))
+    default = bool(req.parameters.get(BINARY_DATA_OUTPUT, False))
     if req.outputs is None:
         return set(all_names) if default else set()
-    return {o.name for o in req.outputs if bool(o.parameters.get("binary_data", default))}
+    return {o.name for o in req.outputs if bool(o.parameters.get(BINARY_DATA, default))}
+
+
+def encode_request(req: InferRequest) -> tuple[bytes, int]:
+    """The client's direction, with the binary-tensor extension: inputs not in shared memory
+    as bytes after the JSON header, outputs asked for as binary unless placed in a region;
+    returns the body and the header's length (``Inference-Header-Content-Length``)."""
+    inputs, blobs = [], []
+    for t in req.inputs:
+        params = dict(t.parameters)
+        if SHM_REGION not in params:
+            blobs.append(to_raw(t.data, t.datatype))
+            params[BINARY_DATA_SIZE] = len(blobs[-1])
+        inputs.append({"name": t.name, "datatype": t.datatype, "shape": list(t.shape),
+                       "parameters": params})  # fmt: skip
+    header: dict[str, Any] = {"inputs": inputs}
+    header |= {k: v for k, v in (("id", req.id), ("parameters", req.parameters)) if v}
+    if req.outputs is not None:
+        header["outputs"] = [{"name": o.name, "parameters": o.parameters if SHM_REGION in
+                              o.parameters else {**o.parameters, BINARY_DATA: True}}
+                             for o in req.outputs]  # fmt: skip
+    text = orjson.dumps(header)
+    return text + b"".join(blobs), len(text)

@@ -84,6 +84,18 @@ class InferResponse:
     outputs: list[Tensor] = field(default_factory=list)
 
 
+def dims_match(shape: tuple[int, ...] | list[int], dims: tuple[int, ...] | list[int], *,
+               either: bool = False) -> bool:  # fmt: skip
+    """Triton's shape rule: the same rank, and each size equal or ``-1`` (any) in ``dims``.
+
+    With ``either``, a ``-1`` in ``shape`` matches too: comparing a config with
+    a model file, where both sides may leave a dim variable.
+    """
+    return len(shape) == len(dims) and all(
+        e == -1 or d == e or (either and d == -1) for d, e in zip(shape, dims, strict=True)
+    )
+
+
 def element_count(shape: tuple[int, ...] | list[int], name: str) -> int:
     """Number of elements of ``shape``, rejecting negative dims and oversized shapes by name.
 

@@ -15,6 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.errors import ModelConfigError
 from sonic.protocol.datatypes import from_config_type, to_config_type
+from sonic.protocol.tensors import dims_match
 
 # Triton's --backend-config=default-max-batch-size.
 DEFAULT_MAX_BATCH_SIZE = 4
@@ -117,12 +118,7 @@ def check_against_model(
                     )
                 model_dims = model_dims[1:]
             dims = tuple(t.reshape.shape) if t.HasField("reshape") else tuple(t.dims)
-            if (
-                len(dims) != len(model_dims)
-                or any(
-                    m != -1 and d != -1 and m != d for d, m in zip(dims, model_dims, strict=True)
-                )
-            ) and not t.HasField("reshape"):
+            if not dims_match(dims, model_dims, either=True) and not t.HasField("reshape"):
                 raise ModelConfigError(
                     model,
                     f"{kind}[{t.name}].dims",

@@ -55,6 +55,11 @@ def load_config(model_dir: Path, *, required: bool) -> mc.ModelConfig:
     return parse_config(path.read_text(), model_dir.name)
 
 
+def save_config(config: mc.ModelConfig, model_dir: Path) -> None:
+    """Write ``config.pbtxt`` in protobuf text format, as Triton and CMSSW's tools write it."""
+    (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
+
+
 def config_from_json(text: str, model: str) -> mc.ModelConfig:
     """A config given as JSON (the ``config`` parameter of a load request)."""
     config = mc.ModelConfig()

@@ -2,7 +2,7 @@
 
 The pytriton build of tritonserver has only the python backend, so this is how
 real NVIDIA Triton serves the same ONNX file in the tests and benchmarks
-(``sonic.launcher.write_triton_onnx_model`` writes it, with a first line that
+(``sonic.testing.triton.write_triton_onnx_model`` writes it, with a first line that
 puts onnxruntime's site-packages on ``sys.path``): one session per instance,
 whole dynamic batches per ``execute()``.  It is a data file of the package, run
 by Triton's python backend stub, never imported by sonic.

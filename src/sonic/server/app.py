@@ -3,7 +3,7 @@
 Everything runs on one asyncio event loop (uvloop): ``grpc.aio`` and uvicorn
 share it, and model executions run on per-instance threads; with
 ``--grpc-frontends N`` the gRPC port is served by child processes instead
-(:mod:`sonic.server.grpc_relay`).  SIGTERM/SIGINT
+(:mod:`sonic.server.relay.frontend`).  SIGTERM/SIGINT
 start a drain: readiness goes false, new requests are refused, requests in
 flight finish (up to ``--exit-timeout-secs``), then the process exits 0.
 """
@@ -23,17 +23,18 @@ import uvicorn
 
 from sonic.protocol.tensors import set_max_tensor_elements
 from sonic.repository.layout import ModelRepository
-from sonic.server.auth import Authenticator, describe
 from sonic.server.dataplane import DataPlane
+from sonic.server.frontends.auth import Authenticator, describe
+from sonic.server.frontends.grpc_aio import build_server, server_options
+from sonic.server.frontends.grpc_native import NativeGrpcServer, default_transport, native_module
+from sonic.server.frontends.grpc_servicers import servicers
+from sonic.server.frontends.http import HttpFrontend
+from sonic.server.frontends.http_limits import guarded_protocol, raise_open_file_limit
 from sonic.server.gpus import discover
-from sonic.server.grpc_frontend import build_server, server_options, servicers
-from sonic.server.grpc_native import NativeGrpcServer, default_transport, native_module
-from sonic.server.grpc_relay import Frontends, FrontendSettings, RelayHub
-from sonic.server.http_frontend import HttpFrontend
-from sonic.server.http_limits import guarded_protocol, raise_open_file_limit
 from sonic.server.loader import LoadOptions
 from sonic.server.logsettings import LogSettings
 from sonic.server.manager import ControlMode, ModelManager
+from sonic.server.relay.hub import Frontends, FrontendSettings, RelayHub
 from sonic.server.settings import Limits, ServerSettings, TlsSettings
 
 log = logging.getLogger("sonic.server")
@@ -221,7 +222,7 @@ class Server:
             poller.cancel()
         if not await self.dataplane.drain(s.exit_timeout_secs):
             log.warning(
-                "exit timeout reached with %d request(s) in flight", self.dataplane.inflight
+                "exit timeout reached with %d request(s) in flight", self.dataplane.inflight.count
             )
         if grpc_server is not None:
             await grpc_server.stop(grace=0.5)
@@ -240,7 +241,7 @@ class Server:
 
 def serve(settings: ServerSettings) -> None:
     """Run the server until SIGTERM/SIGINT; returns after a clean drain."""
-    raise_open_file_limit()  # connections are descriptors (see sonic.server.http_limits)
+    raise_open_file_limit()  # connections are descriptors (see sonic.server.frontends.http_limits)
     if settings.workers > 1:
         from sonic.server.workers import supervise
 

@@ -22,16 +22,18 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic import __version__
 from sonic.errors import InvalidArgument, Unavailable
+from sonic.protocol.params import CLASSIFICATION, SHM_BYTE_SIZE, SHM_REGION
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
-from sonic.server.busypoll import BusyPoll
+from sonic.server.frontends.busypoll import BusyPoll
+from sonic.server.inflight import InFlight
 from sonic.server.logsettings import LogSettings
 from sonic.server.manager import ControlMode, ModelManager
+from sonic.server.memory.system import SharedMemoryManager
 from sonic.server.metrics import WORKER_SECRET_ENV, WORKER_SECRET_HEADER
-from sonic.server.shm import BYTE_SIZE, REGION, SharedMemoryManager
 from sonic.server.statistics import ModelStatistics
 
 EXTENSIONS = [
-    "classification",
+    CLASSIFICATION,
     "model_repository",
     "model_repository(unload_dependents)",
     "schedule_policy",
@@ -66,8 +68,8 @@ BYTES_ELEMENT_COST = 64
 
 def _input_bytes(t: Tensor) -> int:
     """Memory an input holds while its request is in flight."""
-    if REGION in t.parameters:
-        n = t.parameters.get(BYTE_SIZE, 0)
+    if SHM_REGION in t.parameters:
+        n = t.parameters.get(SHM_BYTE_SIZE, 0)
         return n if isinstance(n, int) and not isinstance(n, bool) else 0
     if t.data.dtype == object:
         return BYTES_ELEMENT_COST * t.data.size
@@ -82,7 +84,8 @@ class DataPlane:
         max_queue_bytes: int = 2 << 30,
     ) -> None:  # fmt: skip
         self.manager = manager
-        #: Keeps the loop awake between requests (``--busy-poll-us``; see sonic.server.busypoll).
+        #: Keeps the loop awake between requests (``--busy-poll-us``; see
+        #: sonic.server.frontends.busypoll).
         self.busy_poll = BusyPoll(busy_poll_s)
         #: Longest time a request may spend in the server (``--request-timeout-ms``; 0: none).
         self.request_timeout_s = request_timeout_s
@@ -94,12 +97,10 @@ class DataPlane:
         self.extensions = list(EXTENSIONS)
         self.logs = logs or LogSettings()
         self.accepting = False
-        self.inflight = 0
+        self.inflight = InFlight()
         #: Bytes of input tensors of the requests in flight, bounded by ``--max-queue-bytes``.
         self.inflight_bytes = 0
         self.max_queue_bytes = max_queue_bytes
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     # -- health and metadata -----------------------------------------------
     def live(self) -> bool:
@@ -144,26 +145,23 @@ class DataPlane:
             raise Unavailable("the server is shutting down and accepts no new requests")
         model = self.manager.get(request.model_name, request.model_version)
         size = self._admit_bytes(request)
-        self.inflight += 1
-        self._idle.clear()
+        self.inflight.begin()
         self.busy_poll.touch()
         try:
             for t in request.inputs:
-                if REGION in t.parameters:
+                if SHM_REGION in t.parameters:
                     t.data = self.shm.read_input(t)
             if self.request_timeout_s:
                 response = await self._bounded(model.infer(request, start), request.model_name)
             else:  # no timer to arm and cancel: a few microseconds of every request
                 response = await model.infer(request, start)
             for t in response.outputs:
-                if REGION in t.parameters:
+                if SHM_REGION in t.parameters:
                     self.shm.write_output(t)
             return response
         finally:
-            self.inflight -= 1
+            self.inflight.end()
             self.inflight_bytes -= size
-            if self.inflight == 0:
-                self._idle.set()
             self.busy_poll.touch()
 
     async def _bounded(
@@ -203,7 +201,7 @@ class DataPlane:
         """Stop accepting, then wait for accepted requests; False if time ran out."""
         self.accepting = False
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            await asyncio.wait_for(self.inflight.idle(), timeout_s)
         except TimeoutError:
             return False
         return True

@@ -89,7 +89,7 @@ class EnsembleModel(LoadedModel):
         super().__init__(name, version, config, _NoScheduler(), ModelStatistics(name, str(version)))
 
     async def infer(self, req: InferRequest, start_ns: int) -> InferResponse:
-        self._begin()
+        self.inflight.begin()
         try:
             feed, batch = self._validate(req)
             requested = self._requested_outputs(req)
@@ -101,7 +101,7 @@ class EnsembleModel(LoadedModel):
             self.stats.record_failure(time.perf_counter_ns() - start_ns, failure_reason(err))
             raise
         finally:
-            self._end()
+            self.inflight.end()
         elapsed = time.perf_counter_ns() - start_ns
         self.stats.record_success(RequestTiming(elapsed, 0, 0, 0, 0), batch)
         self.stats.record_execution(batch, 0, 0, 0)

@@ -21,14 +21,15 @@ from sonic.backends.base import BackendInstance, InstancePlacement
 from sonic.backends.registry import select_backend
 from sonic.errors import InvalidArgument, ModelConfigError
 from sonic.repository.autocomplete import check_against_model, complete
+from sonic.repository.checksums import verify_checksums
 from sonic.repository.config import check_structure, config_from_json, load_config
 from sonic.repository.layout import check_model_name
-from sonic.repository.tools import verify_checksums
 from sonic.repository.versions import available_versions, select_versions
-from sonic.server.batching import batch_input_specs
 from sonic.server.ensemble import EnsembleModel, Resolver
 from sonic.server.model import LoadedModel
-from sonic.server.scheduler import BatchShape, DirectScheduler, DynamicBatcher, InstancePool
+from sonic.server.scheduling.batching import batch_input_specs
+from sonic.server.scheduling.instances import InstancePool
+from sonic.server.scheduling.scheduler import BatchShape, DirectScheduler, DynamicBatcher
 from sonic.server.statistics import ModelStatistics
 
 log = logging.getLogger("sonic.server.loader")

@@ -5,7 +5,7 @@
 settings drive the ``sonic`` loggers.  ``log_file`` is reported but cannot be
 changed over the network: a remote caller choosing a path the server writes
 to is a file-write primitive.  Changing settings needs the admin role when
-authentication is on (:mod:`sonic.server.auth`).
+authentication is on (:mod:`sonic.server.frontends.auth`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ can wait for them and no accepted request is lost.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.errors import InvalidArgument, UnknownTensor
 from sonic.protocol.datatypes import from_config_type
-from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
+from sonic.protocol.params import CLASSIFICATION, SHM_KEYS
+from sonic.protocol.tensors import InferRequest, InferResponse, Tensor, dims_match
 from sonic.repository.layout import file_inside
-from sonic.server.scheduler import Scheduler
+from sonic.server.inflight import InFlight
+from sonic.server.scheduling.scheduler import Scheduler
 from sonic.server.statistics import ModelStatistics, RequestTiming, failure_reason
 
 
@@ -60,12 +61,6 @@ def _specs(tensors: Any, model_dir: Path | None = None) -> dict[str, TensorSpec]
             labels=labels,
         )
     return out
-
-
-def _matches(dims: tuple[int, ...], expected: tuple[int, ...]) -> bool:
-    return len(dims) == len(expected) and all(
-        e == -1 or d == e for d, e in zip(dims, expected, strict=True)
-    )
 
 
 def _classify(array: np.ndarray, k: int, batching: bool, labels: tuple[str, ...]) -> np.ndarray:
@@ -119,9 +114,7 @@ class LoadedModel:
         self.inputs = _specs(config.input, model_dir)
         self.outputs = _specs(config.output, model_dir)
         self.required = [n for n, s in self.inputs.items() if not s.optional]
-        self.inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.inflight = InFlight()
 
     # -- metadata -----------------------------------------------------------
     def metadata_tensors(self, kind: str) -> list[dict[str, Any]]:
@@ -162,7 +155,7 @@ class LoadedModel:
                 dims = shape[1:]
             else:
                 dims = shape
-            if not _matches(dims, spec.dims):
+            if not dims_match(dims, spec.dims):
                 raise InvalidArgument(
                     f"unexpected shape for input '{t.name}' for model '{self.name}'. Expected "
                     f"{spec.shape_with_batch(self.batching)}, got {list(shape)}"
@@ -198,7 +191,7 @@ class LoadedModel:
             if o.name in seen:
                 raise InvalidArgument(f"output '{o.name}' is requested more than once")
             seen.add(o.name)
-            k = o.parameters.get("classification")
+            k = o.parameters.get(CLASSIFICATION)
             if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
                 raise InvalidArgument(f"output '{o.name}': 'classification' must be a "
                                       f"non-negative integer (the top k), got {k!r}")  # fmt: skip
@@ -207,7 +200,7 @@ class LoadedModel:
 
     async def infer(self, req: InferRequest, start_ns: int) -> InferResponse:
         """Validate, execute and build the response; record statistics either way."""
-        self._begin()
+        self.inflight.begin()
         try:
             try:
                 feed, batch = self._validate(req)
@@ -239,16 +232,7 @@ class LoadedModel:
                 model_name=self.name, model_version=self.version_str, id=req.id, outputs=outputs
             )
         finally:
-            self._end()
-
-    def _begin(self) -> None:
-        self.inflight += 1
-        self._idle.clear()
-
-    def _end(self) -> None:
-        self.inflight -= 1
-        if self.inflight == 0:
-            self._idle.set()
+            self.inflight.end()
 
     def _build_outputs(
         self, requested: list[tuple[str, dict[str, Any]]], results: dict[str, np.ndarray]
@@ -258,22 +242,17 @@ class LoadedModel:
             spec = self.outputs[name]
             array = results[name]
             datatype = spec.datatype
-            k = params.get("classification")
+            k = params.get(CLASSIFICATION)
             if k:
                 array = _classify(array, k, self.batching, spec.labels)
                 datatype = "BYTES"
-            out_params = {
-                key: v
-                for key, v in params.items()
-                if key
-                in ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
-            }
+            out_params = {key: v for key, v in params.items() if key in SHM_KEYS}
             outputs.append(Tensor(name, datatype, tuple(array.shape), array, out_params))
         return outputs
 
     async def drain(self) -> None:
         """Wait until no request is in flight on this version."""
-        await self._idle.wait()
+        await self.inflight.idle()
 
     def close(self) -> None:
         self.scheduler.close()

@@ -1,6 +1,6 @@
 """Who is making the current call, for state that belongs to one caller.
 
-The front ends check credentials (:mod:`sonic.server.auth`) before the data
+The front ends check credentials (:mod:`sonic.server.frontends.auth`) before the data
 plane runs; the verified caller's name is kept in a context variable for the
 rest of that call (each gRPC call and HTTP request runs in its own task, so it
 never leaks into another).  Shared-memory regions use it as their owner: with

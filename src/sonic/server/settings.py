@@ -20,11 +20,12 @@ DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_EXIT_TIMEOUT_S = 30
 DEFAULT_POLL_SECS = 15
-#: sonic.server.busypoll's window: longer than the gap a sequential client leaves between a
-#: response and its next request on loopback (~0.4 ms here), short enough that a sparse stream
-#: of requests does not keep a core busy.
+#: sonic.server.frontends.busypoll's window: longer than the gap a sequential client leaves
+#: between a response and its next request on loopback (~0.4 ms here), short enough that a
+#: sparse stream of requests does not keep a core busy.
 DEFAULT_BUSY_POLL_US = 1000
-#: ``--grpc-transport``: grpc++ carrying the bytes (sonic.server.grpc_native), or grpc.aio.
+#: ``--grpc-transport``: grpc++ carrying the bytes (sonic.server.frontends.grpc_native), or
+#: grpc.aio.
 GRPC_TRANSPORTS = ("native", "python")
 #: grpcio's per-call cost on both sides: its EventEngine TCP endpoints (recent grpcio's
 #: default) hand every read and write to threads of their own, which on a 2-core node
@@ -58,11 +59,6 @@ class TlsSettings:
             raise ValueError(f"--{front}-use-ssl-mutual needs --{front}-root-cert, the CA that "
                              f"signs client certificates (got {self.root_cert!r})")  # fmt: skip
 
-    def args(self, front: str) -> list[str]:
-        return [f"--{front}-use-ssl={self.use_ssl}", f"--{front}-use-ssl-mutual={self.mutual}",
-                f"--{front}-server-cert={self.server_cert}",
-                f"--{front}-server-key={self.server_key}",
-                f"--{front}-root-cert={self.root_cert}"]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -91,19 +87,11 @@ class KeepaliveSettings:
                  self.min_recv_ping_interval_without_data_ms),
                 ("grpc.http2.max_ping_strikes", self.max_ping_strikes)]  # fmt: skip
 
-    def args(self) -> list[str]:
-        return [f"--grpc-keepalive-time={self.time_ms}",
-                f"--grpc-keepalive-timeout={self.timeout_ms}",
-                f"--grpc-keepalive-permit-without-calls={self.permit_without_calls}",
-                f"--grpc-http2-max-pings-without-data={self.max_pings_without_data}",
-                "--grpc-http2-min-recv-ping-interval-without-data="
-                f"{self.min_recv_ping_interval_without_data_ms}",
-                f"--grpc-http2-max-ping-strikes={self.max_ping_strikes}"]  # fmt: skip
 
 
 @dataclass(slots=True)
 class AuthSettings:
-    """Who may call what: see :mod:`sonic.server.auth`.  Off when no source is given."""
+    """Who may call what: see :mod:`sonic.server.frontends.auth`.  Off when no source is given."""
 
     #: Lines of ``<role> <token>``: static bearer tokens (role ``inference`` or ``admin``).
     token_file: str = ""
@@ -122,12 +110,6 @@ class AuthSettings:
     def enabled(self) -> bool:
         return bool(self.token_file or self.jwt_secret_file or self.jwks_file)
 
-    def args(self) -> list[str]:
-        return [f"--auth-token-file={self.token_file}",
-                f"--auth-jwt-secret-file={self.jwt_secret_file}",
-                f"--auth-jwks-file={self.jwks_file}", f"--auth-jwt-audience={self.jwt_audience}",
-                f"--auth-jwt-issuer={self.jwt_issuer}", f"--auth-roles-claim={self.roles_claim}",
-                f"--auth-open-health={self.open_health}"]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -159,17 +141,6 @@ class Limits:
     #: Open HTTP connections per port (0: half of what the open-file limit leaves).
     http_max_connections: int = 0
 
-    def args(self) -> list[str]:
-        return [f"--grpc-max-message-size={self.grpc_max_message_size}",
-                f"--http-max-input-size={self.http_max_input_size}",
-                f"--max-tensor-elements={self.max_tensor_elements}",
-                f"--max-batch-size={self.max_batch_size}",
-                f"--max-queue-size={self.max_queue_size}",
-                f"--request-timeout-ms={self.request_timeout_ms}",
-                f"--max-queue-bytes={self.max_queue_bytes}",
-                f"--http-max-header-size={self.http_max_header_size}",
-                f"--http-header-timeout-ms={self.http_header_timeout_ms}",
-                f"--http-max-connections={self.http_max_connections}"]  # fmt: skip
 
 
 @dataclass(slots=True)

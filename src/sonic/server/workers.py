@@ -40,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sonic.launcher import free_ports
+from sonic.server import flags
 from sonic.server.metrics import CONTENT_TYPE, WORKER_SECRET_ENV
 from sonic.server.settings import ServerSettings
 
@@ -53,31 +54,10 @@ HOST_METRICS = {"nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memor
 
 def worker_args(s: ServerSettings, metrics_port: int, peers: list[int] | None = None) -> list[str]:
     """The command line of one worker: the same server, reuse-port, private metrics."""
-    args = [sys.executable, "-m", "sonic.cli", "serve"]
-    args += [f"--model-repository={r}" for r in s.model_repositories]
-    args += [f"--load-model={m}" for m in s.load_models]
-    args += [
-        f"--model-control-mode={s.model_control_mode.value}",
-        f"--repository-poll-secs={s.repository_poll_secs}",
-        f"--strict-model-config={s.strict_model_config}",
-        f"--strict-readiness={s.strict_readiness}",
-        f"--exit-timeout-secs={s.exit_timeout_secs}",
-        f"--http-address={s.http_address}", f"--http-port={s.http_port}",
-        f"--grpc-address={s.grpc_address}", f"--grpc-port={s.grpc_port}",
-        "--metrics-address=127.0.0.1", f"--metrics-port={metrics_port}",
-        f"--allow-http={s.allow_http}", f"--allow-grpc={s.allow_grpc}",
-        f"--allow-client-shm={s.allow_client_shm}",
-        f"--client-shm-key-prefix={s.client_shm_key_prefix}",
-        f"--allow-cpu-fallback={s.allow_cpu_fallback}", f"--busy-poll-us={s.busy_poll_us}",
-        f"--grpc-http2-bdp-probe={s.grpc_bdp_probe}",
-        *([f"--grpc-transport={s.grpc_transport}"] if s.grpc_transport else []),
-        *s.grpc_tls.args("grpc"), *s.http_tls.args("http"), *s.auth.args(), *s.limits.args(),
-        *s.grpc_keepalive.args(),
-        f"--backend-config=onnxruntime,default-max-batch-size={s.default_max_batch_size}",
-        f"--log-verbose={s.log_verbose}", "--reuse-port=true", "--workers=1",
-        f"--worker-peers={','.join(map(str, peers or []))}",
-    ]  # fmt: skip
-    return args
+    own = {"--metrics-address": "127.0.0.1", "--metrics-port": metrics_port,
+           "--allow-metrics": True, "--workers": 1, "--reuse-port": True,
+           "--worker-peers": peers or []}  # fmt: skip
+    return [sys.executable, "-m", "sonic.cli", "serve", *flags.worker_args(s, own)]
 
 
 def merge_metrics(texts: Iterable[str]) -> bytes:

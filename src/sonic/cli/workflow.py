@@ -1,0 +1,144 @@
+"""``sonic sample`` and ``sonic workflow``: generate events; run the DeepMET job; train it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sonic.cli.options import progress
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--events", "n_events", type=click.IntRange(min=1), default=500)
+@click.option("--process", "processes", multiple=True, default=("ttbar", "znunu"),
+              type=click.Choice(["ttbar", "znunu"]),
+              help="Hard processes, alternating event by event (repeatable).")
+@click.option("--pileup", type=click.FloatRange(min=0), default=20.0,
+              help="Mean number of pileup collisions (Poisson).")
+@click.option("--seed", type=int, default=1)
+@click.option("--pool-size", type=click.IntRange(min=1), default=400,
+              help="Minimum-bias events generated for pileup overlay.")
+def sample(output: Path, n_events: int, processes: tuple[str, ...], pileup: float, seed: int,
+           pool_size: int) -> None:  # fmt: skip
+    """Generate Pythia 8 events with pileup into a NanoAOD-like ROOT file OUTPUT."""
+    from sonic.workflow.generate import generate_sample
+
+    bar, advance = progress(n_events, f"generating {output.name}")
+    done = [0]
+
+    def step(n: int) -> None:
+        advance(n - done[0])  # type: ignore[operator]
+        done[0] = n
+
+    with bar:  # type: ignore[attr-defined]
+        generate_sample(output, n_events, processes=list(processes), pileup=pileup, seed=seed,
+                        pool_size=pool_size, progress=step)  # fmt: skip
+    click.echo(f"wrote {output}")
+
+
+@click.group()
+def workflow() -> None:
+    """The DeepMET job: run it direct or as a service; train the model."""
+
+
+@workflow.command("run", context_settings={"show_default": True})
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--mode", type=click.Choice(["direct", "service"]), default="direct")
+@click.option("--model", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=Path("examples/model_repository/deepmet/1/model.onnx"),
+              help="ONNX file for direct mode.")
+@click.option("--model-name", default="deepmet", help="Model name on the servers.")
+@click.option("--server", "servers", multiple=True, help="host:port (repeatable).")
+@click.option("--server-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="JSON file of named servers (CMSSW format).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc")
+@click.option("--client-mode", type=click.Choice(["sync", "async"]), default="async")
+@click.option("--shared-memory", type=click.Choice(["auto", "on", "off"]), default="auto",
+              help="Inputs through system shared memory to a server on this node.")
+@click.option("--fallback-repository", type=click.Path(path_type=Path, file_okay=False),
+              help="Repository for a local fallback server when every server fails.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=100, help="Events per chunk.")
+@click.option("--ignore-leptons", is_flag=True, help="As CMSSW's ignore_leptons.")
+@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("workflow-output"))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "root"]), default="parquet")
+@click.option("--dask", help="'local' for a LocalCluster, or a scheduler address.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, help="LocalCluster workers.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the timing summary as JSON.")
+def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: str,
+                 servers: tuple[str, ...], server_file: Path | None, protocol: str,
+                 client_mode: str, shared_memory: str, fallback_repository: Path | None,
+                 chunk_size: int,
+                 ignore_leptons: bool, output_dir: Path, fmt: str, dask: str | None,
+                 workers: int, json_out: Path | None) -> None:  # fmt: skip
+    """Run DeepMET over FILES (ROOT, tree Events) and write per-event MET."""
+    import json
+
+    import uproot
+
+    from sonic.workflow.runner import JobConfig, run_files
+
+    cfg = JobConfig(mode=mode, model=model.resolve(), model_name=model_name, servers=servers,
+                    server_file=server_file, protocol=protocol, client_mode=client_mode,
+                    shared_memory=shared_memory,
+                    fallback_repository=fallback_repository, chunk_size=chunk_size,
+                    ignore_leptons=ignore_leptons, output_format=fmt)  # fmt: skip
+    total = sum(uproot.open(f)["Events"].num_entries for f in files)
+    bar, advance = progress(total, f"{mode} over {len(files)} file(s)")
+    with bar:  # type: ignore[attr-defined]
+        result = run_files(list(files), cfg, output_dir, dask=dask, workers=workers,
+                           progress=advance)  # type: ignore[arg-type]  # fmt: skip
+    click.echo(f"{result.events} events in {result.wall_s:.2f} s: "
+               f"{result.events_per_s:.1f} events/s")  # fmt: skip
+    for stage, seconds in result.stages.items():
+        click.echo(f"  {stage:13s} {seconds:8.3f} s  {seconds / max(result.events, 1) * 1e3:7.3f} "
+                   "ms/event")  # fmt: skip
+    for out in result.outputs:
+        click.echo(f"wrote {out}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.as_dict(), indent=1))
+
+
+@workflow.command("graphdef", context_settings={"show_default": True})
+@click.argument("repository", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=Path("examples/model_repository/deepmet/1/model.onnx"),
+              help="The trained DeepMET (sonic workflow train).")  # fmt: skip
+def workflow_graphdef(repository: Path, onnx_path: Path) -> None:
+    """Write the trained DeepMET as CMS serves it, a TensorFlow graphdef, as REPOSITORY/deepmet
+    (serve it with sonic serve; run the job on it with sonic workflow run --mode service)."""
+    from sonic.workflow.deepmet_tf import write_graphdef_model
+
+    if (repository / "deepmet" / "1" / "model.onnx").resolve() == onnx_path.resolve():
+        raise click.BadParameter("write into another repository than the ONNX model's own",
+                                 param_hint="REPOSITORY")  # fmt: skip
+    click.echo(f"wrote {write_graphdef_model(onnx_path, repository)}")
+
+
+@workflow.command("train", context_settings={"show_default": True})
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("examples/model_repository/deepmet/1/model.onnx"))
+@click.option("--epochs", type=click.IntRange(min=1), default=25)
+@click.option("--seed", type=int, default=0)
+def workflow_train(files: tuple[Path, ...], out: Path, epochs: int, seed: int) -> None:
+    """Train DeepMET with PyTorch on generated FILES and export it to ONNX (--out)."""
+    from sonic.workflow import deepmet
+
+    inputs, target = deepmet.load_training_data(list(files))
+    click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates")
+    bar, advance = progress(epochs, "training")
+
+    def report(epoch: int, train_loss: float, val_loss: float) -> None:
+        advance(1)  # type: ignore[operator]
+        bar.console.log(f"epoch {epoch}: train {train_loss:.4f} validation {val_loss:.4f}")  # type: ignore[attr-defined]
+
+    with bar:  # type: ignore[attr-defined]
+        net, result = deepmet.train(inputs, target, epochs=epochs, seed=seed, progress=report)
+    deepmet.export_onnx(net, out)
+    click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")

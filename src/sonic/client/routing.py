@@ -1,0 +1,161 @@
+"""Which server a client's calls go to: discovery, health, queue time, preference, fallback.
+
+Servers are discovered with RepositoryIndex (a server that refuses it, as a
+saturated SuperSONIC gateway does, is skipped with a warning); the best one is
+live, ready, hosts the model, has failed least, then queues least.  The choice
+is made once and again only after a failure, as CMSSW's client does, since it
+costs health and statistics calls to every server.  When no remote server can
+serve, a local ``sonic serve`` is started on free ports from the job's own
+repository.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from sonic.client.endpoint import Endpoint
+from sonic.client.errors import NoServerError
+from sonic.client.servers import Server
+
+log = logging.getLogger("sonic.client")
+
+
+class Router:
+    """The servers of one model, and the one its calls go to now."""
+
+    def __init__(self, model: str, version: str, protocol: str, endpoints: list[Endpoint], *,
+                 preferred: str | None, fallback_repository: Path | None,
+                 control_timeout_s: float) -> None:  # fmt: skip
+        self.model = model
+        self.version = version
+        self.protocol = protocol
+        self.endpoints = endpoints
+        self.preferred = preferred
+        self.fallback_repository = fallback_repository
+        self.control_timeout_s = control_timeout_s
+        self.current: Endpoint | None = None
+        self.fallback: Any = None
+        self.fallback_endpoint: Endpoint | None = None
+        self.lock = threading.Lock()
+        self.discover()
+
+    def discover(self) -> None:
+        for ep in self.endpoints:
+            try:
+                index = ep.sync().get_model_repository_index(**self.json(ep))
+            except Exception as err:  # a saturated gateway refuses this on purpose
+                log.warning("server %s skipped: RepositoryIndex failed: %s", ep.server.name, err)
+                ep.failures += 1
+                continue
+            rows = index["models"] if isinstance(index, dict) else index
+            ep.models = {r["name"] for r in rows if r.get("state", "READY") == "READY"}
+
+    def control(self, ep: Endpoint) -> dict[str, Any]:
+        """Keyword arguments of every control call: the server's token and, over gRPC, a
+        deadline (HTTP clients carry theirs, Endpoint.timeout_s)."""
+        kw: dict[str, Any] = {"headers": ep.headers()}
+        if self.protocol == "grpc":
+            kw["client_timeout"] = self.control_timeout_s
+        return kw
+
+    def json(self, ep: Endpoint) -> dict[str, Any]:
+        """As :meth:`control`, with JSON answers over gRPC."""
+        kw = self.control(ep)
+        if self.protocol == "grpc":
+            kw["as_json"] = True
+        return kw
+
+    def queue_ns(self, ep: Endpoint) -> float:
+        try:
+            stats = ep.sync().get_inference_statistics(self.model, **self.json(ep))
+            q = stats["model_stats"][0]["inference_stats"]["queue"]
+            return int(q.get("ns", 0)) / max(int(q.get("count", 0)), 1)
+        except Exception:
+            return float("inf")
+
+    def candidates(self, exclude: set[str] = frozenset()) -> list[Endpoint]:  # type: ignore[assignment]
+        hosts = [
+            ep for ep in self.endpoints if self.model in ep.models and ep.server.name not in exclude
+        ]
+        live = []
+        for ep in hosts:
+            try:
+                kw = self.control(ep)
+                if ep.sync().is_server_live(**kw) and ep.sync().is_model_ready(
+                    self.model, self.version, **kw
+                ):
+                    live.append(ep)
+            except Exception:
+                ep.failures += 1
+        pref = [ep for ep in live if ep.server.name == self.preferred]
+        rest = sorted((ep for ep in live if ep not in pref),
+                      key=lambda ep: (ep.failures, self.queue_ns(ep)))  # fmt: skip
+        return pref + rest
+
+    def best(self) -> Endpoint:
+        """The server calls go to; chosen once, and again only after a failure.
+
+        Choosing costs health and statistics calls to every server, so it is not
+        done per request (CMSSW likewise picks at start and on retry).
+        """
+        current = self.current
+        if current is not None:
+            return current
+        candidates = self.candidates()
+        chosen = (
+            candidates[0] if candidates else self.use_fallback("no remote server hosts the model")
+        )
+        self.current = chosen
+        return chosen
+
+    def use_fallback(self, why: str) -> Endpoint:
+        with self.lock:
+            if self.fallback_endpoint is not None:
+                return self.fallback_endpoint
+            if self.fallback_repository is None:
+                raise NoServerError(
+                    f"model '{self.model}': {why}, and no fallback_repository is configured "
+                    "for a local fallback server"
+                )
+            from sonic.launcher import LocalServer
+
+            log.warning("model '%s': %s; starting a local fallback server", self.model, why)
+            # Client shared memory allowed: the one case where CMSSW uses it, its own fallback.
+            self.fallback = LocalServer(Path(self.fallback_repository),
+                                         "--allow-client-shm=true").start()  # fmt: skip
+            atexit.register(self.fallback.stop)
+            url = self.fallback.grpc_url if self.protocol == "grpc" else self.fallback.http_url
+            ep = Endpoint(Server("fallback", url), self.protocol, models={self.model})
+            self.fallback_endpoint = ep
+            return ep
+
+    def next(self, kind: str, current: Endpoint, tried: set[str]) -> Endpoint | None:
+        if kind == "same":
+            return current
+        if kind == "diff":
+            others = self.candidates(exclude=tried)
+            return others[0] if others else None
+        return self.use_fallback("every remote attempt failed")
+
+    def with_log(self, attempts: list[str]) -> list[str]:
+        if self.fallback is not None and any(a.startswith("fallback:") for a in attempts):
+            attempts = [*attempts, "fallback server log:\n" + self.fallback.log()[-3000:]]
+        return attempts
+
+    async def close_async(self) -> None:
+        for ep in [*self.endpoints, self.fallback_endpoint]:
+            if ep is not None:
+                await ep.close_aio()
+
+    def close(self) -> None:
+        for ep in self.endpoints:
+            ep.close()
+        if self.fallback_endpoint is not None:
+            self.fallback_endpoint.close()
+        if self.fallback is not None:
+            self.fallback.stop()
+            self.fallback = None

@@ -1,0 +1,381 @@
+"""The gRPC servicers, ``inference.GRPCInferenceService`` and ``grpc.health.v1``, of all transports.
+
+The same servicer objects answer whichever transport carries the bytes
+(:mod:`~sonic.server.frontends.grpc_aio`, :mod:`~sonic.server.frontends.grpc_native`,
+the relay), so statuses and messages are identical on all of them.  Each
+method decodes the message, calls the data plane, and encodes the answer;
+errors map to gRPC status codes through one table, as Triton maps its
+``TRITONSERVER_ERROR_*`` codes.  Unexpected exceptions become INTERNAL with
+their message and are logged; they never take the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from sonic.errors import SonicError, Status, Unauthenticated
+from sonic.protocol.grpc_codec import (
+    decode_cost,
+    decode_request,
+    encode_response,
+    params_from_proto,
+)
+from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
+from sonic.server.dataplane import OFF_LOOP_BYTES, DataPlane
+from sonic.server.frontends.auth import Authenticator, Category
+
+log = logging.getLogger("sonic.server.grpc")
+
+STATUS_CODES: dict[Status, grpc.StatusCode] = {
+    Status.INVALID_ARG: grpc.StatusCode.INVALID_ARGUMENT,
+    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
+    Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Status.INTERNAL: grpc.StatusCode.INTERNAL,
+    Status.CANCELLED: grpc.StatusCode.CANCELLED,
+    Status.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Status.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+R = TypeVar("R")
+
+
+Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return str(value)
+    return None
+
+
+def peer(context: Any) -> str:
+    return str(context.peer()) if hasattr(context, "peer") else ""
+
+
+async def _admit(auth: Authenticator, category: Category, context: Any, what: str) -> None:
+    """Abort the call unless its credentials allow ``category`` (for handlers outside _rpc)."""
+    if auth.enabled:
+        try:
+            auth.check(category, _authorization(context), what, peer(context))
+        except SonicError as err:
+            await context.abort(STATUS_CODES[err.status], err.message)
+
+
+def _rpc(category: Category) -> Callable[[Method[R]], Method[R]]:
+    """Check the caller's role for ``category``, then map :class:`SonicError` (and anything
+    unexpected) to a gRPC status."""
+
+    def decorate(method: Method[R]) -> Method[R]:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+            try:
+                if self.auth.enabled:
+                    self.auth.check(category, _authorization(context), method.__name__,
+                                    peer(context))  # fmt: skip
+                return await method(self, request, context)
+            except SonicError as err:
+                await context.abort(STATUS_CODES[err.status], err.message)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as err:
+                log.exception("internal error in %s", method.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+            raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+
+        wrapper.category = category  # type: ignore[attr-defined]  # read by method_categories
+        return wrapper
+
+    return decorate
+
+
+def _regions(response: Any, rows: list[dict[str, Any]]) -> Any:
+    """A (System|Cuda)SharedMemoryStatusResponse with one RegionStatus per row."""
+    msg = response()
+    for row in rows:
+        msg.regions[row["name"]].CopyFrom(response.RegionStatus(**row))
+    return msg
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane, auth: Authenticator) -> None:
+        self.dp = dataplane
+        self.auth = auth
+
+    @_rpc(Category.HEALTH)
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.dp.live())
+
+    @_rpc(Category.HEALTH)
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.dp.ready())
+
+    @_rpc(Category.HEALTH)
+    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version))
+
+    @_rpc(Category.METADATA)
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**self.dp.server_metadata())
+
+    @_rpc(Category.METADATA)
+    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        meta = self.dp.model_metadata(request.name, request.version)
+        msg = pb.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"]
+        )
+        for key, target in (("inputs", msg.inputs), ("outputs", msg.outputs)):
+            for t in meta[key]:
+                target.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        return msg
+
+    @_rpc(Category.MODEL_CONFIG)
+    async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=self.dp.model_config(request.name, request.version))
+
+    @_rpc(Category.STATISTICS)
+    async def ModelStatistics(self, request: Any, context: Any) -> pb.ModelStatisticsResponse:
+        stats = await self.dp.statistics_all(request.name, request.version)
+        return pb.ModelStatisticsResponse(model_stats=[s.to_proto() for s in stats])
+
+    async def _decode(self, msg: Any) -> InferRequest:
+        """The request, after its model was found (a request to no model costs no decoding),
+        decoded on a worker thread when it is large enough to hold up other clients."""
+        self.dp.check_model(msg.model_name, msg.model_version)
+        if decode_cost(msg) > OFF_LOOP_BYTES:
+            return await asyncio.to_thread(decode_request, msg)
+        return decode_request(msg)
+
+    @staticmethod
+    async def _encode(resp: InferResponse) -> pb.ModelInferResponse:
+        if walk_cost(resp.outputs) > OFF_LOOP_BYTES:
+            return await asyncio.to_thread(encode_response, resp)
+        return encode_response(resp)
+
+    @_rpc(Category.INFERENCE)
+    async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
+        start = time.perf_counter_ns()
+        return await self._encode(await self.dp.infer(await self._decode(request), start))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently; each response or error goes back as it completes."""
+        await _admit(self.auth, Category.INFERENCE, context, "ModelStreamInfer")
+        results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(msg: Any) -> None:
+            start = time.perf_counter_ns()
+            try:
+                resp = await self._encode(await self.dp.infer(await self._decode(msg), start))
+                results.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
+            except SonicError as err:
+                results.put_nowait(
+                    pb.ModelStreamInferResponse(
+                        error_message=err.message,
+                        infer_response=pb.ModelInferResponse(
+                            model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+                        ),
+                    )
+                )
+            except Exception as err:
+                log.exception("internal error in ModelStreamInfer")
+                results.put_nowait(
+                    pb.ModelStreamInferResponse(error_message=f"{type(err).__name__}: {err}")
+                )
+
+        async def reader() -> None:
+            async for msg in request_iterator:
+                task = asyncio.create_task(one(msg))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*list(pending))
+            results.put_nowait(None)
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while (item := await results.get()) is not None:
+                yield item
+        finally:
+            read_task.cancel()
+
+    @_rpc(Category.REPOSITORY_INDEX)
+    async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
+        rows = self.dp.repository_index(request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows]
+        )
+
+    @_rpc(Category.MODEL_REPOSITORY)
+    async def RepositoryModelLoad(
+        self, request: Any, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        await self.dp.load(request.model_name, params_from_proto(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc(Category.MODEL_REPOSITORY)
+    async def RepositoryModelUnload(
+        self, request: Any, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self.dp.unload(request.model_name, params_from_proto(request.parameters))
+        return pb.RepositoryModelUnloadResponse()
+
+    @_rpc(Category.SHARED_MEMORY)
+    async def SystemSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        return _regions(pb.SystemSharedMemoryStatusResponse, self.dp.shm.status(request.name))
+
+    @_rpc(Category.SHARED_MEMORY)
+    async def SystemSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self.dp.shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_rpc(Category.SHARED_MEMORY)
+    async def SystemSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self.dp.shm.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @_rpc(Category.LOGGING)
+    async def LogSettings(self, request: Any, context: Any) -> pb.LogSettingsResponse:
+        changes = params_from_proto(request.settings)  # SettingValue: the same oneof
+        values = self.dp.logs.update(changes) if changes else self.dp.logs.get()
+        msg = pb.LogSettingsResponse()
+        for key, v in values.items():
+            target = msg.settings[key]
+            if isinstance(v, bool):
+                target.bool_param = v
+            elif isinstance(v, int):
+                target.uint32_param = v
+            else:
+                target.string_param = v
+        return msg
+
+    @_rpc(Category.SHARED_MEMORY)
+    async def CudaSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        return _regions(pb.CudaSharedMemoryStatusResponse, self.dp.shm.cuda.status(request.name))
+
+    @_rpc(Category.SHARED_MEMORY)
+    async def CudaSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self.dp.shm.register_cuda(request.name, request.raw_handle, request.device_id,
+                                  request.byte_size)  # fmt: skip
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    @_rpc(Category.SHARED_MEMORY)
+    async def CudaSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self.dp.shm.cuda.unregister(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+
+#: Health Watch streams open at once (each holds a task for as long as the client likes);
+#: load balancers and probes need a handful.
+MAX_WATCHES = 256
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """``grpc.health.v1``: SERVING while the server is ready."""
+
+    SERVICES = ("", "inference.GRPCInferenceService")
+
+    def __init__(self, dataplane: DataPlane, auth: Authenticator) -> None:
+        self.dp = dataplane
+        self.auth = auth
+        self.watches = 0
+
+    def _status(self, service: str) -> int:
+        if self.dp.ready():
+            return health_pb2.HealthCheckResponse.SERVING
+        return health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def Check(self, request: Any, context: Any) -> health_pb2.HealthCheckResponse:
+        await _admit(self.auth, Category.HEALTH, context, "grpc.health.v1.Health/Check")
+        if request.service not in self.SERVICES:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
+        return health_pb2.HealthCheckResponse(status=self._status(request.service))
+
+    async def Watch(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        await _admit(self.auth, Category.HEALTH, context, "grpc.health.v1.Health/Watch")
+        if self.watches >= MAX_WATCHES:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{MAX_WATCHES} health Watch streams are open already; "
+                                "poll with Check instead")  # fmt: skip
+        self.watches += 1
+        try:
+            last = None
+            while True:
+                status = (
+                    self._status(request.service)
+                    if request.service in self.SERVICES
+                    else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                )
+                if status != last:
+                    yield health_pb2.HealthCheckResponse(status=status)
+                    last = status
+                await asyncio.sleep(1.0)
+        finally:
+            self.watches -= 1
+
+
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+def servicers(dataplane: DataPlane, auth: Authenticator) -> dict[str, Any]:
+    """The gRPC services by full name: registered on the in-process server, or called by name
+    for the relay front ends (:mod:`sonic.server.relay.frontend`)."""
+    return {
+        INFERENCE_SERVICE: InferenceServicer(dataplane, auth),
+        HEALTH_SERVICE: HealthServicer(dataplane, auth),
+    }
+
+
+def method_categories() -> dict[str, Category]:
+    """The protocol category of every method, by its full path (``/service/Method``)."""
+    table = {f"/{INFERENCE_SERVICE}/ModelStreamInfer": Category.INFERENCE,
+             f"/{HEALTH_SERVICE}/Check": Category.HEALTH,
+             f"/{HEALTH_SERVICE}/Watch": Category.HEALTH}  # fmt: skip
+    for name, member in vars(InferenceServicer).items():
+        if (category := getattr(member, "category", None)) is not None:
+            table[f"/{INFERENCE_SERVICE}/{name}"] = category
+    return table
+
+
+def refused_unread(
+    auth: Authenticator, category: Category | None, metadata: Any
+) -> str | None:
+    """Why a call must be refused before its message is read (no valid credentials where its
+    category needs them), or None; for CredentialsFirst and the native transport."""
+    if category is Category.HEALTH and auth.settings.open_health:
+        return None
+    authorization = next((str(v) for k, v in metadata or () if k == "authorization"), None)
+    try:
+        auth.caller(authorization)
+    except Unauthenticated as err:
+        return err.message
+    return None

@@ -1,0 +1,398 @@
+"""Run requests on a model's instances: Triton's default scheduler and dynamic batcher.
+
+Each instance owns one worker thread, so ``count: N`` gives N concurrent
+executions, and a runtime that releases the GIL (onnxruntime does) runs them
+in parallel.  Merging inputs, the model call and splitting outputs all run on
+that thread, keeping the event loop free for protocol work.
+
+:class:`DirectScheduler` runs every request as its own execution on the first
+idle instance.  :class:`DynamicBatcher` implements ``dynamic_batching`` with
+Triton's semantics: when an instance is free it gathers queued requests in
+priority then arrival order into the largest batch up to ``max_batch_size``;
+it prefers the largest ``preferred_batch_size`` it can form; it holds a
+partial batch until the oldest request has waited ``max_queue_delay_
+microseconds`` unless a preferred or full batch forms first; it applies the
+queue policy (``max_queue_size``, timeouts with REJECT or DELAY, per-priority
+overrides) and can preserve response order across instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from sonic.backends.base import BackendInstance
+from sonic.errors import InvalidArgument, Unavailable
+from sonic.server.scheduling.batching import BatchInputSpec, merge, split
+from sonic.server.scheduling.instances import InstancePool
+from sonic.server.statistics import ModelStatistics
+
+
+@dataclass(slots=True)
+class Execution:
+    """What one request got from its execution, with Triton's timing stages in ns."""
+
+    outputs: dict[str, np.ndarray]
+    queue_ns: int
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+
+
+@dataclass(slots=True, eq=False)
+class WorkItem:
+    inputs: dict[str, np.ndarray]
+    outputs: list[str]
+    rows: int
+    enqueued_ns: int
+    future: asyncio.Future[Execution]
+    priority: int = 1
+    deadline_ns: int = 0
+    key: tuple[Any, ...] = ()
+
+
+@dataclass(slots=True)
+class BatchShape:
+    """What merging needs to know about the model (from its config and file)."""
+
+    ragged: frozenset[str] = frozenset()
+    batch_inputs: tuple[BatchInputSpec, ...] = ()
+    model_ranks: dict[str, int] = field(default_factory=dict)
+
+
+class _Scheduler:
+    """Shared by both schedulers: running one batch and recording it."""
+
+    def __init__(
+        self, pool: InstancePool, stats: ModelStatistics, shape: BatchShape,
+        max_queue_size: int = 0,
+    ) -> None:  # fmt: skip
+        self.pool = pool
+        self.stats = stats
+        self.shape = shape
+        #: Server-wide queue bound (``--max-queue-size``) where the config sets none.
+        self.max_queue_size = max_queue_size
+        #: Requests accepted and not yet executing (nv_inference_pending_request_count).
+        self.pending = 0
+
+    async def _run_batch(
+        self, inst: BackendInstance, items: list[WorkItem]
+    ) -> list[Execution | BaseException]:
+        t_start = time.perf_counter_ns()
+        names = list(dict.fromkeys(n for it in items for n in it.outputs))
+        shape = self.shape
+
+        def merged(instance: BackendInstance) -> tuple[list[Any], int, int, int]:
+            t0 = time.perf_counter_ns()
+            feed = merge([it.inputs for it in items], shape.ragged, shape.batch_inputs,
+                         shape.model_ranks)  # fmt: skip
+            feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
+            t1 = time.perf_counter_ns()
+            out = instance.execute(feed, names)
+            t2 = time.perf_counter_ns()
+            parts = split(out, [it.rows for it in items], [it.outputs for it in items])
+            return parts, t1 - t0, t2 - t1, time.perf_counter_ns() - t2
+
+        def one_by_one(instance: BackendInstance) -> tuple[list[Any], int, int, int]:
+            t0 = time.perf_counter_ns()
+            parts = instance.execute_requests([(it.inputs, it.outputs) for it in items])
+            return parts, 0, time.perf_counter_ns() - t0, 0
+
+        work = one_by_one if inst.per_request else merged
+        # pending: requests accepted and not yet in an execution (both schedulers)
+        parts, input_ns, infer_ns, output_ns = await self.pool.run(inst, work, self.pending == 0)
+        self.stats.record_execution(sum(it.rows for it in items), input_ns, infer_ns, output_ns)
+        return [
+            p if isinstance(p, BaseException)
+            else Execution(p, t_start - it.enqueued_ns, input_ns, infer_ns, output_ns)
+            for p, it in zip(parts, items, strict=True)
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class DirectScheduler(_Scheduler):
+    """One execution per request, on the first idle instance (Triton's default)."""
+
+    async def execute(
+        self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
+        priority: int = 0, timeout_us: int = 0,
+    ) -> Execution:  # fmt: skip
+        if self.max_queue_size and self.pending >= self.max_queue_size:
+            raise Unavailable(
+                f"Exceeds maximum queue size: model '{self.pool.model}' already has "
+                f"{self.pending} request(s) waiting for an instance (--max-queue-size "
+                f"{self.max_queue_size})"
+            )
+        loop = asyncio.get_running_loop()
+        item = WorkItem(inputs, outputs, rows, time.perf_counter_ns(), loop.create_future())
+        self.pending += 1
+        try:
+            inst = await self.pool.acquire()
+        finally:
+            self.pending -= 1
+        try:
+            (result,) = await self._run_batch(inst, [item])
+        finally:
+            self.pool.release(inst)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    max_queue_size: int = 0
+    timeout_ns: int = 0
+    delay_on_timeout: bool = False
+    allow_override: bool = False
+
+    @classmethod
+    def from_proto(cls, p: mc.ModelQueuePolicy, default_max_queue_size: int = 0) -> QueuePolicy:
+        return cls(
+            max_queue_size=p.max_queue_size or default_max_queue_size,
+            timeout_ns=p.default_timeout_microseconds * 1000,
+            delay_on_timeout=p.timeout_action == mc.ModelQueuePolicy.DELAY,
+            allow_override=p.allow_timeout_override,
+        )
+
+
+class DynamicBatcher(_Scheduler):
+    """Triton's dynamic batcher for one model version."""
+
+    def __init__(
+        self, pool: InstancePool, stats: ModelStatistics, shape: BatchShape,
+        config: mc.ModelConfig, max_queue_size: int = 0,
+    ) -> None:  # fmt: skip
+        super().__init__(pool, stats, shape, max_queue_size)
+        db = config.dynamic_batching
+        self.model = config.name
+        self.max_batch = max(config.max_batch_size, 1)
+        self.preferred = sorted(s for s in db.preferred_batch_size if s <= self.max_batch)
+        self.delay_ns = db.max_queue_delay_microseconds * 1000
+        self.preserve_ordering = db.preserve_ordering
+        self.levels = max(int(db.priority_levels), 1)
+        self.default_level = int(db.default_priority_level) or self.levels
+        base = QueuePolicy.from_proto(db.default_queue_policy, max_queue_size)
+        self.policies = {
+            level: QueuePolicy.from_proto(db.priority_queue_policy[level], max_queue_size)
+            if level in db.priority_queue_policy else base
+            for level in range(1, self.levels + 1)
+        }  # fmt: skip
+        self.queues: dict[int, collections.deque[WorkItem]] = {
+            level: collections.deque() for level in range(1, self.levels + 1)
+        }
+        self._wake: asyncio.Event | None = None
+        # Only timeouts and cancelled clients remove requests from the queue.
+        self._may_expire = any(p.timeout_ns for p in self.policies.values())
+        self._loop_task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._next_seq = 0
+        self._done_seq = 0
+        self._finished: dict[int, list[tuple[WorkItem, Execution | BaseException]]] = {}
+        #: Nanoseconds on a monotonic clock; the batching rules read time only from here, so
+        #: the unit tests can drive them with a fake clock.
+        self.clock: Callable[[], int] = time.perf_counter_ns
+
+    # -- admission ---------------------------------------------------------------
+    async def execute(
+        self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
+        priority: int = 0, timeout_us: int = 0,
+    ) -> Execution:  # fmt: skip
+        level = priority or self.default_level
+        if not 1 <= level <= self.levels:
+            raise InvalidArgument(
+                f"priority {priority} is out of range for model '{self.model}': it has "
+                f"priority_levels {self.levels} (1 is the highest; 0 means the default)"
+            )
+        policy = self.policies[level]
+        queue = self.queues[level]
+        if policy.max_queue_size and len(queue) >= policy.max_queue_size:
+            raise Unavailable(
+                f"Exceeds maximum queue size: model '{self.model}' already has "
+                f"{len(queue)} request(s) queued at priority {level} (max_queue_size "
+                f"{policy.max_queue_size})"
+            )
+        timeout_ns = policy.timeout_ns
+        if timeout_us and (policy.allow_override or not timeout_ns):
+            timeout_ns = timeout_us * 1000 if not timeout_ns else min(timeout_ns, timeout_us * 1000)
+        if timeout_ns:
+            self._may_expire = True
+        now = self.clock()
+        loop = asyncio.get_running_loop()
+        key = tuple((n, a.shape[1:]) for n, a in inputs.items() if n not in self.shape.ragged)
+        item = WorkItem(inputs, outputs, rows, now, loop.create_future(), level,
+                        now + timeout_ns if timeout_ns else 0, key)  # fmt: skip
+        queue.append(item)
+        self.pending += 1
+        self._ensure_loop().set()
+        try:
+            return await item.future
+        except asyncio.CancelledError:  # the client went away: drop its request if still queued
+            if item in queue:
+                queue.remove(item)
+                self.pending -= 1
+            raise
+
+    def _ensure_loop(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        return self._wake
+
+    # -- batch formation ----------------------------------------------------------
+    def _expire(self, now: int) -> None:
+        if not self._may_expire:
+            return
+        for queue in self.queues.values():
+            for item in [it for it in queue if it.deadline_ns and it.deadline_ns <= now]:
+                queue.remove(item)
+                if self.policies[item.priority].delay_on_timeout:
+                    item.deadline_ns = 0
+                    queue.append(item)  # DELAY: behind everything queued at its level
+                    continue
+                self.pending -= 1
+                if not item.future.done():
+                    waited = (now - item.enqueued_ns) / 1000
+                    item.future.set_exception(
+                        Unavailable(
+                            f"Request timeout expired: the request waited {waited:.0f} us in the "
+                            f"queue of model '{self.model}'"
+                        )
+                    )
+
+    def _candidates(self) -> list[WorkItem]:
+        """The longest compatible prefix, in priority then arrival order."""
+        batch: list[WorkItem] = []
+        rows = 0
+        for level in range(1, self.levels + 1):
+            for item in self.queues[level]:
+                if item.future.done():
+                    continue
+                if batch and (item.key != batch[0].key or rows + item.rows > self.max_batch):
+                    return batch
+                batch.append(item)
+                rows += item.rows
+        return batch
+
+    def _cut(self, batch: list[WorkItem]) -> list[WorkItem] | None:
+        """The batch to send now, or None to keep waiting for more requests."""
+        rows = sum(it.rows for it in batch)
+        now = self.clock()
+        oldest = min(it.enqueued_ns for it in batch)
+        delay_over = self.delay_ns == 0 or now - oldest >= self.delay_ns
+        if self.preferred:
+            best: list[WorkItem] | None = None
+            total = 0
+            for i, it in enumerate(batch):
+                total += it.rows
+                if total in self.preferred:
+                    best = batch[: i + 1]
+            if best is not None and (sum(x.rows for x in best) == self.preferred[-1]
+                                     or rows >= self.max_batch or delay_over):  # fmt: skip
+                return best
+        if rows >= self.max_batch or delay_over:
+            return batch
+        return None
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            if not any(self.queues.values()):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            inst = await self.pool.acquire()
+            try:
+                batch = await self._form()
+            except BaseException:
+                self.pool.release(inst)
+                raise
+            if not batch:
+                self.pool.release(inst)
+                continue
+            for it in batch:
+                self.queues[it.priority].remove(it)
+            self.pending -= len(batch)
+            task = asyncio.get_running_loop().create_task(self._execute(inst, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _form(self) -> list[WorkItem]:
+        assert self._wake is not None
+        while True:
+            self._expire(self.clock())
+            batch = self._candidates()
+            if not batch:
+                return []
+            cut = self._cut(batch)
+            if cut is not None:
+                return cut
+            oldest = min(it.enqueued_ns for it in batch)
+            wait_s = max(0.0, (oldest + self.delay_ns - self.clock()) / 1e9)
+            deadlines = [it.deadline_ns for q in self.queues.values() for it in q if it.deadline_ns]
+            if deadlines:
+                wait_s = min(wait_s, max(0.0, (min(deadlines) - self.clock()) / 1e9))
+            self._wake.clear()
+            # A timer that sets the event is far cheaper than wait_for's extra task.
+            timer = asyncio.get_running_loop().call_later(wait_s, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
+
+    async def _execute(self, inst: BackendInstance, batch: list[WorkItem]) -> None:
+        seq = self._next_seq
+        self._next_seq += 1
+        results: list[tuple[WorkItem, Execution | BaseException]]
+        try:
+            executions: list[Execution | BaseException] = await self._run_batch(inst, batch)
+            results = list(zip(batch, executions, strict=True))
+        except BaseException as err:  # every request of a failed batch gets the error
+            results = [(it, err) for it in batch]
+        finally:
+            self.pool.release(inst)
+            self._wake_loop()
+        if not self.preserve_ordering:
+            _deliver(results)
+            return
+        self._finished[seq] = results
+        while self._done_seq in self._finished:
+            _deliver(self._finished.pop(self._done_seq))
+            self._done_seq += 1
+
+    def _wake_loop(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for queue in self.queues.values():
+            for item in queue:
+                if not item.future.done():
+                    item.future.set_exception(Unavailable(f"model '{self.model}' was unloaded"))
+            queue.clear()
+        super().close()
+
+
+def _deliver(results: list[tuple[WorkItem, Execution | BaseException]]) -> None:
+    for item, outcome in results:
+        if item.future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+        else:
+            item.future.set_result(outcome)
+
+
+Scheduler = DirectScheduler | DynamicBatcher

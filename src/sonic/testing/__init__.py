@@ -1,0 +1,1 @@
+"""Helpers that tests and benchmarks share: :mod:`~sonic.testing.triton` runs real NVIDIA Triton."""

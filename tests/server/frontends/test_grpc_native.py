@@ -1,0 +1,150 @@
+"""The native gRPC transport (sonic.server.frontends.grpc_native): selection, the start-up log,
+and what an operator sees where it is not built."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psutil
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from sonic.launcher import LocalServer
+from sonic.zoo.examples import mlp_model, write_model
+
+MISSING = "import sys; sys.modules['sonic.server.frontends._grpc_native'] = None; "
+
+
+SLEEPY = """
+import time
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(0.05)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]) for r in requests]
+"""
+SLEEPY_CONFIG = """
+backend: "python"
+max_batch_size: 0
+input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("native")
+    write_model(mlp_model(), root, "mlp")
+    (root / "sleepy" / "1").mkdir(parents=True)
+    (root / "sleepy" / "1" / "model.py").write_text(SLEEPY)
+    (root / "sleepy" / "config.pbtxt").write_text(SLEEPY_CONFIG)
+    return root
+
+
+@pytest.mark.parametrize("transport", ["native", "python"])
+def test_the_log_says_which_transport_serves(repo: Path, transport: str) -> None:
+    with LocalServer(repo, f"--grpc-transport={transport}") as server:
+        assert grpcclient.InferenceServerClient(server.grpc_url).is_server_ready()
+        words = "native transport, grpc++" if transport == "native" else "python transport"
+        assert words in server.log()
+        assert "Unknown experiment" not in server.log()  # grpcio's setting kept from grpc++
+
+
+def test_native_is_the_default_where_it_is_built(repo: Path) -> None:
+    with LocalServer(repo, env={"PATH": "/usr/bin:/bin"}) as server:
+        assert "(native transport, grpc++)" in server.log()
+
+
+def _serve(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    code = (MISSING + "from sonic.cli import main; "
+            f"main(['serve', '--model-repository={repo}', '--http-port=0', '--grpc-port=0', "
+            f"'--metrics-port=0', '--allow-http=false', '--allow-metrics=false', "
+            + "".join(f"'{a}', " for a in args) + "])")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def test_asking_for_native_where_it_is_not_built_fails_clearly(repo: Path) -> None:
+    run = _serve(repo, "--grpc-transport=native")
+    assert run.returncode == 2, run.stderr
+    assert "the native gRPC transport is not built: run 'make setup'" in run.stderr
+    assert "--grpc-transport python" in run.stderr
+
+
+def test_without_the_extension_the_default_is_python() -> None:
+    code = MISSING + (
+        "from sonic.server.frontends.grpc_native import default_transport as d; print(d())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "python", out.stderr
+
+
+def _sockets(pid: int) -> int:
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
+def test_streams_and_calls_cut_off_leak_nothing(repo: Path) -> None:
+    """Clients that go away mid-call and mid-stream, 300 times: the server's sockets and
+    memory come back to where they were, and it still answers."""
+    request = pb.ModelInferRequest(model_name="sleepy")
+    request.inputs.add(name="X", datatype="FP32", shape=[1])
+    request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
+    with LocalServer(repo, "--grpc-transport=native") as server:
+        assert server.proc is not None
+        proc = psutil.Process(server.proc.pid)
+
+        def cycles(n: int) -> None:
+            with grpc.insecure_channel(server.grpc_url) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                for i in range(n):
+                    if i % 2:
+                        call = stub.ModelStreamInfer(iter([request, request]))
+                    else:
+                        call = stub.ModelInfer.future(request)
+                    time.sleep(0.005)
+                    call.cancel()
+
+        cycles(50)
+        time.sleep(1.0)
+        sockets, rss = _sockets(proc.pid), proc.memory_info().rss
+        cycles(300)
+        time.sleep(1.5)  # the executions already started finish
+        assert _sockets(proc.pid) <= sockets + 2
+        assert proc.memory_info().rss - rss < 20 << 20
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        assert np.frombuffer(answer.raw_output_contents[0], np.float32)[0] == 1.0
+        assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("transport", ["native", "python"])
+def test_gzip_requests_and_deadlines(repo: Path, transport: str) -> None:
+    """grpc's request compression and a client deadline, on both transports."""
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    with LocalServer(repo, f"--grpc-transport={transport}") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        plain = client.infer("mlp", [inp]).as_numpy("output")
+        zipped = client.infer("mlp", [inp], compression_algorithm="gzip").as_numpy("output")
+        np.testing.assert_array_equal(plain, zipped)
+        request = pb.ModelInferRequest(model_name="sleepy")
+        request.inputs.add(name="X", datatype="FP32", shape=[1])
+        request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(request, timeout=0.01)
+            assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - t0 < 1.0
