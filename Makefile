@@ -40,7 +40,7 @@ $(TRITON): scripts/setup_triton.sh
 $(VENV)/bin/perf_analyzer: scripts/install_perf_analyzer.sh $(STAMP)
 	VENV=$(VENV) bash scripts/install_perf_analyzer.sh
 
-$(MODELS) &: $(STAMP) src/sonic/repository/examples.py src/sonic/repository/cms_models.py
+$(MODELS) &: $(STAMP) src/sonic/zoo/examples.py src/sonic/zoo/cms_models.py
 	$(VENV)/bin/sonic repo examples examples/model_repository
 
 models: $(MODELS)
