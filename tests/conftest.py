@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sonic.launcher import LocalServer
 from sonic.zoo.examples import (
     IR_VERSION,
+    MLP_BENCHMARK_CONFIG,
     OPSET,
     identity_model,
     mlp_model,
@@ -107,6 +108,13 @@ max_batch_size: 512
 parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 instance_group [ { count: 1, kind: KIND_CPU } ]
 """
+
+
+def write_mlp(root: Path) -> Path:
+    """The benchmark MLP as model ``mlp`` in ``root`` (the perf, gateway and tracing tests')."""
+    config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
+    write_model(mlp_model(), root, "mlp", config=config)
+    return root
 
 
 def write_python_model(repo: Path, name: str, code: str, *, instances: int = 1,

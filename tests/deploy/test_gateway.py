@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from sonic.client import Client
 from sonic.gateway import Gateway, Prometheus
 from sonic.launcher import LocalServer, free_ports
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from tests.conftest import write_mlp
 from tests.fixtures.tokens import AUDIENCE, ISSUER, SECRET, jwt
 
 AUTH = {"authorization": f"Bearer {jwt()}"}
@@ -27,8 +27,7 @@ AUTH = {"authorization": f"Bearer {jwt()}"}
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
-    config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
-    write_model(mlp_model(), root, "mlp", config=config)
+    write_mlp(root)
     return root
 
 
@@ -164,6 +163,11 @@ def test_admission_refuses_repository_index_over_threshold(replicas: list[LocalS
         assert refused is not None and "UNAVAILABLE" in str(refused)
         assert "saturated" in str(refused)
         infer(client)  # running jobs keep their inference
+        # Refusals are counted apart, for the dashboard's admission panel.
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw.stats_port}/metrics") as r:
+            counts = [ln for ln in r.read().decode().splitlines()
+                      if ln.startswith('haproxy_backend_http_requests_total{proxy="grpc_refused"')]
+        assert float(counts[0].rsplit(" ", 1)[1]) >= 1
     finally:
         gw.stop()
         prom.stop()

@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 
 from sonic.gateway import QUEUE_PER_EXEC, Gateway, Prometheus
 from sonic.launcher import LocalServer, free_ports
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from tests.conftest import write_mlp
 
 DASHBOARD = (Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "monitoring"
              / "sonic-dashboard.json")  # fmt: skip
@@ -26,8 +26,7 @@ def monitored(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LocalServer, Prometheus, Gateway]]:
     repo = tmp_path_factory.mktemp("repo")
-    config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
-    write_model(mlp_model(), repo, "mlp", config=config)
+    write_mlp(repo)
     with LocalServer(repo) as server:
         port, grpc_port, http_port, stats_port = free_ports(4)
         gateway = Gateway([("127.0.0.1", server.grpc_port, server.http_port)], grpc_port,
@@ -112,10 +111,10 @@ def test_every_dashboard_query_returns_data(
         through.infer("mlp", [x])
     time.sleep(2.0)
     dash = json.loads(DASHBOARD.read_text())
-    assert {v["name"] for v in dash["templating"]["list"]} >= {"namespace", "instance"}
+    assert {v["name"] for v in dash["templating"]["list"]} >= {"namespace", "sonic", "instance"}
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     assert len(exprs) >= 16
     for e in exprs:
         q = (e.replace("$__rate_interval", "30s").replace("$namespace", ".*")
-             .replace("$instance", ".*"))  # fmt: skip
+             .replace("$sonic", ".*").replace("$instance", ".*"))  # fmt: skip
         assert prom.query(q), f"dashboard query returned no data: {q}"

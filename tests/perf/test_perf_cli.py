@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from sonic.launcher import LocalServer
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
-from tests.conftest import SIMPLE_CONFIG
+from sonic.zoo.examples import write_model
+from tests.conftest import SIMPLE_CONFIG, write_mlp
 from tests.fixtures.perf_analyzer import run_perf_analyzer
 
 FAST = ["-p", "300", "-s", "100", "-r", "6"]  # short windows; a loose bound on a busy machine
@@ -22,8 +22,7 @@ FAST = ["-p", "300", "-s", "100", "-r", "6"]  # short windows; a loose bound on 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     repo = tmp_path_factory.mktemp("repo")
-    config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
-    write_model(mlp_model(), repo, "mlp", config=config)
+    write_mlp(repo)
     with LocalServer(repo, "--allow-client-shm=true") as srv:
         yield srv
 

@@ -19,7 +19,7 @@ from sonic.perf.report import write_report
 from sonic.perf.scrape import metadata_from_name, scrape
 from sonic.perf.sweep import SweepSpace, sweep
 from sonic.perf.target import Target
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from tests.conftest import write_mlp
 from tests.fixtures.perf_analyzer import PERF_ANALYZER
 
 QUICK = Settings(interval_ms=300, stability_pct=100, max_trials=6)
@@ -28,8 +28,7 @@ QUICK = Settings(interval_ms=300, stability_pct=100, max_trials=6)
 @pytest.fixture(scope="module")
 def explicit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     repo = tmp_path_factory.mktemp("repo")
-    config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
-    write_model(mlp_model(), repo, "mlp", config=config)
+    write_mlp(repo)
     with LocalServer(repo, "--model-control-mode=explicit", "--load-model=mlp") as srv:
         yield srv
 

@@ -62,7 +62,7 @@ CHANGED = [
     "--http-server-cert=hc.pem", "--http-server-key=hk.pem", "--http-root-cert=hca.pem",
     "--auth-token-file=t", "--auth-jwt-secret-file=s", "--auth-jwks-file=j",
     "--auth-jwt-audience=aud", "--auth-jwt-issuer=iss", "--auth-roles-claim=groups",
-    "--auth-open-health=false", "--log-verbose=2", "--log-info=false",
+    "--auth-open-health=false", "--log-verbose=2", "--log-info=false", "--trace-config=rate=7",
 ]  # fmt: skip
 
 

@@ -55,6 +55,9 @@ def serve(**opts: object) -> None:
         from sonic.server.frontends.auth import Authenticator
 
         Authenticator(settings.auth)  # a malformed token file or JWKS fails here, by name
+        from sonic.server.tracing import check
+
+        check(settings.trace_config)
         if settings.grpc_transport == "native":
             from sonic.server.frontends.grpc_native import native_module
 

@@ -60,6 +60,8 @@ def workflow() -> None:
               help="Inputs through system shared memory to a server on this node.")
 @click.option("--fallback-repository", type=click.Path(path_type=Path, file_okay=False),
               help="Repository for a local fallback server when every server fails.")
+@click.option("--wake-timeout", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds to wait for servers that refuse while starting (scaled to zero).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=100, help="Events per chunk.")
 @click.option("--ignore-leptons", is_flag=True, help="As CMSSW's ignore_leptons.")
 @click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
@@ -72,7 +74,7 @@ def workflow() -> None:
 def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: str,
                  servers: tuple[str, ...], server_file: Path | None, protocol: str,
                  client_mode: str, shared_memory: str, fallback_repository: Path | None,
-                 chunk_size: int,
+                 wake_timeout: float, chunk_size: int,
                  ignore_leptons: bool, output_dir: Path, fmt: str, dask: str | None,
                  workers: int, json_out: Path | None) -> None:  # fmt: skip
     """Run DeepMET over FILES (ROOT, tree Events) and write per-event MET."""
@@ -85,7 +87,8 @@ def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: st
     cfg = JobConfig(mode=mode, model=model.resolve(), model_name=model_name, servers=servers,
                     server_file=server_file, protocol=protocol, client_mode=client_mode,
                     shared_memory=shared_memory,
-                    fallback_repository=fallback_repository, chunk_size=chunk_size,
+                    fallback_repository=fallback_repository, wake_timeout_s=wake_timeout,
+                    chunk_size=chunk_size,
                     ignore_leptons=ignore_leptons, output_format=fmt)  # fmt: skip
     total = sum(uproot.open(f)["Events"].num_entries for f in files)
     bar, advance = progress(total, f"{mode} over {len(files)} file(s)")

@@ -92,10 +92,14 @@ class Client:
         shared_memory: str = "auto",
         verify_checksums: bool = True,
         cuda_device: int = 0,
+        wake_timeout: float = 0.0,
     ) -> None:
         """``model_config_path``: the job's own copy of the model (its ``config.pbtxt``, or the
         model directory holding it); with ``verify_checksums`` (CMSSW's model versioning) the
-        server's MD5 checksum agent must match it, checked here, at construction."""
+        server's MD5 checksum agent must match it, checked here, at construction.
+        ``wake_timeout`` (seconds, in ``timeout_unit``): how long construction waits while every
+        server refuses with a retryable status, as a site scaled to zero does while it starts
+        a server (0: not at all; the servers that refuse are skipped at once)."""
         if protocol not in ("grpc", "http"):
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
         if timeout_unit not in UNITS:
@@ -137,7 +141,8 @@ class Client:
         self._info: ModelInfo | None = None
         self.router = Router(model, version, protocol, self.endpoints, preferred=preferred_server,
                              fallback_repository=fallback_repository,
-                             control_timeout_s=self.control_timeout_s)  # fmt: skip
+                             control_timeout_s=self.control_timeout_s,
+                             wake_timeout_s=wake_timeout * UNITS[timeout_unit])  # fmt: skip
         if self.requested_outputs:
             self.info()  # an output the model does not have is an error now, not per call
         if model_config_path is not None and verify_checksums:

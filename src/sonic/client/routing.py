@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import atexit
 import logging
+import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from sonic.client.endpoint import Endpoint
-from sonic.client.errors import NoServerError
+from sonic.client.errors import NoServerError, describe_failure, retryable
 from sonic.client.servers import Server
 
 log = logging.getLogger("sonic.client")
@@ -29,7 +31,7 @@ class Router:
 
     def __init__(self, model: str, version: str, protocol: str, endpoints: list[Endpoint], *,
                  preferred: str | None, fallback_repository: Path | None,
-                 control_timeout_s: float) -> None:  # fmt: skip
+                 control_timeout_s: float, wake_timeout_s: float = 0.0) -> None:  # fmt: skip
         self.model = model
         self.version = version
         self.protocol = protocol
@@ -41,18 +43,41 @@ class Router:
         self.fallback: Any = None
         self.fallback_endpoint: Endpoint | None = None
         self.lock = threading.Lock()
-        self.discover()
+        #: Why servers were skipped at discovery, for the error a job sees if none is left.
+        self.refusals: list[str] = []
+        self.discover(wake_timeout_s)
 
-    def discover(self) -> None:
-        for ep in self.endpoints:
-            try:
-                index = ep.sync().get_model_repository_index(**self.json(ep))
-            except Exception as err:  # a saturated gateway refuses this on purpose
-                log.warning("server %s skipped: RepositoryIndex failed: %s", ep.server.name, err)
-                ep.failures += 1
-                continue
-            rows = index["models"] if isinstance(index, dict) else index
-            ep.models = {r["name"] for r in rows if r.get("state", "READY") == "READY"}
+    def discover(self, wake_timeout_s: float = 0.0) -> None:
+        """Ask every server what it serves.  A server that refuses (a saturated gateway does,
+        on purpose) is skipped with a warning; with ``wake_timeout_s``, while no server has
+        answered and the refusals are retryable (a site scaled to zero, starting a server),
+        ask again with backoff until that much time has passed."""
+        deadline = time.monotonic() + wake_timeout_s
+        delay = 0.5
+        pending = list(self.endpoints)
+        while True:
+            failed = []
+            for ep in pending:
+                try:
+                    index = ep.sync().get_model_repository_index(**self.json(ep))
+                except Exception as err:
+                    failed.append((ep, err))
+                    continue
+                rows = index["models"] if isinstance(index, dict) else index
+                ep.models = {r["name"] for r in rows if r.get("state", "READY") == "READY"}
+            answered = len(failed) < len(pending) or any(ep.models for ep in self.endpoints)
+            waiting = [(ep, err) for ep, err in failed if retryable(err)]
+            if answered or not waiting or time.monotonic() + delay > deadline:
+                break
+            log.warning("no server answered yet (%s); asking again in %.1f s",
+                        describe_failure(waiting[0][0].server, waiting[0][1]), delay)  # fmt: skip
+            time.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, 5.0)
+            pending = [ep for ep, _ in waiting]
+        for ep, err in failed:
+            log.warning("server %s skipped: RepositoryIndex failed: %s", ep.server.name, err)
+            ep.failures += 1
+            self.refusals.append(describe_failure(ep.server, err))
 
     def control(self, ep: Endpoint) -> dict[str, Any]:
         """Keyword arguments of every control call: the server's token and, over gRPC, a
@@ -106,8 +131,10 @@ class Router:
         if current is not None:
             return current
         candidates = self.candidates()
+        why = "no remote server hosts the model" + (
+            f" ({'; '.join(self.refusals)})" if self.refusals else "")
         chosen = (
-            candidates[0] if candidates else self.use_fallback("no remote server hosts the model")
+            candidates[0] if candidates else self.use_fallback(why)
         )
         self.current = chosen
         return chosen

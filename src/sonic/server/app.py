@@ -23,6 +23,7 @@ import uvicorn
 
 from sonic.protocol.tensors import set_max_tensor_elements
 from sonic.repository.layout import ModelRepository
+from sonic.server import tracing
 from sonic.server.dataplane import DataPlane
 from sonic.server.frontends.auth import Authenticator, describe
 from sonic.server.frontends.grpc_aio import build_server, server_options
@@ -149,6 +150,7 @@ class Server:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
 
+        tracing.configure(tracing.TraceConfig.parse(s.trace_config))
         await self.manager.startup()
         # Models are loaded: serve from the first connection.  With --workers the kernel hands
         # connections to a worker as soon as its shared socket listens, so a worker must never
@@ -236,6 +238,7 @@ class Server:
             await asyncio.wait(http_tasks, timeout=5)
         await self.manager.close()
         self.dataplane.shm.close()
+        await asyncio.to_thread(tracing.shutdown)  # the last sampled requests' spans go out
         log.info("server stopped")
 
 

@@ -214,6 +214,10 @@ FLAGS: tuple[Flag, ...] = (
     # -- logging
     Flag("--log-verbose", "log_verbose", "int", "Verbose logging level (0 = off)."),
     Flag("--log-info", "log_info", "bool", "Log informational messages."),
+    Flag("--trace-config", "trace_config", "str",
+         "Request traces, as tritonserver: level=TIMESTAMPS, mode=opentelemetry, rate=N, count=N, "
+         "opentelemetry,url=HOST:PORT/v1/traces, opentelemetry,resource=KEY=VALUE (repeatable; "
+         "off by default).", multiple=True),
 )  # fmt: skip
 
 

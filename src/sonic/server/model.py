@@ -22,6 +22,7 @@ from sonic.protocol.datatypes import from_config_type
 from sonic.protocol.params import CLASSIFICATION, SHM_KEYS
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor, dims_match
 from sonic.repository.layout import file_inside
+from sonic.server import tracing
 from sonic.server.inflight import InFlight
 from sonic.server.scheduling.scheduler import Scheduler
 from sonic.server.statistics import ModelStatistics, RequestTiming, failure_reason
@@ -218,16 +219,15 @@ class LoadedModel:
             except BaseException as err:
                 self.stats.record_failure(time.perf_counter_ns() - start_ns, failure_reason(err))
                 raise
-            self.stats.record_success(
-                RequestTiming(
-                    request_ns=end - start_ns,
-                    queue_ns=execution.queue_ns,
-                    compute_input_ns=execution.compute_input_ns,
-                    compute_infer_ns=execution.compute_infer_ns,
-                    compute_output_ns=execution.compute_output_ns + end - t_out,
-                ),
-                batch,
+            timing = RequestTiming(
+                request_ns=end - start_ns,
+                queue_ns=execution.queue_ns,
+                compute_input_ns=execution.compute_input_ns,
+                compute_infer_ns=execution.compute_infer_ns,
+                compute_output_ns=execution.compute_output_ns + end - t_out,
             )
+            self.stats.record_success(timing, batch)
+            tracing.record(self.name, self.version_str, req.id, start_ns, timing, end)
             return InferResponse(
                 model_name=self.name, model_version=self.version_str, id=req.id, outputs=outputs
             )

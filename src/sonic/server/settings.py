@@ -187,6 +187,8 @@ class ServerSettings:
     grpc_transport: str = ""
     log_verbose: int = 0
     log_info: bool = True
+    #: tritonserver's --trace-config items (sonic.server.tracing; OpenTelemetry mode only).
+    trace_config: list[str] = field(default_factory=list)
     grpc_tls: TlsSettings = field(default_factory=TlsSettings)
     grpc_keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
     http_tls: TlsSettings = field(default_factory=TlsSettings)

@@ -61,6 +61,8 @@ class JobConfig:
     client_mode: str = "async"  # sync | async
     shared_memory: str = "auto"  # auto | on | off (see sonic.client.shm)
     fallback_repository: Path | None = None
+    #: Seconds to wait for servers that refuse while they start (a site scaled to zero).
+    wake_timeout_s: float = 0.0
     chunk_size: int = 100
     max_events: int | None = None  # per file, as cmsRun's maxEvents
     max_n_pf: int = MAX_N_PF
@@ -150,7 +152,8 @@ class _Service:
         self.client = Client(cfg.model_name, list(cfg.servers), server_file=cfg.server_file,
                              protocol=cfg.protocol, outputs=[OUTPUT_NAME],
                              fallback_repository=cfg.fallback_repository,
-                             shared_memory=cfg.shared_memory)  # fmt: skip
+                             shared_memory=cfg.shared_memory,
+                             wake_timeout=cfg.wake_timeout_s)  # fmt: skip
         self.asynchronous = cfg.client_mode == "async"
 
     def submit(self, tensors: dict[str, np.ndarray]) -> _InFlight:

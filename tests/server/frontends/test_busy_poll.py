@@ -16,7 +16,7 @@ from sonic.launcher import LocalServer
 from sonic.server.frontends.busypoll import BusyPoll
 from sonic.server.settings import ServerSettings
 from sonic.server.workers import worker_args
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+from tests.conftest import write_mlp
 
 
 def _passes(window_s: float, wait_s: float) -> tuple[int, bool]:
@@ -59,8 +59,7 @@ def test_server_spins_only_in_the_window(tmp_path: Path, window_us: int) -> None
     """A 0.3 s window (far above the 1 ms default, to be visible in CPU time) spins one core
     after a request; with 0 the server sleeps; either way an idle server uses no CPU."""
     repo = tmp_path / "repo"
-    write_model(mlp_model(), repo, "mlp",
-                config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
+    write_mlp(repo)
     with LocalServer(repo, f"--busy-poll-us={window_us}") as server:
         assert server.proc is not None
         _one_request(server)  # warm-up: connection, first call
