@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
@@ -137,3 +138,18 @@ def test_cli_scrape_report_plan(tmp_path: Path) -> None:
     assert json.loads(r.stdout)["servers"] == 2  # 4000/s over 2560 usable per server
     r = sonic("perf", "scrape", tmp_path / "rep")
     assert r.returncode == 1 and "no perf_analyzer CSV" in r.stderr
+
+
+def test_the_benchmarks_fixed_window_load(explicit_server: LocalServer) -> None:
+    """run_load (sonic.perf.loadgen) is the engine of sonic perf for one window: requests that
+    started and ended inside it, batch rows per second, latencies; a failing call is an error."""
+    from sonic.perf.loadgen import run_load
+
+    x = np.ones((4, 64), np.float32)
+    r = run_load(explicit_server.grpc_url, "mlp", {"input": x}, concurrency=2, warmup_s=0.3,
+                 window_s=1.0)  # fmt: skip
+    assert r.requests > 10 and r.throughput == r.requests * 4 / 1.0
+    assert 0 < r.percentile(50) <= r.percentile(99) < 1e6
+    with pytest.raises(RuntimeError, match="nonexistent"):
+        run_load(explicit_server.grpc_url, "nonexistent", {"input": x}, warmup_s=0.1,
+                 window_s=0.2)  # fmt: skip
