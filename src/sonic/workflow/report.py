@@ -79,22 +79,37 @@ def resolution_plot(table: Mapping[str, np.ndarray]) -> str:
                     label=f"{label}: $\\sigma_{{68}}$ = {s:.1f} GeV")  # fmt: skip
         ax.set_xlabel(f"$p_{{{comp}}}^{{miss}} - p_{{{comp}}}^{{miss,gen}}$ [GeV]")
         ax.set_ylabel("events")
-        ax.legend(fontsize=14)
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.45)  # room above the peaks for the legend
+        ax.legend(fontsize=14, loc="upper right")
     fig.suptitle(f"MET resolution, {len(gx)} events")
     return png(fig)
 
 
+#: The job's stages as the timing chart names them, in the order they stack.
+STAGE_LABELS = {"io": "read events (ROOT)", "inputs": "build inputs",
+                "infer_client": "inference, as the job waits for it", "output": "write outputs"}
+
+
 def timing_plot(runs: Mapping[str, Mapping[str, Any]]) -> str:
-    """Stacked bars: time per event of each stage, per run (ms/event); base64 PNG."""
+    """:func:`timing_figure` as base64 PNG."""
+    return png(timing_figure(runs))
+
+
+def timing_figure(runs: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Stacked bars: time per event of each stage, per run (ms/event), each bar's total on
+    top; the legend beside the axes, so that it covers no bar."""
     plt = pyplot()
-    stages = ("io", "inputs", "infer_client", "output")
-    fig, ax = plt.subplots(figsize=(10, 6))
+    fig, ax = plt.subplots(figsize=(12, 6))
     names = list(runs)
     bottom = np.zeros(len(names))
-    for stage in stages:
+    for stage, label in STAGE_LABELS.items():
         v = np.array([runs[n]["stages"][stage] / max(runs[n]["events"], 1) * 1e3 for n in names])
-        ax.bar(names, v, bottom=bottom, label=stage)
+        ax.bar(names, v, bottom=bottom, label=label, edgecolor="black", linewidth=0.5)
         bottom += v
+    for x, total in enumerate(bottom):
+        ax.annotate(f"{total:.2f} ms", (x, total), ha="center", va="bottom", fontsize=14,
+                    xytext=(0, 4), textcoords="offset points")  # fmt: skip
+    ax.set_ylim(top=bottom.max() * 1.15)
     ax.set_ylabel("ms per event")
-    ax.legend(fontsize=14)
-    return png(fig)
+    ax.legend(fontsize=14, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return fig
