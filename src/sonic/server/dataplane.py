@@ -86,9 +86,14 @@ class DataPlane:
         self.manager = manager
         #: Keeps the loop awake between requests (``--busy-poll-us``; see
         #: sonic.server.frontends.busypoll).
-        self.busy_poll = BusyPoll(busy_poll_s)
+        self.busy_poll = BusyPoll(busy_poll_s, crowded=lambda: self.inflight.count > 1)
         #: Longest time a request may spend in the server (``--request-timeout-ms``; 0: none).
         self.request_timeout_s = request_timeout_s
+        self._sweep_period = min(max(request_timeout_s / 20, 0.001), 0.1)
+        self._sweep: asyncio.TimerHandle | None = None
+        #: Requests under the timeout, by their task, and those the sweep cancelled.
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
         #: Private metrics ports of the other workers of ``--workers N`` (none otherwise).
         self.peers: list[int] = []
         self.shm = SharedMemoryManager(allow_client_shm, shm_key_prefix)
@@ -167,18 +172,41 @@ class DataPlane:
     async def _bounded(
         self, infer: Coroutine[Any, Any, InferResponse], model: str
     ) -> InferResponse:
-        """``infer``, or UNAVAILABLE once ``--request-timeout-ms`` has passed."""
-        deadline = asyncio.timeout(self.request_timeout_s)
+        """``infer``, or UNAVAILABLE once ``--request-timeout-ms`` has passed.
+
+        One sweep for all requests (every twentieth of the timeout, 1 to 100 ms) cancels those
+        past their deadline: arming and cancelling a timer per request (``asyncio.timeout``)
+        cost as much of the loop thread as decoding the request (py-spy, concurrency 8).
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        self._deadlines[task] = loop.time() + self.request_timeout_s
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._sweep_period, self._expire)
         try:
-            async with deadline:
-                return await infer
-        except TimeoutError:
-            if not deadline.expired():  # a TimeoutError of the model's own
-                raise
+            return await infer
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise  # the client went away, or the server is stopping
+            task.uncancel()
             raise Unavailable(
                 f"Request timeout expired: model '{model}' did not answer "
                 f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
             ) from None
+        finally:
+            del self._deadlines[task]
+            self._expired.discard(task)
+
+    def _expire(self) -> None:
+        """The sweep: cancel the requests past their deadline (see :meth:`_bounded`)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, deadline in self._deadlines.items():
+            if deadline <= now and task not in self._expired and not task.done():
+                self._expired.add(task)
+                task.cancel()
+        self._sweep = loop.call_later(self._sweep_period, self._expire) if self._deadlines else None
 
     def _admit_bytes(self, request: InferRequest) -> int:
         """Count the request's input bytes against ``--max-queue-bytes``, or refuse it.

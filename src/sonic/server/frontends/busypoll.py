@@ -12,19 +12,27 @@ and only the gaps shorter than the window are spent spinning, on one core.
 That removes the loop's wake-up (and keeps its core out of idle states):
 ``benchmarks/busy_poll.py`` measures what it buys and costs (on the 2-core
 development VM, 160 us of median latency at concurrency 1).
+
+It spins only for a sequential client: while more than one request is in
+flight (``crowded``), the others' arrivals and completions wake the loop
+anyway, and spinning between them only took CPU from the clients and models
+sharing the node (at concurrency 8 it was an eighth of the loop thread's samples).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 
 class BusyPoll:
     """Keeps the running loop polling until ``window_s`` after the last :meth:`touch`."""
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, crowded: Callable[[], bool] = lambda: False) -> None:
         self.window_s = window_s
+        #: True while spinning is not needed (several requests in flight).
+        self.crowded = crowded
         #: Loop passes spent polling (tests and diagnostics).
         self.passes = 0
         self._last = 0.0
@@ -32,7 +40,7 @@ class BusyPoll:
 
     def touch(self) -> None:
         """Mark activity; call on the event-loop thread."""
-        if self.window_s <= 0:
+        if self.window_s <= 0 or self.crowded():
             return
         self._last = time.perf_counter()
         if self._loop is None or self._loop.is_closed():  # not polling (or a loop since closed)
@@ -41,7 +49,8 @@ class BusyPoll:
 
     def _poll(self) -> None:
         assert self._loop is not None
-        if time.perf_counter() - self._last < self.window_s and not self._loop.is_closed():
+        if (time.perf_counter() - self._last < self.window_s and not self._loop.is_closed()
+                and not self.crowded()):
             self.passes += 1
             self._loop.call_soon(self._poll)
         else:
