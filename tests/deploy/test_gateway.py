@@ -19,6 +19,7 @@ from sonic.client import Client
 from sonic.gateway import Gateway, Prometheus
 from sonic.launcher import LocalServer, free_ports
 from tests.conftest import write_mlp
+from tests.fixtures.metrics import sample
 from tests.fixtures.tokens import AUDIENCE, ISSUER, SECRET, jwt
 
 AUTH = {"authorization": f"Bearer {jwt()}"}
@@ -164,10 +165,8 @@ def test_admission_refuses_repository_index_over_threshold(replicas: list[LocalS
         assert "saturated" in str(refused)
         infer(client)  # running jobs keep their inference
         # Refusals are counted apart, for the dashboard's admission panel.
-        with urllib.request.urlopen(f"http://127.0.0.1:{gw.stats_port}/metrics") as r:
-            counts = [ln for ln in r.read().decode().splitlines()
-                      if ln.startswith('haproxy_backend_http_requests_total{proxy="grpc_refused"')]
-        assert float(counts[0].rsplit(" ", 1)[1]) >= 1
+        assert sample(f"http://127.0.0.1:{gw.stats_port}/metrics",
+                      "haproxy_backend_http_requests_total", proxy="grpc_refused") >= 1
     finally:
         gw.stop()
         prom.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from sonic.gateway import Gateway
 from sonic.launcher import LocalServer, free_ports
 from tests.conftest import write_mlp
 from tests.fixtures.kustomize import K8S, by_kind, render
+from tests.fixtures.metrics import sample
 from tests.fixtures.tools import require
 
 COLD_START_S = 3.0
@@ -61,11 +61,8 @@ def test_while_no_server_is_up_every_call_is_told_to_retry(
 
 
 def backend_requests(gateway: Gateway, backend: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.stats_port}/metrics") as r:
-        text = r.read().decode()
-    prefix = f'haproxy_backend_http_requests_total{{proxy="{backend}"'
-    (line,) = [ln for ln in text.splitlines() if ln.startswith(prefix)]
-    return float(line.rsplit(" ", 1)[1])
+    return sample(f"http://127.0.0.1:{gateway.stats_port}/metrics",
+                  "haproxy_backend_http_requests_total", proxy=backend)
 
 
 def test_a_client_with_wake_timeout_rides_through_the_cold_start(

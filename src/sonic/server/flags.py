@@ -15,7 +15,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from sonic.server.settings import GRPC_TRANSPORTS, ControlMode, ServerSettings
@@ -247,8 +246,6 @@ def settings_from(values: Mapping[str, Any]) -> ServerSettings:
             value = list(value)
         if flag.parse is not None:
             value = flag.parse(value)
-        elif flag.kind == "path" and not flag.multiple:
-            value = Path(value)
         if flag.also:
             value = _get(settings, flag.setting) or value
         _set(settings, flag.setting, value)
