@@ -26,6 +26,7 @@ from sonic.protocol.params import CLASSIFICATION, SHM_BYTE_SIZE, SHM_REGION
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
 from sonic.server.frontends.busypoll import BusyPoll
 from sonic.server.inflight import InFlight
+from sonic.server.loops import RunningLoop
 from sonic.server.logsettings import LogSettings
 from sonic.server.manager import ControlMode, ModelManager
 from sonic.server.memory.system import SharedMemoryManager
@@ -103,6 +104,7 @@ class DataPlane:
         self.logs = logs or LogSettings()
         self.accepting = False
         self.inflight = InFlight()
+        self._running_loop = RunningLoop()
         #: Bytes of input tensors of the requests in flight, bounded by ``--max-queue-bytes``.
         self.inflight_bytes = 0
         self.max_queue_bytes = max_queue_bytes
@@ -178,9 +180,9 @@ class DataPlane:
         past their deadline: arming and cancelling a timer per request (``asyncio.timeout``)
         cost as much of the loop thread as decoding the request (py-spy, concurrency 8).
         """
-        task = asyncio.current_task()
+        task = self._running_loop.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         self._deadlines[task] = loop.time() + self.request_timeout_s
         if self._sweep is None:
             self._sweep = loop.call_later(self._sweep_period, self._expire)
@@ -200,7 +202,7 @@ class DataPlane:
 
     def _expire(self) -> None:
         """The sweep: cancel the requests past their deadline (see :meth:`_bounded`)."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         now = loop.time()
         for task, deadline in self._deadlines.items():
             if deadline <= now and task not in self._expired and not task.done():

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sonic.backends.base import BackendInstance
+from sonic.server.loops import RunningLoop
 
 #: A call shorter than this (moving average) runs inline on a single-instance
 #: model: handing it to the instance thread and back costs two thread wake-ups and
@@ -48,6 +49,7 @@ class InstancePool:
             for i, inst in enumerate(self.instances)
         }
         self._idle: asyncio.Queue[BackendInstance] | None = None
+        self._running_loop = RunningLoop()
 
     def _queue(self) -> asyncio.Queue[BackendInstance]:
         # Created lazily: the pool is built in a loader thread, the queue must
@@ -75,7 +77,7 @@ class InstancePool:
         and not unread in socket buffers."""
         if alone and self._may_inline and self._call_ns < INLINE_BELOW_NS:
             return self._timed(fn, inst)
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         return await loop.run_in_executor(self._executors[id(inst)], self._timed, fn, inst)
 
     def _timed(self, fn: Callable[[BackendInstance], Any], inst: BackendInstance) -> Any:

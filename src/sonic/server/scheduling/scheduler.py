@@ -30,6 +30,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.backends.base import BackendInstance
 from sonic.errors import InvalidArgument, Unavailable
+from sonic.server.loops import RunningLoop
 from sonic.server.scheduling.batching import BatchInputSpec, merge, split
 from sonic.server.scheduling.instances import InstancePool
 from sonic.server.statistics import ModelStatistics
@@ -81,6 +82,7 @@ class _Scheduler:
         self.max_queue_size = max_queue_size
         #: Requests accepted and not yet executing (nv_inference_pending_request_count).
         self.pending = 0
+        self._running_loop = RunningLoop()
 
     async def _run_batch(
         self, inst: BackendInstance, items: list[WorkItem]
@@ -132,7 +134,7 @@ class DirectScheduler(_Scheduler):
                 f"{self.pending} request(s) waiting for an instance (--max-queue-size "
                 f"{self.max_queue_size})"
             )
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         item = WorkItem(inputs, outputs, rows, time.perf_counter_ns(), loop.create_future())
         self.pending += 1
         try:
@@ -227,7 +229,7 @@ class DynamicBatcher(_Scheduler):
         if timeout_ns:
             self._may_expire = True
         now = self.clock()
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         key = tuple((n, a.shape[1:]) for n, a in inputs.items() if n not in self.shape.ragged)
         item = WorkItem(inputs, outputs, rows, now, loop.create_future(), level,
                         now + timeout_ns if timeout_ns else 0, key)  # fmt: skip
@@ -246,7 +248,7 @@ class DynamicBatcher(_Scheduler):
         if self._wake is None:
             self._wake = asyncio.Event()
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+            self._loop_task = self._running_loop().create_task(self._loop())
         return self._wake
 
     # -- batch formation ----------------------------------------------------------
@@ -323,7 +325,7 @@ class DynamicBatcher(_Scheduler):
             for it in batch:
                 self.queues[it.priority].remove(it)
             self.pending -= len(batch)
-            task = asyncio.get_running_loop().create_task(self._execute(inst, batch))
+            task = self._running_loop().create_task(self._execute(inst, batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -344,7 +346,7 @@ class DynamicBatcher(_Scheduler):
                 wait_s = min(wait_s, max(0.0, (min(deadlines) - self.clock()) / 1e9))
             self._wake.clear()
             # A timer that sets the event is far cheaper than wait_for's extra task.
-            timer = asyncio.get_running_loop().call_later(wait_s, self._wake.set)
+            timer = self._running_loop().call_later(wait_s, self._wake.set)
             try:
                 await self._wake.wait()
             finally:
