@@ -26,8 +26,8 @@ from sonic.protocol.params import CLASSIFICATION, SHM_BYTE_SIZE, SHM_REGION
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
 from sonic.server.frontends.busypoll import BusyPoll
 from sonic.server.inflight import InFlight
-from sonic.server.loops import RunningLoop
 from sonic.server.logsettings import LogSettings
+from sonic.server.loops import RunningLoop
 from sonic.server.manager import ControlMode, ModelManager
 from sonic.server.memory.system import SharedMemoryManager
 from sonic.server.metrics import WORKER_SECRET_ENV, WORKER_SECRET_HEADER
