@@ -111,6 +111,16 @@ def _quad(*terms: np.ndarray | float) -> np.ndarray:
     return np.sqrt(sum(np.square(t) for t in terms))
 
 
+def sigma_d0(pt: np.ndarray) -> np.ndarray:
+    """Transverse impact-parameter resolution (cm) of a track of ``pt`` GeV."""
+    return _quad(0.002, 0.010 / np.maximum(pt, 0.1))
+
+
+def sigma_dz(pt: np.ndarray) -> np.ndarray:
+    """Longitudinal impact-parameter resolution (cm) of a track of ``pt`` GeV."""
+    return _quad(0.003, 0.015 / np.maximum(pt, 0.1))
+
+
 def reconstruct(
     parts: Particles, is_pileup: np.ndarray, dz_collision: np.ndarray, rng: np.random.Generator
 ) -> Candidates:
@@ -168,8 +178,7 @@ def reconstruct(
     dz_true = dz_collision + parts.vz - (parts.vx * ux + parts.vy * uy) * parts.pz / np.maximum(
         pt_true, 1e-9
     )
-    sig_d0 = _quad(0.002, 0.010 / np.maximum(pt, 0.1))
-    sig_dz = _quad(0.003, 0.015 / np.maximum(pt, 0.1))
+    sig_d0, sig_dz = sigma_d0(pt), sigma_dz(pt)
     d0 = np.where(tracked, d0_true + sig_d0 * rng.standard_normal(n), 0.0)
     dz = np.where(tracked, dz_true + sig_dz * rng.standard_normal(n), 0.0)
 
