@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from sonic.workflow.detector import BEAM_SPOT_SIGMA_Z, NEUTRINOS, Candidates, Particles, reconstruct
+from sonic.workflow.vertexing import SV_FIELDS, secondary_vertices
 
 ECM_GEV = 13600.0
 PROCESSES: dict[str, list[str]] = {
@@ -79,6 +80,48 @@ def _final_state(py: object) -> tuple[Particles, float, float]:
     return parts, -0.0 + parts.px[nu].sum(), parts.py[nu].sum()
 
 
+#: ``GenPart_kind``: what a stored generator particle is, for jet flavour labels.
+HEAVY_HADRON, HARD_PARTON, TOP_QUARK = 1, 2, 3
+GEN_FIELDS = ("pdgId", "kind", "pt", "eta", "phi")
+
+
+def _quark_digits(apdg: int) -> tuple[int, int, int]:
+    """The quark digits of a hadron's PDG id (meson: 0 q1 q2, baryon: q1 q2 q3)."""
+    return (apdg // 1000) % 10, (apdg // 100) % 10, (apdg // 10) % 10
+
+
+def _heavy_flavour(pdg: int) -> int:
+    """5 for a hadron with a b quark, 4 for one with a c quark (and no b), else 0."""
+    apdg = abs(pdg) % 10000
+    if apdg < 100:
+        return 0
+    digits = _quark_digits(apdg)
+    return 5 if 5 in digits else 4 if 4 in digits else 0
+
+
+def _truth(py: object) -> dict[str, np.ndarray]:
+    """The generator particles jet labels need: weakly decaying b and c hadrons (CMS's
+    hadron flavour ghost-associates them), the hard process's outgoing partons (parton
+    flavour) and the last copy of each top quark."""
+    event = py.event  # type: ignore[attr-defined]
+    rows = []
+    for q in event:
+        apdg = q.idAbs()
+        flavour = _heavy_flavour(q.id())
+        kind = 0
+        if flavour and not any(_heavy_flavour(event[d].id()) == flavour
+                               for d in q.daughterList()):  # fmt: skip
+            kind = HEAVY_HADRON
+        elif q.status() == -23 and (apdg <= 5 or apdg == 21):
+            kind = HARD_PARTON
+        elif apdg == 6 and all(event[d].idAbs() != 6 for d in q.daughterList()):
+            kind = TOP_QUARK
+        if kind and q.pT() > 0:
+            rows.append((q.id(), kind, q.pT(), q.eta(), q.phi()))
+    table = np.array(rows, dtype=np.float64).reshape(-1, len(GEN_FIELDS))
+    return {k: table[:, i] for i, k in enumerate(GEN_FIELDS)}
+
+
 @dataclass(slots=True)
 class Event:
     process: int
@@ -86,6 +129,9 @@ class Event:
     genmet: tuple[float, float]
     n_pu: int
     pv_z: float
+    #: Generator particles for jet labels (``GenPart_*``), and secondary vertices (``SV_*``).
+    truth: dict[str, np.ndarray]
+    vertices: dict[str, np.ndarray]
 
 
 class EventGenerator:
@@ -121,6 +167,7 @@ class EventGenerator:
         while not py.next():  # type: ignore[attr-defined]
             pass
         hard, mex, mey = _final_state(py)
+        truth = _truth(py)
         n_pu = int(self.rng.poisson(self.pileup)) if self.pileup > 0 else 0
         z_pv = float(self.rng.normal(0.0, BEAM_SPOT_SIGMA_Z))
         parts, pu_flags, dz = [hard], [np.zeros(len(hard.pdg), bool)], [np.zeros(len(hard.pdg))]
@@ -132,12 +179,24 @@ class EventGenerator:
             dz.append(np.full(len(overlay.pdg), z - z_pv))
         cands = reconstruct(Particles.concat(parts), np.concatenate(pu_flags),
                             np.concatenate(dz), self.rng)  # fmt: skip
-        return Event(which, cands, (mex, mey), n_pu, z_pv)
+        return Event(which, cands, (mex, mey), n_pu, z_pv, truth,
+                     secondary_vertices(hard, self.rng))  # fmt: skip
 
 
 def _met(px: np.ndarray, py: np.ndarray) -> tuple[float, float]:
     mx, my = -float(px.sum()), -float(py.sum())
     return math.hypot(mx, my), math.atan2(my, mx)
+
+
+def _collection(rows: list[dict[str, np.ndarray]], types: dict[str, type],
+                fields: tuple[str, ...]) -> object:  # fmt: skip
+    """Per-event column dicts as one jagged record array (float32 unless ``types`` says)."""
+    import awkward as ak
+
+    counts = np.array([len(r[fields[0]]) for r in rows], dtype=np.int64)
+    flat = {k: np.concatenate([r[k] for r in rows]).astype(types.get(k, np.float32))
+            for k in fields}  # fmt: skip
+    return ak.unflatten(ak.zip(flat), counts)
 
 
 def _columns(events: list[Event], first: int, run: int) -> dict[str, object]:
@@ -154,6 +213,9 @@ def _columns(events: list[Event], first: int, run: int) -> dict[str, object]:
         for k, t in cand_fields.items()
     }
     pf = ak.unflatten(ak.zip(flat), counts)
+    gen = _collection([e.truth for e in events], {"pdgId": np.int32, "kind": np.int32},
+                      GEN_FIELDS)  # fmt: skip
+    sv = _collection([e.vertices for e in events], {"ntracks": np.int32}, SV_FIELDS)
     raw = [_met(e.candidates.px, e.candidates.py) for e in events]
     puppi = [_met(e.candidates.px * e.candidates.puppiWeight,
                   e.candidates.py * e.candidates.puppiWeight) for e in events]  # fmt: skip
@@ -163,6 +225,8 @@ def _columns(events: list[Event], first: int, run: int) -> dict[str, object]:
         "luminosityBlock": (1 + (ids - 1) // 100).astype(np.uint32),
         "event": ids,
         "PFCands": pf,
+        "SV": sv,
+        "GenPart": gen,
         "GenMET_pt": np.array([math.hypot(*e.genmet) for e in events], f32),
         "GenMET_phi": np.array([math.atan2(e.genmet[1], e.genmet[0]) for e in events], f32),
         "RawPFMET_pt": np.array([m[0] for m in raw], f32),
