@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from sonic.cli.options import progress
+from sonic.workflow.generate import DEFAULT_PROCESSES, HARD_PROCESSES
 
 
 @click.command(context_settings={"show_default": True})
 @click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--events", "n_events", type=click.IntRange(min=1), default=500)
-@click.option("--process", "processes", multiple=True, default=("ttbar", "znunu"),
-              type=click.Choice(["ttbar", "znunu"]),
+@click.option("--process", "processes", multiple=True, default=DEFAULT_PROCESSES,
+              type=click.Choice(HARD_PROCESSES),
               help="Hard processes, alternating event by event (repeatable).")
 @click.option("--pileup", type=click.FloatRange(min=0), default=20.0,
               help="Mean number of pileup collisions (Poisson).")

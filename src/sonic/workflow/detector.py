@@ -93,6 +93,8 @@ class Candidates:
     dz: np.ndarray
     fromPV: np.ndarray
     puppiWeight: np.ndarray
+    #: Truth, for diagnostics and labels: the candidate comes from a pileup collision.
+    isPU: np.ndarray
 
     def sorted_by_pt(self) -> Candidates:
         order = np.argsort(-self.pt, kind="stable")
@@ -190,7 +192,8 @@ def reconstruct(
     )
 
     cands = Candidates(pt[keep], eta[keep], phi[keep], mass[keep], pdg[keep], charge[keep],
-                       d0[keep], dz[keep], from_pv[keep], np.ones(int(keep.sum())))  # fmt: skip
+                       d0[keep], dz[keep], from_pv[keep], np.ones(int(keep.sum())),
+                       is_pileup[keep])  # fmt: skip
     cands.puppiWeight = puppi_weights(cands)
     return cands.sorted_by_pt()
 

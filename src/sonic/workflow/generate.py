@@ -1,7 +1,9 @@
 """``sonic sample``: Pythia 8 collisions with pileup, through the detector, into a ROOT file.
 
-Processes at 13.6 TeV: ``ttbar`` (gg/qqbar -> ttbar) and ``znunu`` (Z -> nu nu
-plus a jet, pT-hat > 50 GeV).  Several processes alternate event by event,
+Processes at 13.6 TeV: ``ttbar`` (gg/qqbar -> ttbar), ``znunu`` (Z -> nu nu
+plus a jet, pT-hat > 50 GeV), ``zmumu`` (Drell-Yan Z -> mu mu, 60-120 GeV) and
+``qcd`` (multijet, pT-hat > 30 GeV); a sample holds ``ttbar`` and ``znunu``
+unless told otherwise.  Several processes alternate event by event,
 so any chunk of the file mixes them.  Pileup is a Poisson number (mean
 ``pileup``) of minimum-bias collisions overlaid on each event.  They are drawn
 from a pool of pre-generated minimum-bias events (as CMS premixing draws from
@@ -11,8 +13,11 @@ own z in the beam spot, so a large pileup costs no extra generation.
 The file follows NanoAOD's naming: jagged ``PFCands_*`` branches with the
 ``nPFCands`` counter, ``GenMET_pt/phi`` from the neutrinos of the hard
 collision, ``RawPFMET_pt/phi`` and ``PuppiMET_pt/phi`` from the candidates,
-``run``/``luminosityBlock``/``event``, ``Pileup_nPU`` and ``PV_z``.  One
-branch is this project's own: ``GenProcess_id`` (index into ``PROCESSES``).
+``run``/``luminosityBlock``/``event``, ``Pileup_nPU`` and ``PV_z``.  Some
+branches are this project's own: ``GenProcess_id`` (index into ``HARD_PROCESSES``),
+``PFCands_isPU`` (the candidate's truth: from a pileup collision), ``GenPart_kind``
+(what a stored generator particle is, for jet labels).  Secondary vertices (``SV_*``)
+come from :mod:`sonic.workflow.vertexing`.
 Everything is deterministic for a given seed.
 """
 
@@ -37,9 +42,18 @@ PROCESSES: dict[str, list[str]] = {
         "WeakZ0:gmZmode = 2", "23:onMode = off", "23:onIfAny = 12 14 16",
         "PhaseSpace:pTHatMin = 50.",
     ],
+    # Drell-Yan Z -> mu mu, inclusive in the Z's pT (hadronic recoil studies).
+    "zmumu": [
+        "WeakSingleBoson:ffbar2gmZ = on", "WeakZ0:gmZmode = 2", "23:onMode = off",
+        "23:onIfAny = 13", "PhaseSpace:mHatMin = 60.", "PhaseSpace:mHatMax = 120.",
+    ],
+    # QCD multijet: light-quark and gluon jets.
+    "qcd": ["HardQCD:all = on", "PhaseSpace:pTHatMin = 30."],
     "minbias": ["SoftQCD:nonDiffractive = on"],
 }
-HARD_PROCESSES = ("ttbar", "znunu")
+HARD_PROCESSES = ("ttbar", "znunu", "zmumu", "qcd")
+#: What a sample holds when no process is named: DeepMET's demo mix.
+DEFAULT_PROCESSES = ("ttbar", "znunu")
 #: Pythia's seeds must be below 900 000 000.
 _SEED_RANGE = 900_000_000
 
@@ -81,7 +95,10 @@ def _final_state(py: object) -> tuple[Particles, float, float]:
 
 
 #: ``GenPart_kind``: what a stored generator particle is, for jet flavour labels.
-HEAVY_HADRON, HARD_PARTON, TOP_QUARK = 1, 2, 3
+HEAVY_HADRON, HARD_PARTON, TOP_QUARK, SHOWER_PARTON = 1, 2, 3, 4
+#: Partons at the end of the shower are kept above this pT (GeV): enough to give every jet
+#: CMS's parton flavour (about ten per QCD event).
+SHOWER_PARTON_MIN_PT = 5.0
 GEN_FIELDS = ("pdgId", "kind", "pt", "eta", "phi")
 
 
@@ -101,8 +118,8 @@ def _heavy_flavour(pdg: int) -> int:
 
 def _truth(py: object) -> dict[str, np.ndarray]:
     """The generator particles jet labels need: weakly decaying b and c hadrons (CMS's
-    hadron flavour ghost-associates them), the hard process's outgoing partons (parton
-    flavour) and the last copy of each top quark."""
+    hadron flavour ghost-associates them), the hard process's outgoing partons and the
+    partons that end the shower (parton flavour), and the last copy of each top quark."""
     event = py.event  # type: ignore[attr-defined]
     rows = []
     for q in event:
@@ -116,6 +133,9 @@ def _truth(py: object) -> dict[str, np.ndarray]:
             kind = HARD_PARTON
         elif apdg == 6 and all(event[d].idAbs() != 6 for d in q.daughterList()):
             kind = TOP_QUARK
+        elif (71 <= abs(q.status()) <= 79 and (apdg <= 5 or apdg == 21)
+              and q.pT() > SHOWER_PARTON_MIN_PT):  # fmt: skip
+            kind = SHOWER_PARTON
         if kind and q.pT() > 0:
             rows.append((q.id(), kind, q.pT(), q.eta(), q.phi()))
     table = np.array(rows, dtype=np.float64).reshape(-1, len(GEN_FIELDS))
@@ -179,7 +199,8 @@ class EventGenerator:
             dz.append(np.full(len(overlay.pdg), z - z_pv))
         cands = reconstruct(Particles.concat(parts), np.concatenate(pu_flags),
                             np.concatenate(dz), self.rng)  # fmt: skip
-        return Event(which, cands, (mex, mey), n_pu, z_pv, truth,
+        process = HARD_PROCESSES.index(self.processes[which])
+        return Event(process, cands, (mex, mey), n_pu, z_pv, truth,
                      secondary_vertices(hard, self.rng))  # fmt: skip
 
 
@@ -206,6 +227,7 @@ def _columns(events: list[Event], first: int, run: int) -> dict[str, object]:
     cand_fields = {
         "pt": f32, "eta": f32, "phi": f32, "mass": f32, "d0": f32, "dz": f32,
         "puppiWeight": f32, "pdgId": np.int32, "charge": np.int32, "fromPV": np.int32,
+        "isPU": np.bool_,
     }  # fmt: skip
     counts = np.array([len(e.candidates.pt) for e in events], dtype=np.int64)
     flat = {
@@ -258,7 +280,7 @@ def generate_sample(
 
     if n_events < 1:
         raise ValueError(f"n_events must be >= 1, not {n_events}")
-    gen = EventGenerator(processes or list(HARD_PROCESSES), pileup=pileup, pool_size=pool_size,
+    gen = EventGenerator(processes or list(DEFAULT_PROCESSES), pileup=pileup, pool_size=pool_size,
                          seed=seed)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
