@@ -83,8 +83,10 @@ def test_root_output(samples: list[Path], tmp_path: Path) -> None:
 
 
 def test_bad_configs_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="direct mode needs the model file"):
-        JobConfig(mode="direct")
+    with pytest.raises(ValueError, match="tasks must be distinct names from"):
+        JobConfig(tasks=("deepmet", "btag"))
+    with pytest.raises(ValueError, match="model and model_name name one task's model"):
+        JobConfig(tasks=("deepmet", "particlenet"), model=MODEL)
     with pytest.raises(ValueError, match="service mode needs servers"):
         JobConfig(mode="service")
     with pytest.raises(ValueError, match="mode must be 'direct' or 'service', not 'remote'"):
@@ -94,6 +96,10 @@ def test_bad_configs_are_named(tmp_path: Path) -> None:
         f["other"] = {"x": np.arange(3)}
     with pytest.raises(KeyError, match="has no 'Events' tree"):
         run_files([empty], JobConfig(mode="direct", model=MODEL), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"direct mode needs the particlenet model: .*"
+                       r"particlenet_AK4/1/model\.onnx does not exist"):  # fmt: skip
+        run_files([empty], JobConfig(tasks=("particlenet",), model_repository=tmp_path),
+                  tmp_path)  # fmt: skip
 
 
 def test_service_on_the_tensorflow_graphdef_deepmet(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from sonic.cli.options import progress
 from sonic.workflow.generate import DEFAULT_PROCESSES, HARD_PROCESSES
+from sonic.workflow.runner import DEFAULT_REPOSITORY
+from sonic.workflow.tasks import TASKS
 
 
 @click.command(context_settings={"show_default": True})
@@ -41,17 +44,24 @@ def sample(output: Path, n_events: int, processes: tuple[str, ...], pileup: floa
 
 @click.group()
 def workflow() -> None:
-    """The DeepMET job: run it direct or as a service; train the model."""
+    """The physics jobs (DeepMET, jet tagging): run them direct or as a service; train them."""
 
 
 @workflow.command("run", context_settings={"show_default": True})
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--mode", type=click.Choice(["direct", "service"]), default="direct")
+@click.option("--task", "tasks", multiple=True, default=("deepmet",),
+              type=click.Choice(list(TASKS)),
+              help="What the job runs, on the same events (repeatable: tasks chain).")
+@click.option("--model-repository", type=click.Path(path_type=Path, file_okay=False),
+              default=DEFAULT_REPOSITORY,
+              help="Direct mode runs REPOSITORY/<model>/1/model.onnx for each task.")
 @click.option("--model", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              default=Path("examples/model_repository/deepmet/1/model.onnx"),
-              help="ONNX file for direct mode.")
-@click.option("--model-name", default="deepmet", help="Model name on the servers.")
+              help="ONNX file for direct mode, instead of the repository's (one task only).")
+@click.option("--model-name", default="",
+              help="Model name on the servers (one task only; default: the task's own, "
+                   "deepmet or particlenet_AK4).")
 @click.option("--server", "servers", multiple=True, help="host:port (repeatable).")
 @click.option("--server-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="JSON file of named servers (CMSSW format).")
@@ -72,20 +82,23 @@ def workflow() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=2, help="LocalCluster workers.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the timing summary as JSON.")
-def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: str,
+def workflow_run(files: tuple[Path, ...], mode: str, tasks: tuple[str, ...],
+                 model_repository: Path, model: Path | None, model_name: str,
                  servers: tuple[str, ...], server_file: Path | None, protocol: str,
                  client_mode: str, shared_memory: str, fallback_repository: Path | None,
                  wake_timeout: float, chunk_size: int,
                  ignore_leptons: bool, output_dir: Path, fmt: str, dask: str | None,
                  workers: int, json_out: Path | None) -> None:  # fmt: skip
-    """Run DeepMET over FILES (ROOT, tree Events) and write per-event MET."""
+    """Run the tasks over FILES (ROOT, tree Events) and write their per-event output."""
     import json
 
     import uproot
 
     from sonic.workflow.runner import JobConfig, run_files
 
-    cfg = JobConfig(mode=mode, model=model.resolve(), model_name=model_name, servers=servers,
+    cfg = JobConfig(mode=mode, tasks=tasks, model_repository=model_repository.resolve(),
+                    model=model.resolve() if model else None, model_name=model_name,
+                    servers=servers,
                     server_file=server_file, protocol=protocol, client_mode=client_mode,
                     shared_memory=shared_memory,
                     fallback_repository=fallback_repository, wake_timeout_s=wake_timeout,
@@ -98,6 +111,7 @@ def workflow_run(files: tuple[Path, ...], mode: str, model: Path, model_name: st
                            progress=advance)  # type: ignore[arg-type]  # fmt: skip
     click.echo(f"{result.events} events in {result.wall_s:.2f} s: "
                f"{result.events_per_s:.1f} events/s")  # fmt: skip
+    click.echo("  requests: " + ", ".join(f"{t} {n}" for t, n in result.requests.items()))
     for stage, seconds in result.stages.items():
         click.echo(f"  {stage:13s} {seconds:8.3f} s  {seconds / max(result.events, 1) * 1e3:7.3f} "
                    "ms/event")  # fmt: skip
@@ -136,13 +150,46 @@ def workflow_train(files: tuple[Path, ...], out: Path, epochs: int, seed: int) -
 
     inputs, target = deepmet.load_training_data(list(files))
     click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates")
+    bar, report = _epochs(epochs)
+    with bar:  # type: ignore[attr-defined]
+        net, result = deepmet.train(inputs, target, epochs=epochs, seed=seed, progress=report)
+    deepmet.export_onnx(net, out)
+    click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")
+
+
+@workflow.command("train-tagger", context_settings={"show_default": True})
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--repository", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("examples/model_repository"),
+              help="Writes REPOSITORY/particlenet_AK4 (model, config, labels, checksums).")
+@click.option("--epochs", type=click.IntRange(min=1), default=20)
+@click.option("--seed", type=int, default=0)
+def workflow_train_tagger(files: tuple[Path, ...], repository: Path, epochs: int,
+                          seed: int) -> None:  # fmt: skip
+    """Train the AK4 ParticleNet tagger with PyTorch on the AK4 jets of generated FILES."""
+    import numpy as np
+
+    from sonic.workflow import particlenet
+    from sonic.workflow.jet_inputs import AK4_LABELS
+
+    sample = particlenet.load_jets(list(files))
+    counts = np.bincount(sample.truth.label, minlength=len(AK4_LABELS))
+    classes = ", ".join(f"{k} {n}" for k, n in zip(AK4_LABELS, counts, strict=True))
+    click.echo(f"{len(sample)} jets: {classes}")
+    bar, report = _epochs(epochs)
+    with bar:  # type: ignore[attr-defined]
+        net, result = particlenet.train(sample, epochs=epochs, seed=seed, progress=report)
+    model_dir = particlenet.write_model(net, repository)
+    click.echo(f"trained in {result.seconds:.0f} s; wrote {model_dir}")
+
+
+def _epochs(epochs: int) -> tuple[object, Callable[[int, float, float], None]]:
+    """A progress bar over the epochs, and the training callback that logs each one."""
     bar, advance = progress(epochs, "training")
 
     def report(epoch: int, train_loss: float, val_loss: float) -> None:
         advance(1)  # type: ignore[operator]
         bar.console.log(f"epoch {epoch}: train {train_loss:.4f} validation {val_loss:.4f}")  # type: ignore[attr-defined]
 
-    with bar:  # type: ignore[attr-defined]
-        net, result = deepmet.train(inputs, target, epochs=epochs, seed=seed, progress=report)
-    deepmet.export_onnx(net, out)
-    click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")
+    return bar, report

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -261,6 +262,14 @@ def _columns(events: list[Event], first: int, run: int) -> dict[str, object]:
     }
 
 
+def events_tree(file: Any, columns: dict[str, Any]) -> Any:
+    """A new ``Events`` TTree (NanoAOD's container, not uproot's default RNTuple) in an uproot
+    file, typed from ``columns``: a collection (an awkward record per event) becomes NanoAOD's
+    ``nX`` counter and ``X_field`` branches."""
+    return file.mktree("Events", {k: getattr(v, "type", None) or v.dtype
+                                  for k, v in columns.items()})  # fmt: skip
+
+
 def generate_sample(
     path: Path,
     n_events: int,
@@ -290,9 +299,8 @@ def generate_sample(
             while done < n_events:
                 events = [next(gen) for _ in range(min(chunk_size, n_events - done))]
                 cols = _columns(events, done, seed)
-                if done == 0:  # a TTree (NanoAOD's container), not uproot's default RNTuple
-                    tree = f.mktree("Events", {k: getattr(v, "type", None) or v.dtype
-                                               for k, v in cols.items()})  # fmt: skip
+                if done == 0:
+                    tree = events_tree(f, cols)
                 tree.extend(cols)
                 done += len(events)
                 if progress is not None:

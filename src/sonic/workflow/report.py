@@ -45,20 +45,31 @@ def resolution(table: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
     return out
 
 
-def read_outputs(paths: list[str] | list[Path]) -> dict[str, np.ndarray]:
-    """Concatenate workflow outputs (Parquet or ROOT) into columns."""
-    parts: list[dict[str, np.ndarray]] = []
+def read_outputs(paths: list[str] | list[Path]) -> dict[str, Any]:
+    """Concatenate workflow outputs (Parquet or ROOT) into columns: numpy arrays for per-event
+    values, awkward records for collections (``Jet``, from NanoAOD's ``nJet`` and ``Jet_*``
+    branches in ROOT)."""
+    import awkward as ak
+
+    parts: list[dict[str, Any]] = []
     for p in map(Path, paths):
         if p.suffix == ".parquet":
-            import pyarrow.parquet as pq
+            table = ak.from_parquet(p)
+            parts.append({k: table[k] for k in table.fields})
+            continue
+        import uproot
 
-            t = pq.read_table(p)
-            parts.append({k: t.column(k).to_numpy() for k in t.column_names})
-        else:
-            import uproot
-
-            parts.append(uproot.open(p)["Events"].arrays(library="np"))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        arrays = uproot.open(p)["Events"].arrays(library="ak", how=dict)
+        nested = {k[1:] for k in arrays
+                  if k.startswith("n") and any(b.startswith(f"{k[1:]}_") for b in arrays)}
+        part = {k: v for k, v in arrays.items()
+                if k[1:] not in nested and k.split("_")[0] not in nested}  # fmt: skip
+        for name in nested:
+            fields = {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(f"{name}_")}
+            part[name] = ak.zip(fields)
+        parts.append(part)
+    merged = {k: ak.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: v if v.ndim > 1 or v.fields else ak.to_numpy(v) for k, v in merged.items()}
 
 
 def resolution_plot(table: Mapping[str, np.ndarray]) -> str:

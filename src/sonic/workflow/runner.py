@@ -1,21 +1,24 @@
-"""``sonic workflow run``: the DeepMET job, direct or as a service, on one process or Dask.
+"""``sonic workflow run``: the physics tasks, direct or as a service, on one process or Dask.
 
-Per file, chunk by chunk: read the ``PFCands_*`` branches with uproot (I/O),
-build the CMSSW inputs (:mod:`sonic.workflow.inputs`), infer, and write one
-row per event (ids, DeepMET's MET as NanoAOD's ``DeepMETResolutionTune_pt/phi``
-and the MET columns the file carries, for resolution studies) to Parquet or
-ROOT.  Inference runs either
+Per file, chunk by chunk: read the branches the tasks need with uproot (I/O),
+build each task's requests (:mod:`sonic.workflow.tasks`: DeepMET sends one per
+chunk, ParticleNet one per event), infer, and write the tasks' columns (one row
+per event: ids, DeepMET's MET beside the file's MET columns, the tagged
+``Jet`` collection) to Parquet or ROOT.  Several tasks chain in one job, each
+with its own model, on the same chunks.  Inference runs either
 
-- ``direct``: in-process onnxruntime on the model file; or
-- ``service``: through :class:`sonic.client.Client` (any servers, gRPC or
-  HTTP, retries, local fallback, shared memory with a server on the same
-  node), ``sync`` or ``async``; in ``async`` mode
-  the next chunk is read and built while the server works on this one, as
-  CMSSW's ExternalWork lets other modules run while a request is in flight.
+- ``direct``: in-process onnxruntime on each model's file; or
+- ``service``: through one :class:`sonic.client.Client` per model (any servers,
+  gRPC or HTTP, retries, local fallback, shared memory with a server on the
+  same node), ``sync`` or ``async``; in ``async`` mode every request of a
+  chunk is in flight at once and the next chunk is read and built while the
+  server works on this one, as CMSSW's ExternalWork lets other modules run
+  while a request is in flight.
 
-Every stage is timed: I/O, input building, inference as the client saw it,
-inference as the server reported it (queue + compute, from the statistics
-extension) and output.  :func:`run_files` spreads files over a Dask
+Every stage is timed, summed over the tasks: I/O, building the requests,
+inference as the client saw it (first request sent to last answer, per chunk
+and task), inference as the server reported it (queue + compute, from the
+statistics extension) and output.  :func:`run_files` spreads files over a Dask
 ``distributed`` cluster (a LocalCluster by default, or a scheduler address),
 one task per file, each writing its own output.
 """
@@ -31,21 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from sonic.workflow.inputs import (
-    INPUT_NAMES,
-    MAX_N_PF,
-    NORM_FACTOR,
-    OUTPUT_NAME,
-    PF_BRANCHES,
-    DeepMETInputs,
-    build_inputs,
-)
+from sonic.workflow.inputs import MAX_N_PF, NORM_FACTOR
+from sonic.workflow.tasks import EVENT_BRANCHES, TASKS, Prepared, Task, make_task
 
-EVENT_BRANCHES = ("run", "luminosityBlock", "event")
-#: MET columns copied to the output when the file has them.
-MET_BRANCHES = ("GenMET_pt", "GenMET_phi", "RawPFMET_pt", "RawPFMET_phi", "PuppiMET_pt",
-                "PuppiMET_phi", "Pileup_nPU", "GenProcess_id")  # fmt: skip
 STAGES = ("io", "inputs", "infer_client", "infer_server", "output")
+#: Where direct mode finds each task's model when no file is named: ``<repository>/<model>/1``.
+DEFAULT_REPOSITORY = Path("examples/model_repository")
 
 
 @dataclass(slots=True)
@@ -53,8 +47,13 @@ class JobConfig:
     """What one job does; picklable, so Dask can send it to workers."""
 
     mode: str = "direct"  # direct | service
-    model: Path | None = None  # the ONNX file, for direct
-    model_name: str = "deepmet"
+    #: The tasks, run in this order on every chunk (see sonic.workflow.tasks).
+    tasks: tuple[str, ...] = ("deepmet",)
+    #: The ONNX file for direct mode, for a single task (else taken from model_repository).
+    model: Path | None = None
+    #: The model's name on the servers, for a single task ("" = the task's own).
+    model_name: str = ""
+    model_repository: Path = DEFAULT_REPOSITORY
     servers: tuple[str, ...] = ()
     server_file: Path | None = None
     protocol: str = "grpc"
@@ -80,12 +79,35 @@ class JobConfig:
             raise ValueError(
                 f"output_format must be 'parquet' or 'root', not {self.output_format!r}"
             )
-        if self.mode == "direct" and self.model is None:
-            raise ValueError("direct mode needs the model file (model=...)")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be distinct names from {sorted(TASKS)}, "
+                             f"not {list(self.tasks)}")  # fmt: skip
+        if (self.model is not None or self.model_name) and len(self.tasks) > 1:
+            raise ValueError("model and model_name name one task's model: with several tasks, "
+                             "serve or write each under its own name")  # fmt: skip
         if self.mode == "service" and not (self.servers or self.server_file):
             raise ValueError("service mode needs servers (servers=... or server_file=...)")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, not {self.chunk_size}")
+
+    def make_tasks(self) -> list[Task]:
+        options = {"max_n_pf": self.max_n_pf, "norm_factor": self.norm_factor,
+                   "ignore_leptons": self.ignore_leptons}  # fmt: skip
+        return [make_task(t, **options) for t in self.tasks]
+
+    def model_name_of(self, task: Task) -> str:
+        return self.model_name or task.model_name
+
+    def model_file(self, task: Task) -> Path:
+        """The ONNX file direct mode runs for ``task``."""
+        path = self.model or self.model_repository / self.model_name_of(task) / "1" / "model.onnx"
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"direct mode needs the {task.name} model: {path} does not exist (give the "
+                "file, or a repository holding it)"
+            )
+        return Path(path)
 
 
 @dataclass(slots=True)
@@ -96,6 +118,8 @@ class JobResult:
     wall_s: float = 0.0
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     outputs: list[str] = field(default_factory=list)
+    #: Requests sent per task (DeepMET: one per chunk; ParticleNet: one per event with jets).
+    requests: dict[str, int] = field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
@@ -105,6 +129,8 @@ class JobResult:
         self.events += other.events
         for k, v in other.stages.items():
             self.stages[k] += v
+        for k, n in other.requests.items():
+            self.requests[k] = self.requests.get(k, 0) + n
         self.outputs += other.outputs
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,30 +139,33 @@ class JobResult:
 
 @dataclass(slots=True)
 class _InFlight:
-    """One chunk's inference: its result, and how long the client waited for it."""
+    """One request's answer (a callable that waits for it), when it was sent, and when it
+    was answered (a callable: an asynchronous answer is timed as it arrives)."""
 
     result: Callable[[], np.ndarray]
-    seconds: Callable[[], float]
+    sent: float
+    answered: Callable[[], float]
 
 
-def _done(out: np.ndarray, seconds: float) -> _InFlight:
-    return _InFlight(lambda: out, lambda: seconds)
+def _done(out: np.ndarray, sent: float) -> _InFlight:
+    end = time.perf_counter()
+    return _InFlight(lambda: out, sent, lambda: end)
 
 
 class _Direct:
-    def __init__(self, cfg: JobConfig) -> None:
+    def __init__(self, path: Path, output: str, threads: int) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        if cfg.threads:
-            opts.intra_op_num_threads = cfg.threads
-        self.session = ort.InferenceSession(str(cfg.model), opts,
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.output = output
+        self.session = ort.InferenceSession(str(path), opts,
                                             providers=["CPUExecutionProvider"])  # fmt: skip
 
     def submit(self, tensors: dict[str, np.ndarray]) -> _InFlight:
         t0 = time.perf_counter()
-        out = self.session.run([OUTPUT_NAME], tensors)[0]
-        return _done(out, time.perf_counter() - t0)
+        return _done(self.session.run([self.output], tensors)[0], t0)
 
     def server_ns(self) -> int:
         return 0
@@ -146,11 +175,12 @@ class _Direct:
 
 
 class _Service:
-    def __init__(self, cfg: JobConfig) -> None:
+    def __init__(self, cfg: JobConfig, model_name: str, output: str) -> None:
         from sonic.client import Client
 
-        self.client = Client(cfg.model_name, list(cfg.servers), server_file=cfg.server_file,
-                             protocol=cfg.protocol, outputs=[OUTPUT_NAME],
+        self.output = output
+        self.client = Client(model_name, list(cfg.servers), server_file=cfg.server_file,
+                             protocol=cfg.protocol, outputs=[output],
                              fallback_repository=cfg.fallback_repository,
                              shared_memory=cfg.shared_memory,
                              wake_timeout=cfg.wake_timeout_s)  # fmt: skip
@@ -159,14 +189,13 @@ class _Service:
     def submit(self, tensors: dict[str, np.ndarray]) -> _InFlight:
         t0 = time.perf_counter()
         if not self.asynchronous:
-            out = self.client.infer(tensors)[OUTPUT_NAME]
-            return _done(out, time.perf_counter() - t0)
+            return _done(self.client.infer(tensors)[self.output], t0)
         fut: concurrent.futures.Future[dict[str, np.ndarray]] = self.client.infer_future(tensors)
         done: list[float] = []
         fut.add_done_callback(lambda _: done.append(time.perf_counter()))
         # Futures wake waiters before running callbacks: ``done`` may still be empty.
-        return _InFlight(lambda: fut.result()[OUTPUT_NAME],
-                         lambda: (done[0] if done else time.perf_counter()) - t0)  # fmt: skip
+        return _InFlight(lambda: fut.result()[self.output], t0,
+                         lambda: done[0] if done else time.perf_counter())  # fmt: skip
 
     def server_ns(self) -> int:
         return sum(q + c for q, c in self.client.server_times().values())
@@ -175,7 +204,17 @@ class _Service:
         self.client.close()
 
 
-def _chunks(path: Path, step: int, stop: int | None) -> Iterator[tuple[dict[str, Any], float]]:
+Engine = _Direct | _Service
+
+
+def _engine(cfg: JobConfig, task: Task) -> Engine:
+    if cfg.mode == "direct":
+        return _Direct(cfg.model_file(task), task.output, cfg.threads)
+    return _Service(cfg, cfg.model_name_of(task), task.output)
+
+
+def _chunks(path: Path, tasks: list[Task], step: int,
+            stop: int | None) -> Iterator[tuple[dict[str, Any], float]]:  # fmt: skip
     """(arrays, seconds spent reading) per chunk of the file's ``Events`` tree."""
     import uproot
 
@@ -184,11 +223,12 @@ def _chunks(path: Path, step: int, stop: int | None) -> Iterator[tuple[dict[str,
             raise KeyError(f"{path} has no 'Events' tree; it has {list(f.keys())}")
         tree = f["Events"]
         have = set(tree.keys())
-        wanted = [f"PFCands_{b}" for b in PF_BRANCHES]
+        wanted = list(dict.fromkeys(b for t in tasks for b in t.required))
         missing = [b for b in wanted if b not in have]
         if missing:
             raise KeyError(f"{path}: the Events tree lacks {missing}")
-        wanted += [b for b in (*EVENT_BRANCHES, *MET_BRANCHES) if b in have]
+        extra = (*EVENT_BRANCHES, *(b for t in tasks for b in t.optional))
+        wanted += [b for b in dict.fromkeys(extra) if b in have and b not in wanted]
         t0 = time.perf_counter()
         for arrays in tree.iterate(wanted, step_size=step, entry_stop=stop, library="ak",
                                    how=dict):  # fmt: skip
@@ -197,87 +237,88 @@ def _chunks(path: Path, step: int, stop: int | None) -> Iterator[tuple[dict[str,
             t0 = time.perf_counter()
 
 
-def _rows(arrays: dict[str, Any], inputs: DeepMETInputs, output: np.ndarray,
-          cfg: JobConfig) -> dict[str, np.ndarray]:  # fmt: skip
+def _write(rows: list[dict[str, Any]], out: Path, fmt: str) -> Path:
     import awkward as ak
 
-    met = inputs.met(output, cfg.norm_factor)
-    rows = {k: ak.to_numpy(arrays[k]) for k in (*EVENT_BRANCHES, *MET_BRANCHES) if k in arrays}
-    rows["DeepMETResolutionTune_pt"] = np.hypot(met[:, 0], met[:, 1]).astype(np.float32)
-    rows["DeepMETResolutionTune_phi"] = np.arctan2(met[:, 1], met[:, 0]).astype(np.float32)
-    rows["nPFCands_used"] = inputs.n_candidates.astype(np.int32)
-    return rows
-
-
-def _write(rows: list[dict[str, np.ndarray]], out: Path, fmt: str) -> Path:
-    merged = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    merged = {k: ak.concatenate([r[k] for r in rows]) for k in rows[0]}
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.table(merged), out)
+        ak.to_parquet(ak.zip(merged, depth_limit=1), out)
     else:
         import uproot
 
+        from sonic.workflow.generate import events_tree
+
         with uproot.recreate(out) as f:
-            f.mktree("Events", {k: v.dtype for k, v in merged.items()}).extend(merged)
+            events_tree(f, merged).extend(merged)
     return out
 
 
-def output_path(path: Path, out_dir: Path, fmt: str) -> Path:
-    return out_dir / f"{path.stem}.deepmet.{'parquet' if fmt == 'parquet' else 'root'}"
+def output_path(path: Path, out_dir: Path, fmt: str, tasks: Sequence[str] = ("deepmet",)) -> Path:
+    return out_dir / f"{path.stem}.{'-'.join(tasks)}.{'parquet' if fmt == 'parquet' else 'root'}"
+
+
+#: One chunk's work in flight: its arrays, and per task what was prepared and sent.
+_Pending = tuple[dict[str, Any], list[tuple[Prepared, list[_InFlight]]]]
 
 
 def run_file(path: Path | str, cfg: JobConfig, out_dir: Path | None = None,
              progress: Callable[[int], None] | None = None) -> JobResult:  # fmt: skip
-    """Run the job on one file; with ``out_dir``, write its per-event output there."""
+    """Run the job's tasks on one file; with ``out_dir``, write its per-event output there."""
     path = Path(path)
-    engine = _Direct(cfg) if cfg.mode == "direct" else _Service(cfg)
-    result = JobResult()
+    tasks = cfg.make_tasks()
+    engines = [_engine(cfg, t) for t in tasks]
+    result = JobResult(requests={t.name: 0 for t in tasks})
     st = result.stages
-    rows: list[dict[str, np.ndarray]] = []
-    pending: tuple[dict[str, Any], DeepMETInputs, _InFlight] | None = None
+    rows: list[dict[str, Any]] = []
+    pending: _Pending | None = None
 
-    def finish(item: tuple[dict[str, Any], DeepMETInputs, _InFlight]) -> None:
-        arrays, inputs, inflight = item
-        output = inflight.result()
-        st["infer_client"] += inflight.seconds()
-        t0 = time.perf_counter()
-        rows.append(_rows(arrays, inputs, output, cfg))
-        st["output"] += time.perf_counter() - t0
-        result.events += len(inputs)
+    def finish(item: _Pending) -> None:
+        arrays, sent = item
+        columns: dict[str, Any] = {k: arrays[k] for k in EVENT_BRANCHES if k in arrays}
+        for task, (prepared, inflight) in zip(tasks, sent, strict=True):
+            outputs = [f.result() for f in inflight]
+            if inflight:
+                st["infer_client"] += (max(f.answered() for f in inflight)
+                                       - min(f.sent for f in inflight))  # fmt: skip
+            t0 = time.perf_counter()
+            columns.update(task.columns(arrays, prepared, outputs))
+            st["output"] += time.perf_counter() - t0
+        rows.append(columns)
+        n = len(arrays[tasks[0].required[0]])
+        result.events += n
         if progress is not None:
-            progress(len(inputs))
+            progress(n)
 
     if out_dir is not None:  # import the writer now, not inside the timed output stage
         __import__("pyarrow.parquet" if cfg.output_format == "parquet" else "uproot")
     try:
-        server0 = engine.server_ns()
+        server0 = sum(e.server_ns() for e in engines)
         t_start = time.perf_counter()
-        for arrays, io_s in _chunks(path, cfg.chunk_size, cfg.max_events):
+        for arrays, io_s in _chunks(path, tasks, cfg.chunk_size, cfg.max_events):
             st["io"] += io_s
-            t0 = time.perf_counter()
-            pf = {b: arrays[f"PFCands_{b}"] for b in PF_BRANCHES}
-            inputs = build_inputs(pf, max_n_pf=cfg.max_n_pf, norm_factor=cfg.norm_factor,
-                                  ignore_leptons=cfg.ignore_leptons)  # fmt: skip
-            tensors = {k: inputs.tensors[k] for k in INPUT_NAMES}
-            st["inputs"] += time.perf_counter() - t0
-            item = (arrays, inputs, engine.submit(tensors))
+            sent = []
+            for task, engine in zip(tasks, engines, strict=True):
+                t0 = time.perf_counter()
+                prepared = task.prepare(arrays)
+                st["inputs"] += time.perf_counter() - t0
+                result.requests[task.name] += len(prepared.requests)
+                sent.append((prepared, [engine.submit(r) for r in prepared.requests]))
             if pending is not None:  # async: the previous chunk was in flight meanwhile
                 finish(pending)
-            pending = item
+            pending = (arrays, sent)
         if pending is not None:
             finish(pending)
         if out_dir is not None and rows:
             t0 = time.perf_counter()
-            result.outputs.append(str(_write(rows, output_path(path, out_dir, cfg.output_format),
-                                             cfg.output_format)))  # fmt: skip
+            out = output_path(path, out_dir, cfg.output_format, cfg.tasks)
+            result.outputs.append(str(_write(rows, out, cfg.output_format)))
             st["output"] += time.perf_counter() - t0
         result.wall_s = time.perf_counter() - t_start
-        st["infer_server"] = (engine.server_ns() - server0) / 1e9
+        st["infer_server"] = (sum(e.server_ns() for e in engines) - server0) / 1e9
     finally:
-        engine.close()
+        for e in engines:
+            e.close()
     return result
 
 

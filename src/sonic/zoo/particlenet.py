@@ -9,14 +9,17 @@ The network: per-point linear embeddings of particles and vertices into one
 point cloud (padded with K + 1 masked points, so any size works), one
 EdgeConv block (k nearest neighbours in (eta, phi), edge
 features [x_i, x_j - x_i], a shared MLP, mean over neighbours, residual),
-masked global average pooling, and a dense classifier.  Untrained (fixed
-seed).  Building it needs PyTorch (the ``torch`` extra); serving the ONNX file
-does not.
+masked global average pooling, and a dense classifier.  The example model
+is untrained (fixed seed); :mod:`sonic.workflow.particlenet` trains the same
+network with CMS's AK4 interface.  Building it needs PyTorch (the ``torch``
+extra); serving the ONNX file does not.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 N_CLASSES = 17
 PF_FEATURES = 25
@@ -25,7 +28,10 @@ K = 7
 INPUT_NAMES = ["pf_points", "pf_features", "pf_mask", "sv_points", "sv_features", "sv_mask"]
 
 
-def _module():
+def network(n_pf_features: int = PF_FEATURES, n_sv_features: int = SV_FEATURES,
+            n_classes: int = N_CLASSES, seed: int = 0) -> Any:
+    """The EdgeConv tagger for the given feature and class counts (fresh weights from ``seed``);
+    its ``logits`` method is what training optimises, ``forward`` the softmax CMSSW reads."""
     try:
         import torch
         from torch import nn
@@ -38,14 +44,14 @@ def _module():
     class EdgeConvTagger(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.pf_embed = nn.Conv1d(PF_FEATURES, 32, 1)
-            self.sv_embed = nn.Conv1d(SV_FEATURES, 32, 1)
+            self.pf_embed = nn.Conv1d(n_pf_features, 32, 1)
+            self.sv_embed = nn.Conv1d(n_sv_features, 32, 1)
             self.edge_mlp = nn.Sequential(
                 nn.Conv2d(64, 64, 1), nn.ReLU(), nn.Conv2d(64, 32, 1), nn.ReLU()
             )
-            self.head = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, N_CLASSES))
+            self.head = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, n_classes))
 
-        def forward(self, pf_points, pf_features, pf_mask, sv_points, sv_features, sv_mask):
+        def logits(self, pf_points, pf_features, pf_mask, sv_points, sv_features, sv_mask):
             points = torch.cat([pf_points, sv_points], dim=2)  # [N, 2, M]
             mask = torch.cat([pf_mask, sv_mask], dim=2)  # [N, 1, M]
             x = torch.cat([self.pf_embed(pf_features), self.sv_embed(sv_features)], dim=2)
@@ -70,28 +76,42 @@ def _module():
             y = self.edge_mlp(edges).mean(dim=3) + x  # [N, 32, M]
             y = y * mask
             pooled = y.sum(dim=2) / mask.sum(dim=2).clamp(min=1.0)
-            return torch.softmax(self.head(pooled), dim=1)
+            return self.head(pooled)
 
-    torch.manual_seed(0)
+        def forward(self, *inputs):
+            return torch.softmax(self.logits(*inputs), dim=1)
+
+    torch.manual_seed(seed)
     return EdgeConvTagger().eval()
 
 
-def export_particlenet(path: Path, n_pf: int = 50, n_sv: int = 5) -> None:
-    """Write the ONNX model with dynamic jets, particles and vertices."""
+def export_onnx(model: Any, path: Path, n_pf: int = 50, n_sv: int = 5) -> Path:
+    """Write ``model`` as ONNX with CMSSW's names and dynamic jets, particles and vertices."""
     import torch
 
-    model = _module()
-    n = 3
+    model.eval()
+    n, n_pf_features = 3, model.pf_embed.in_channels
+    n_sv_features = model.sv_embed.in_channels
     example = (
-        torch.randn(n, 2, n_pf), torch.randn(n, PF_FEATURES, n_pf), torch.ones(n, 1, n_pf),
-        torch.randn(n, 2, n_sv), torch.randn(n, SV_FEATURES, n_sv), torch.ones(n, 1, n_sv),
+        torch.randn(n, 2, n_pf), torch.randn(n, n_pf_features, n_pf), torch.ones(n, 1, n_pf),
+        torch.randn(n, 2, n_sv), torch.randn(n, n_sv_features, n_sv), torch.ones(n, 1, n_sv),
     )  # fmt: skip
     axes = {"pf_points": {0: "jets", 2: "n_pf"}, "pf_features": {0: "jets", 2: "n_pf"},
             "pf_mask": {0: "jets", 2: "n_pf"}, "sv_points": {0: "jets", 2: "n_sv"},
             "sv_features": {0: "jets", 2: "n_sv"}, "sv_mask": {0: "jets", 2: "n_sv"},
             "softmax": {0: "jets"}}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model, example, str(path), input_names=INPUT_NAMES, output_names=["softmax"],
-        dynamic_axes=axes, opset_version=17, dynamo=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "You are using the legacy", DeprecationWarning)
+        # The neighbour gather's indices come from topk, never negative.
+        warnings.filterwarnings("ignore", "Exporting aten::index operator", UserWarning)
+        torch.onnx.export(
+            model, example, str(path), input_names=INPUT_NAMES, output_names=["softmax"],
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )  # fmt: skip
+    return path
+
+
+def export_particlenet(path: Path, n_pf: int = 50, n_sv: int = 5) -> None:
+    """Write the untrained example model (25 particle and 11 vertex features, 17 classes)."""
+    export_onnx(network(), path, n_pf=n_pf, n_sv=n_sv)

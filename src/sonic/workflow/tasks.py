@@ -1,0 +1,144 @@
+"""The workflow's tasks: what each reads from the file, sends to its model and writes.
+
+A task turns a chunk of events into requests and the answers into output
+columns, the way its CMSSW producer does:
+
+- ``deepmet`` (``DeepMETSonicProducer``): one request per chunk, batch =
+  events, each event's candidates padded to 4500; writes NanoAOD's
+  ``DeepMETResolutionTune_pt/phi`` per event, beside the file's MET columns.
+- ``particlenet`` (``ParticleNetSonicJetTagsProducer``): AK4 jets clustered
+  from the candidates; one request per event, batch = its jets, never one for
+  an event without jets; writes the ``Jet`` collection (pT, eta, phi and the
+  eight class probabilities, ``Jet_pnet_<class>``).
+
+:mod:`sonic.workflow.runner` runs any list of them over the same chunks, each
+through its own engine (in-process onnxruntime, or a client of the servers),
+as a CMSSW job offloads several models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sonic.workflow.inputs import INPUT_NAMES as DEEPMET_INPUTS
+from sonic.workflow.inputs import MAX_N_PF, NORM_FACTOR, PF_BRANCHES, build_inputs
+from sonic.workflow.inputs import OUTPUT_NAME as DEEPMET_OUTPUT
+
+EVENT_BRANCHES = ("run", "luminosityBlock", "event")
+#: MET columns copied to the output when the file has them.
+MET_BRANCHES = ("GenMET_pt", "GenMET_phi", "RawPFMET_pt", "RawPFMET_phi", "PuppiMET_pt",
+                "PuppiMET_phi", "Pileup_nPU", "GenProcess_id")  # fmt: skip
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One chunk's requests, and what the task needs to turn their answers into columns."""
+
+    requests: list[dict[str, np.ndarray]]
+    state: Any
+
+
+class Task:
+    """The interface every task implements (see the module docstring)."""
+
+    name = ""
+    #: The model's name on the servers and in a repository.
+    model_name = ""
+    output = ""
+    #: Branches the task needs (every one required) and copies when present.
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+    def prepare(self, arrays: dict[str, Any]) -> Prepared:
+        raise NotImplementedError
+
+    def columns(self, arrays: dict[str, Any], prepared: Prepared,
+                outputs: list[np.ndarray]) -> dict[str, Any]:  # fmt: skip
+        """Output columns, one entry per event (numpy, or awkward for collections)."""
+        raise NotImplementedError
+
+
+class DeepMET(Task):
+    name = "deepmet"
+    model_name = "deepmet"
+    output = DEEPMET_OUTPUT
+    required = tuple(f"PFCands_{b}" for b in PF_BRANCHES)
+    optional = MET_BRANCHES
+
+    def __init__(self, max_n_pf: int = MAX_N_PF, norm_factor: float = NORM_FACTOR,
+                 ignore_leptons: bool = False) -> None:  # fmt: skip
+        self.max_n_pf = max_n_pf
+        self.norm_factor = norm_factor
+        self.ignore_leptons = ignore_leptons
+
+    def prepare(self, arrays: dict[str, Any]) -> Prepared:
+        pf = {b: arrays[f"PFCands_{b}"] for b in PF_BRANCHES}
+        inputs = build_inputs(pf, max_n_pf=self.max_n_pf, norm_factor=self.norm_factor,
+                              ignore_leptons=self.ignore_leptons)  # fmt: skip
+        return Prepared([{k: inputs.tensors[k] for k in DEEPMET_INPUTS}], inputs)
+
+    def columns(self, arrays: dict[str, Any], prepared: Prepared,
+                outputs: list[np.ndarray]) -> dict[str, Any]:  # fmt: skip
+        import awkward as ak
+
+        inputs = prepared.state
+        met = inputs.met(outputs[0], self.norm_factor)
+        rows = {k: ak.to_numpy(arrays[k]) for k in self.optional if k in arrays}
+        rows["DeepMETResolutionTune_pt"] = np.hypot(met[:, 0], met[:, 1]).astype(np.float32)
+        rows["DeepMETResolutionTune_phi"] = np.arctan2(met[:, 1], met[:, 0]).astype(np.float32)
+        rows["nPFCands_used"] = inputs.n_candidates.astype(np.int32)
+        return rows
+
+
+class ParticleNet(Task):
+    name = "particlenet"
+    model_name = "particlenet_AK4"
+    output = "softmax"
+
+    def __init__(self) -> None:
+        from sonic.workflow.jet_inputs import AK4_CHS, PF_FIELDS, SV_FIELDS
+
+        self.spec = AK4_CHS
+        self.required = tuple(f"PFCands_{b}" for b in (*PF_FIELDS, "puppiWeight"))
+        self.optional = tuple(f"SV_{b}" for b in SV_FIELDS)
+
+    def prepare(self, arrays: dict[str, Any]) -> Prepared:
+        from sonic.workflow.jet_inputs import PF_FIELDS, SV_FIELDS, chunk_inputs
+        from sonic.workflow.jets import AK4, cluster
+
+        pf = {b[len("PFCands_"):]: arrays[b] for b in self.required}
+        jets = cluster(pf, AK4)
+        sv = ({k: arrays[f"SV_{k}"] for k in SV_FIELDS}
+              if all(f"SV_{k}" in arrays for k in SV_FIELDS) else None)  # fmt: skip
+        per_event = chunk_inputs({k: pf[k] for k in PF_FIELDS}, jets, sv, self.spec)
+        return Prepared([x for x in per_event if x is not None], (jets, per_event))
+
+    def columns(self, arrays: dict[str, Any], prepared: Prepared,
+                outputs: list[np.ndarray]) -> dict[str, Any]:  # fmt: skip
+        import awkward as ak
+
+        jets, per_event = prepared.state
+        counts = jets.counts()
+        answers = iter(outputs)
+        n_classes = len(self.spec.labels)
+        probs = [next(answers) if x is not None else np.zeros((0, n_classes), np.float32)
+                 for x in per_event]  # fmt: skip
+        flat = np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32)
+        fields = {"pt": jets.pt, "eta": jets.eta, "phi": jets.phi}
+        fields = {k: ak.values_astype(v, np.float32) for k, v in fields.items()}
+        for i, label in enumerate(self.spec.labels):
+            fields[f"pnet_{label}"] = ak.unflatten(flat[:, i].astype(np.float32), counts)
+        return {"Jet": ak.zip(fields)}
+
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (DeepMET, ParticleNet)}
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """The task by name; ``options`` reach the tasks that take them (DeepMET's)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
+    return DeepMET(**options) if name == "deepmet" else TASKS[name]()
