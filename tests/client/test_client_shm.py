@@ -137,3 +137,21 @@ def test_cuda_shared_memory_round_trip(repo: Path) -> None:
         srv.stop()
     np.testing.assert_array_equal(cuda, plain)
     assert [t.shared_memory for t in client.timings] == ["inputs"]
+
+
+def test_concurrent_first_requests_leave_no_region_behind(repo: Path) -> None:
+    """Many requests start at once on a new client (one per event, as the jet-tagging job
+    sends them): every region they made is freed when the client closes."""
+    import os
+
+    mine = f"sonic_client_{os.getpid()}_"
+    before = {f for f in os.listdir("/dev/shm") if f.startswith(mine)}
+    with _server(repo) as srv:
+        for _ in range(5):  # the race needs the first requests to overlap; try a few clients
+            # outputs: the model is looked up here, so the first requests start together
+            client = Client("mlp", [srv.grpc_url], shared_memory="auto", outputs=["output"])
+            futures = [client.infer_future({"input": _x(16)}) for _ in range(64)]
+            assert all(f.result()["output"].shape == (16, 2) for f in futures)
+            client.close()
+    left = {f for f in os.listdir("/dev/shm") if f.startswith(mine)} - before
+    assert not left, f"regions never freed: {sorted(left)}"

@@ -1,12 +1,13 @@
-"""``sonic demo`` (what ``make demo`` runs): the DeepMET job direct and as a service.
+"""``sonic demo`` (what ``make demo`` runs): DeepMET and jet tagging, direct and as a service.
 
 It generates a small sample once (Pythia 8 ttbar and Z->nunu with pileup,
 cached in the work directory), starts ``sonic serve`` on free loopback ports
-with the example repository, runs the workflow in-process with onnxruntime and
-then through the SONIC client, and prints events/s, the time of each stage,
-the largest difference between the two outputs and the MET resolution.  It
-writes a self-contained HTML report with the plots, and fails (exit 1) if
-the outputs differ by more than a relative 1e-5.
+with the example repository, runs each task (DeepMET; AK4 jets tagged by
+ParticleNet) in-process with onnxruntime and then through the SONIC client,
+and prints events/s, the time of each stage, the largest differences between
+the two outputs, the MET resolution and the b-tagging ROC.  It writes a
+self-contained HTML report with the plots, and fails (exit 1) if the outputs
+differ by more than 1e-5 (relative for MET, absolute for class probabilities).
 
 With ``deepmet_format="graphdef"`` the server runs DeepMET as CMS serves it, a
 TensorFlow graphdef (:mod:`sonic.workflow.deepmet_tf`, the same trained
@@ -21,17 +22,22 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from sonic.launcher import LocalServer
-from sonic.plots import html_table, img, write_html
+from sonic.plots import html_table, img, png, write_html
 from sonic.workflow import report
+from sonic.workflow.jet_inputs import AK4_LABELS
+from sonic.workflow.particlenet import load_jets, performance
 from sonic.workflow.runner import JobConfig, JobResult, run_files
 
 TOLERANCE = 1e-5
+#: Served against direct class probabilities (both onnxruntime, batches of different sizes).
+TAG_TOLERANCE = 1e-5
 #: Served TF graphdef against direct ONNX: far below the ~20 GeV MET resolution.
 RUNTIME_TOLERANCE_GEV = 0.01
 STAGE_LABELS = {"io": "I/O", "inputs": "input building", "infer_client": "inference (client)",
@@ -41,7 +47,8 @@ STAGE_LABELS = {"io": "I/O", "inputs": "input building", "infer_client": "infere
 def _sample(work_dir: Path, n_events: int, console: Console) -> Path:
     from sonic.workflow.generate import generate_sample
 
-    path = work_dir / f"sample-ttbar-znunu-pu20-seed1-{n_events}.root"
+    # v2: with the secondary vertices and generator particles jet tagging needs.
+    path = work_dir / f"sample-v2-ttbar-znunu-pu20-seed1-{n_events}.root"
     if path.exists():
         console.print(f"reusing the sample {path}")
         return path
@@ -79,12 +86,24 @@ def _graphdef_repository(repository: Path, work_dir: Path, console: Console) -> 
     return served
 
 
+#: The demo's jobs, side by side: each task alone, so that each has its own timing.
+DEMO_TASKS = {"DeepMET": "deepmet", "jet tagging": "particlenet"}
+
+
+def _jets_table(table: dict[str, Any]) -> np.ndarray:
+    """Every jet's eight class probabilities, flattened over events."""
+    import awkward as ak
+
+    jets = table["Jet"]
+    return np.stack([ak.to_numpy(ak.flatten(jets[f"pnet_{label}"])) for label in AK4_LABELS],
+                    axis=1)  # fmt: skip
+
+
 def run_demo(repository: Path, work_dir: Path, n_events: int = 600,
              deepmet_format: str = "onnx") -> int:  # fmt: skip
     console = Console()
     work_dir.mkdir(parents=True, exist_ok=True)
     sample = _sample(work_dir, n_events, console)
-    model = repository / "deepmet" / "1" / "model.onnx"
     served = repository
     if deepmet_format == "graphdef":
         served = _graphdef_repository(repository, work_dir, console)
@@ -93,52 +112,77 @@ def run_demo(repository: Path, work_dir: Path, n_events: int = 600,
         server = LocalServer(served, "--allow-client-shm=true").start()
     try:
         console.print(f"server up: gRPC {server.grpc_url}, HTTP {server.http_url}")
-        configs = {"direct": JobConfig(mode="direct", model=model),
-                   "service": JobConfig(mode="service", servers=(server.grpc_url,))}  # fmt: skip
-        with console.status("warming up both (one chunk each, not timed)"):
+        configs = {}
+        for label, task in DEMO_TASKS.items():
+            configs[f"{label}, direct"] = JobConfig(mode="direct", tasks=(task,),
+                                                    model_repository=repository)  # fmt: skip
+            configs[f"{label}, service"] = JobConfig(mode="service", tasks=(task,),
+                                                     servers=(server.grpc_url,))  # fmt: skip
+        with console.status("warming up (one chunk each, not timed)"):
             for cfg in configs.values():
                 run_files([sample], replace(cfg, max_events=cfg.chunk_size), work_dir / "warm-up")
-        with console.status("running DeepMET direct (in-process onnxruntime)"):
-            runs["direct"] = run_files([sample], configs["direct"], work_dir / "direct")
-        with console.status("running DeepMET as a service (SONIC client, gRPC, async)"):
-            runs["service"] = run_files([sample], configs["service"], work_dir / "service")
+        for name, cfg in configs.items():
+            how = ("in-process onnxruntime" if cfg.mode == "direct"
+                   else "SONIC client, gRPC, async")  # fmt: skip
+            with console.status(f"running {name} ({how})"):
+                runs[name] = run_files([sample], cfg, work_dir / name.replace(", ", "-"))
     finally:
         server.stop()
 
-    direct = report.read_outputs(runs["direct"].outputs)
-    service = report.read_outputs(runs["service"].outputs)
-    a, b = _met_xy(direct), _met_xy(service)
+    out = {name: report.read_outputs(r.outputs) for name, r in runs.items()}
+    a, b = _met_xy(out["DeepMET, direct"]), _met_xy(out["DeepMET, service"])
     max_abs = float(np.max(np.abs(a - b)))
     max_rel = float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-3)))
+    tags = {name: _jets_table(out[f"jet tagging, {name}"]) for name in ("direct", "service")}
+    max_tag = float(np.max(np.abs(tags["direct"] - tags["service"]), initial=0.0))
 
-    ratio = runs["service"].events_per_s / runs["direct"].events_per_s
     rows: list[list[object]] = [["events/s", *(r.events_per_s for r in runs.values())]]
+    rows += [["requests", *(sum(r.requests.values()) for r in runs.values())]]
     rows += [[f"{label} (ms/event)",
-              *(r.stages[stage] / r.events * 1e3 if (name, stage) != ("direct", "infer_server")
-                else "-" for name, r in runs.items())]
+              *(r.stages[stage] / r.events * 1e3 if runs_cfg.mode == "service"
+                or stage != "infer_server" else "-"
+                for r, runs_cfg in zip(runs.values(), configs.values(), strict=True))]
              for stage, label in STAGE_LABELS.items()]  # fmt: skip
     served_as = "TensorFlow graphdef" if deepmet_format == "graphdef" else "ONNX"
-    summary = (f"service ({served_as}) / direct (ONNX) throughput: {ratio:.2f}; largest "
-               f"|difference| of MET (px, py): {max_abs:.3g} GeV "
-               f"(relative {max_rel:.2g})")  # fmt: skip
-    res = report.resolution(direct)
+    ratios = {label: runs[f"{label}, service"].events_per_s / runs[f"{label}, direct"].events_per_s
+              for label in DEMO_TASKS}  # fmt: skip
+    summary = (f"service / direct throughput: DeepMET ({served_as}) {ratios['DeepMET']:.2f}, "
+               f"jet tagging {ratios['jet tagging']:.2f}; largest |difference| of MET (px, py): "
+               f"{max_abs:.3g} GeV (relative {max_rel:.2g}); of a jet's class probability: "
+               f"{max_tag:.2g}")  # fmt: skip
+    res = report.resolution(out["DeepMET, direct"])
     res_header = ["estimator", "std x", "std y", "sigma68 x", "sigma68 y"]
     res_rows: list[list[object]] = [
         [k, *(v[c] for c in ("std_x", "std_y", "sigma68_x", "sigma68_y"))] for k, v in res.items()
     ]
-    console.print(_table(f"DeepMET on {runs['direct'].events} events, direct vs as a service",
-                         ["", *runs], rows))  # fmt: skip
+    with console.status("labelling the jets from the generator record"):
+        truth = load_jets([sample]).truth
+    curves, tag_rows = {}, []
+    for name, softmax in tags.items():
+        if len(softmax) != len(truth.label):
+            raise RuntimeError(f"{len(softmax)} tagged jets but {len(truth.label)} labelled")
+        perf = performance(softmax, truth)
+        curves[f"ParticleNet AK4, {name}"] = (*perf.roc, perf.auc_b_vs_light)
+        tag_rows.append([name, perf.auc_b_vs_light, *perf.b_efficiency.values()])
+    tag_header = ["run", "AUC b vs udsg", *(f"b eff. at {k} mistag" for k in perf.b_efficiency)]
+    console.print(_table(f"{runs['DeepMET, direct'].events} events, each task direct and as a "
+                         "service", ["", *runs], rows))  # fmt: skip
     console.print(summary)
     console.print(_table("MET resolution against GenMET (GeV)", res_header, res_rows))
+    console.print(_table(f"b tagging on {len(truth.label)} AK4 jets "
+                         f"({', '.join(f'{k} {n}' for k, n in perf.n_jets.items())})",
+                         tag_header, tag_rows))  # fmt: skip
 
     timing = report.timing_plot({k: r.as_dict() for k, r in runs.items()})
     runs_json = json.dumps({k: r.as_dict() for k, r in runs.items()}, indent=1)
-    title = "SONIC demo: DeepMET direct and as a service"
+    title = "SONIC demo: DeepMET and jet tagging, direct and as a service"
     page = write_html(work_dir / "report.html", title, [
         ("Throughput and stages",
          html_table(["", *runs], rows) + f"<p>{summary}</p>" + img(timing)),
         ("MET resolution",
-         html_table(res_header, res_rows) + img(report.resolution_plot(direct))),
+         html_table(res_header, res_rows) + img(report.resolution_plot(out["DeepMET, direct"]))),
+        ("b tagging (ParticleNet AK4)",
+         html_table(tag_header, tag_rows) + img(png(report.roc_figure(curves)))),
         ("Runs (JSON)", f"<pre>{runs_json}</pre>"),
     ])  # fmt: skip
     console.print(f"report: {page}")
@@ -148,5 +192,8 @@ def run_demo(repository: Path, work_dir: Path, n_events: int = 600,
         return 1
     if deepmet_format == "onnx" and max_rel > TOLERANCE:
         console.print(f"[red]service outputs differ from direct by more than {TOLERANCE}[/red]")
+        return 1
+    if max_tag > TAG_TOLERANCE:
+        console.print(f"[red]served jet tags differ from direct by more than {TAG_TOLERANCE}[/red]")
         return 1
     return 0

@@ -138,3 +138,21 @@ def timing_figure(runs: Mapping[str, Mapping[str, Any]]) -> Any:
     ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=14,
               loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # fmt: skip
     return fig
+
+
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]]) -> Any:
+    """b-jet efficiency against light-jet mistag rate (log scale), one curve per tagger run,
+    each labelled with its area under the curve."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 7))
+    for name, (eff, mistag, area) in curves.items():
+        keep = mistag > 0
+        ax.plot(eff[keep], mistag[keep], linewidth=2, label=f"{name} (AUC {area:.3f})")
+    ax.set_yscale("log")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1e-3, 1)
+    ax.set_xlabel("b-jet efficiency")
+    ax.set_ylabel("light-jet (udsg) mistag rate")
+    ax.grid(True, which="major", alpha=0.4)
+    ax.legend(fontsize=14, loc="upper left")
+    return fig
