@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sonic.workflow.jet_inputs import AK4_CHS, INPUT_NAMES, PF_FIELDS, SV_FIELDS, event_inputs
-from sonic.workflow.jet_labels import BB, UDS, B, G, JetTruth, b_vs_light, event_truth
+from sonic.workflow.jet_labels import BB, CC, UDS, B, C, G, JetTruth, b_vs_light, event_truth
 from sonic.workflow.jets import AK4, cluster
 
 MODEL_NAME = "particlenet_AK4"
@@ -214,6 +214,8 @@ class Performance:
     #: b-jet efficiency at a light-jet mistag rate of 10%, 1% and 0.1%.
     b_efficiency: dict[str, float]
     roc: tuple[np.ndarray, np.ndarray]  # b efficiency, light mistag rate
+    #: b efficiency and c-jet mistag rate, for the same discriminant.
+    roc_c: tuple[np.ndarray, np.ndarray]
 
     def as_dict(self) -> dict[str, Any]:
         return {"n_jets": self.n_jets, "auc_b_vs_light": self.auc_b_vs_light,
@@ -224,9 +226,10 @@ def performance(softmax: np.ndarray, truth: JetTruth) -> Performance:
     disc = b_vs_light(softmax)
     is_b = np.isin(truth.label, (B, BB))
     is_light = np.isin(truth.label, (UDS, G))
+    is_c = np.isin(truth.label, (C, CC))
     sig, bkg = disc[is_b], disc[is_light]
     eff, mistag = roc_curve(sig, bkg)
     at = {f"{rate:g}": float(np.interp(rate, mistag, eff)) for rate in (0.1, 0.01, 0.001)}
     counts = np.bincount(truth.label, minlength=len(AK4_CHS.labels))
     return Performance(dict(zip(AK4_CHS.labels, map(int, counts), strict=True)), auc(sig, bkg),
-                       at, (eff, mistag))  # fmt: skip
+                       at, (eff, mistag), roc_curve(sig, disc[is_c]))  # fmt: skip
