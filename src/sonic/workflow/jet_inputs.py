@@ -26,7 +26,6 @@ values for a candidate without a track (``normchi2`` 999, the rest 0).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,14 +73,18 @@ class Group:
     min_length: int
     max_length: int
 
-    def transform(self, values: dict[str, np.ndarray], length: int) -> np.ndarray:
-        """[n_vars, length]: each variable preprocessed, then padded or cut to ``length``."""
-        out = np.empty((len(self.variables), length), dtype=np.float32)
+    def transform(self, values: dict[str, np.ndarray], jet: np.ndarray, position: np.ndarray,
+                  n_jets: int, length: int) -> np.ndarray:  # fmt: skip
+        """[n_jets, n_vars, length]: each variable preprocessed and put at its (jet, position),
+        the rest padded; entries at a position past ``length`` are cut."""
+        out = np.empty((n_jets, len(self.variables), length), dtype=np.float32)
+        keep = position < length
+        jet, position = jet[keep], position[keep]
         for row, v in enumerate(self.variables):
-            x = np.asarray(values[v.name], dtype=np.float64)[:length]
+            x = np.asarray(values[v.name], dtype=np.float64)[keep]
             x = np.where(np.isfinite(x), x, v.replace_inf)
-            out[row, : len(x)] = np.clip((x - v.median) * v.norm, v.lower, v.upper)
-            out[row, len(x) :] = v.pad
+            out[:, row, :] = v.pad
+            out[jet, row, position] = np.clip((x - v.median) * v.norm, v.lower, v.upper)
         return out
 
     def length(self, counts: np.ndarray) -> int:
@@ -150,9 +153,15 @@ def _unit(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def candidate_features(pf: dict[str, np.ndarray], jet: JetAxis) -> dict[str, np.ndarray]:
-    """Every pfcand_* variable of a jet's constituents (``pf`` already cut to them)."""
-    jet_pt, jet_eta, jet_phi = jet
+def _eta_sign(jet_eta: np.ndarray) -> np.ndarray:
+    """CMSSW's sign of etarel: +1 for a jet at positive eta, else -1."""
+    return np.where(jet_eta > 0, 1.0, -1.0)
+
+
+def candidate_features(pf: dict[str, np.ndarray], jet: np.ndarray) -> dict[str, np.ndarray]:
+    """Every pfcand_* variable of jet constituents: ``pf`` holds the constituents (of one or
+    several jets), ``jet`` each one's jet axis (pt, eta, phi), shape [n, 3]."""
+    jet_eta, jet_phi = jet[:, 1], jet[:, 2]
     pt, eta, phi, mass = (pf[k].astype(np.float64) for k in ("pt", "eta", "phi", "mass"))
     charged = pf["charge"] != 0
     apdg = np.abs(pf["pdgId"])
@@ -161,23 +170,26 @@ def candidate_features(pf: dict[str, np.ndarray], jet: JetAxis) -> dict[str, np.
     # The track against the jet axis: momentum parallel and perpendicular to it, the
     # signed 3D impact parameter, and the distance of closest approach to the axis.
     p = pt * np.cosh(eta)
-    axis = _unit(np.array([jet_pt]), np.array([jet_eta]), np.array([jet_phi]))[0]
-    mom = _unit(pt, eta, phi) * p[:, None]
-    p_par = mom @ axis
-    p_perp = np.linalg.norm(np.cross(mom, axis), axis=1)
-    pca = np.stack([-d0 * np.sin(phi), d0 * np.cos(phi), dz], axis=1)  # from the PV, in cm
-    ip3d = np.linalg.norm(pca, axis=1) * np.where(pca @ axis >= 0, 1.0, -1.0)
-    ip3d_err = np.hypot(sigma_d0(pt), sigma_dz(pt))
-    normal = np.cross(_unit(pt, eta, phi), axis)
+    axis = _unit(jet[:, 0], jet_eta, jet_phi)
+    direction = _unit(pt, eta, phi)
+    p_par = p * np.einsum("ij,ij->i", direction, axis)
+    normal = np.cross(direction, axis)
     norm = np.linalg.norm(normal, axis=1)
+    p_perp = p * norm
+    pca = np.stack([-d0 * np.sin(phi), d0 * np.cos(phi), dz], axis=1)  # from the PV, in cm
+    ip3d = np.linalg.norm(pca, axis=1) * np.where(np.einsum("ij,ij->i", pca, axis) >= 0, 1.0, -1.0)
+    ip3d_err = np.hypot(sigma_d0(pt), sigma_dz(pt))
     jet_dist = -np.abs(np.einsum("ij,ij->i", pca, normal)) / np.where(norm > 0, norm, 1.0)
+    vtx_ass = np.zeros(len(pt))
+    for from_pv, quality in VTX_ASS.items():
+        vtx_ass[pf["fromPV"] == from_pv] = quality
     track = lambda values, empty=0.0: np.where(charged, values, empty)  # noqa: E731
     with np.errstate(divide="ignore", invalid="ignore"):
         eta_rel = 0.5 * np.log((p + p_par) / (p - p_par))
         return {
             "pfcand_pt_log_nopuppi": np.log(pt),
             "pfcand_e_log_nopuppi": np.log(energy),
-            "pfcand_etarel": math.copysign(1.0, jet_eta) * (eta - jet_eta),
+            "pfcand_etarel": _eta_sign(jet_eta) * (eta - jet_eta),
             "pfcand_phirel": _delta_phi(phi, jet_phi),
             "pfcand_abseta": np.abs(eta),
             "pfcand_charge": pf["charge"].astype(np.float64),
@@ -186,7 +198,7 @@ def candidate_features(pf: dict[str, np.ndarray], jet: JetAxis) -> dict[str, np.
             "pfcand_isGamma": (apdg == 22).astype(np.float64),
             "pfcand_isChargedHad": (apdg == 211).astype(np.float64),
             "pfcand_isNeutralHad": (apdg == 130).astype(np.float64),
-            "pfcand_VTX_ass": track(np.vectorize(VTX_ASS.get)(pf["fromPV"], 0), 0.0),
+            "pfcand_VTX_ass": track(vtx_ass),
             "pfcand_lostInnerHits": np.zeros(len(pt)),
             "pfcand_normchi2": track(1.0, NO_TRACK_CHI2),
             "pfcand_quality": track(7.0),
@@ -204,14 +216,15 @@ def candidate_features(pf: dict[str, np.ndarray], jet: JetAxis) -> dict[str, np.
         }
 
 
-def vertex_features(sv: dict[str, np.ndarray], jet: JetAxis) -> dict[str, np.ndarray]:
-    """Every sv_* variable of a jet's secondary vertices (``sv`` already cut to them)."""
-    _, jet_eta, jet_phi = jet
+def vertex_features(sv: dict[str, np.ndarray], jet: np.ndarray) -> dict[str, np.ndarray]:
+    """Every sv_* variable of jets' secondary vertices: ``sv`` holds the vertices, ``jet``
+    each one's jet axis (pt, eta, phi), shape [n, 3]."""
+    jet_eta, jet_phi = jet[:, 1], jet[:, 2]
     eta = sv["eta"].astype(np.float64)
     with np.errstate(divide="ignore"):
         return {
-            "sv_pt_log": np.log(sv["pt"].astype(np.float64)),
-            "sv_mass": sv["mass"], "sv_etarel": math.copysign(1.0, jet_eta) * (eta - jet_eta),
+            "sv_pt_log": np.log(sv["pt"].astype(np.float64)), "sv_mass": sv["mass"],
+            "sv_etarel": _eta_sign(jet_eta) * (eta - jet_eta),
             "sv_phirel": _delta_phi(sv["phi"].astype(np.float64), jet_phi),
             "sv_abseta": np.abs(eta), "sv_ntracks": sv["ntracks"], "sv_normchi2": sv["chi2"],
             "sv_dxy": sv["dxy"], "sv_dxysig": sv["dxySig"], "sv_d3d": sv["dlen"],
@@ -219,17 +232,23 @@ def vertex_features(sv: dict[str, np.ndarray], jet: JetAxis) -> dict[str, np.nda
         }  # fmt: skip
 
 
-def _jet_vertices(sv: dict[str, np.ndarray] | None, jet: JetAxis,
-                  radius: float) -> dict[str, np.ndarray]:  # fmt: skip
-    """The vertices within ``radius`` of the jet axis, by decreasing dxy significance (the
-    order CMSSW's tag-info producer sorts them in)."""
+def _positions(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ... within each run of ``counts`` entries."""
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(int(counts.sum())) - starts
+
+
+def _jet_vertices(sv: dict[str, np.ndarray] | None, axes: np.ndarray,
+                  radius: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(vertex index, jet index) of each vertex within ``radius`` of each jet axis, each
+    jet's by decreasing dxy significance (the order CMSSW's tag-info producer sorts them in)."""
     if sv is None or len(sv["pt"]) == 0:
-        return {k: np.zeros(0) for k in SV_FIELDS}
-    _, jet_eta, jet_phi = jet
-    dr2 = (sv["eta"] - jet_eta) ** 2 + _delta_phi(sv["phi"].astype(np.float64), jet_phi) ** 2
-    inside = np.flatnonzero(dr2 < radius * radius)
-    order = inside[np.argsort(-sv["dxySig"][inside], kind="stable")]
-    return {k: np.asarray(sv[k])[order] for k in SV_FIELDS}
+        return np.zeros(0, int), np.zeros(0, int)
+    deta = sv["eta"][:, None] - axes[None, :, 1]
+    dphi = _delta_phi(sv["phi"].astype(np.float64)[:, None], axes[None, :, 2])
+    vertex, jet = np.nonzero(deta**2 + dphi**2 < radius * radius)
+    order = np.lexsort((-np.asarray(sv["dxySig"])[vertex], jet))
+    return vertex[order], jet[order]
 
 
 def event_inputs(pf: dict[str, np.ndarray], jets: list[tuple[JetAxis, np.ndarray]],
@@ -238,36 +257,57 @@ def event_inputs(pf: dict[str, np.ndarray], jets: list[tuple[JetAxis, np.ndarray
     """The six tensors for one event, batch = its jets; None when no jet has a candidate.
 
     ``jets``: ((pt, eta, phi), constituent indices into ``pf``, highest pT first) per jet.
+    All jets' constituents are computed at once, then placed at (jet, position).
     """
     if not jets or all(len(members) == 0 for _, members in jets):
         return None
-    pf_rows, sv_rows = [], []
-    for axis, members in jets:
-        pf_rows.append(candidate_features({k: np.asarray(pf[k])[members] for k in PF_FIELDS},
-                                          axis))  # fmt: skip
-        sv_rows.append(vertex_features(_jet_vertices(sv, axis, spec.jet_radius), axis))
-    n_pf = np.array([len(r["pfcand_mask"]) for r in pf_rows])
-    n_sv = np.array([len(r["sv_mask"]) for r in sv_rows])
+    axes = np.array([axis for axis, _ in jets], dtype=np.float64).reshape(-1, 3)
+    n_pf = np.array([len(m) for _, m in jets])
+    pf_jet = np.repeat(np.arange(len(jets)), n_pf)
+    members = np.concatenate([np.asarray(m, dtype=np.int64) for _, m in jets])
+    pf_rows = candidate_features({k: np.asarray(pf[k])[members] for k in PF_FIELDS},
+                                 axes[pf_jet])  # fmt: skip
+    vertex, sv_jet = _jet_vertices(sv, axes, spec.jet_radius)
+    sv_rows = vertex_features({k: np.asarray(sv[k])[vertex] for k in SV_FIELDS}
+                              if sv is not None else {k: np.zeros(0) for k in SV_FIELDS},
+                              axes[sv_jet])  # fmt: skip
+    n_sv = np.bincount(sv_jet, minlength=len(jets))
+    placed = {"pf": (pf_rows, pf_jet, _positions(n_pf), n_pf),
+              "sv": (sv_rows, sv_jet, _positions(n_sv), n_sv)}
     out = {}
     for group in spec.groups:
-        rows, counts = (pf_rows, n_pf) if group.name.startswith("pf_") else (sv_rows, n_sv)
-        length = group.length(counts)
-        out[group.name] = np.stack([group.transform(r, length) for r in rows])
+        rows, jet, position, counts = placed[group.name.split("_")[0]]
+        out[group.name] = group.transform(rows, jet, position, len(jets), group.length(counts))
     return out
 
 
 def chunk_inputs(pf: dict[str, Any], jets: Jets, sv: dict[str, Any] | None = None,
                  spec: TaggerSpec = AK4_CHS) -> list[dict[str, np.ndarray] | None]:  # fmt: skip
-    """:func:`event_inputs` for each event of a chunk (awkward candidates, clustered jets)."""
+    """:func:`event_inputs` for each event of a chunk (awkward candidates, clustered jets).
+
+    The awkward arrays are flattened once and each event sliced out of plain numpy arrays:
+    indexing awkward arrays event by event cost more than building the inputs."""
     import awkward as ak
 
+    def flat(columns: dict[str, Any], fields: tuple[str, ...]) -> tuple[dict, np.ndarray]:
+        starts = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(columns[fields[0]])))])
+        return {k: ak.to_numpy(ak.flatten(columns[k])) for k in fields}, starts
+
+    pf_flat, pf_starts = flat(pf, PF_FIELDS)
+    sv_flat, sv_starts = flat(sv, SV_FIELDS) if sv is not None else ({}, None)
+    axes = np.stack([ak.to_numpy(ak.flatten(a)) for a in (jets.pt, jets.eta, jets.phi)], axis=1)
+    n_jets = jets.counts()
+    jet_starts = np.concatenate([[0], np.cumsum(n_jets)])
+    members = ak.to_numpy(ak.flatten(jets.constituents, axis=None))
+    member_starts = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.flatten(
+        ak.num(jets.constituents, axis=2))))])  # fmt: skip
     out = []
-    pt, eta, phi = (ak.to_list(a) for a in (jets.pt, jets.eta, jets.phi))
-    members = ak.to_list(jets.constituents)
-    for ev in range(len(pt)):
-        event_pf = {k: ak.to_numpy(pf[k][ev]) for k in PF_FIELDS}
-        event_sv = {k: ak.to_numpy(sv[k][ev]) for k in SV_FIELDS} if sv is not None else None
-        event_jets = [((pt[ev][j], eta[ev][j], phi[ev][j]), np.asarray(members[ev][j], int))
-                      for j in range(len(pt[ev]))]  # fmt: skip
+    for ev in range(len(n_jets)):
+        lo, hi = pf_starts[ev], pf_starts[ev + 1]
+        event_pf = {k: v[lo:hi] for k, v in pf_flat.items()}
+        event_sv = ({k: v[sv_starts[ev]:sv_starts[ev + 1]] for k, v in sv_flat.items()}
+                    if sv_starts is not None else None)  # fmt: skip
+        event_jets = [(tuple(axes[j]), members[member_starts[j]:member_starts[j + 1]])
+                      for j in range(jet_starts[ev], jet_starts[ev + 1])]  # fmt: skip
         out.append(event_inputs(event_pf, event_jets, event_sv, spec))
     return out
