@@ -1,14 +1,24 @@
-"""The DeepMET workflow direct (in-process onnxruntime) against as a service (sonic serve).
+"""The workflow's tasks direct (in-process onnxruntime) against as a service (sonic serve).
 
-One sample (Pythia 8 ttbar + Z->nunu, pileup 20; generated once into
-``build/bench``), one ``sonic serve`` on loopback with the shipped DeepMET, and
-the job run alternately direct and through the SONIC client (gRPC; async, so
-the next chunk is read and built while the server infers, and sync; inputs on
-the wire, and async with inputs in system shared memory), three times each.
-Prints the median events/s, the ratio to direct and the time of each stage
-per event, and writes ``benchmarks/results/workflow_direct_vs_service.json``::
+For each task -- DeepMET (one request per chunk of 100 events), ParticleNet AK4
+jet tagging (one request per event, batch = its jets) and the two chained in
+one job -- one sample (Pythia 8 ttbar + Z->nunu, pileup 20; generated once
+into ``build/bench``), one ``sonic serve`` on loopback with the shipped
+models, and the job run alternately direct and through the SONIC client
+(gRPC; async, so every request of a chunk is in flight and the next chunk is
+read and built while the server infers; sync; and async with inputs in
+system shared memory), three times each.  Prints the median events/s, the
+ratio to direct and the time of each stage per event.
+
+The physics beside it: the MET resolution of the direct DeepMET run, and the
+tagger's b-jet efficiency and ROC area against light (udsg) jets on held-out
+ttbar and QCD multijet events (seed 22, never trained on), labelled from the
+generator record; the ROC is written to
+``benchmarks/results/particlenet_roc.png``.  Writes
+``benchmarks/results/workflow_direct_vs_service.json``::
 
     .venv/bin/python benchmarks/workflow_direct_vs_service.py --events 1000 --repeats 3
+    .venv/bin/python benchmarks/workflow_direct_vs_service.py --task particlenet
 """
 
 from __future__ import annotations
@@ -29,10 +39,38 @@ import onnxruntime as ort  # noqa: E402
 from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
 
 from sonic.launcher import LocalServer  # noqa: E402
+from sonic.plots import png  # noqa: E402
+from sonic.workflow import particlenet, report  # noqa: E402
 from sonic.workflow.generate import generate_sample  # noqa: E402
 from sonic.workflow.runner import STAGES, JobConfig, run_files  # noqa: E402
 
-MODEL_DIR = ROOT / "examples" / "model_repository" / "deepmet"
+EXAMPLES = ROOT / "examples" / "model_repository"
+MODELS = ("deepmet", "particlenet_AK4")
+#: What each benchmarked job runs.
+TASK_SETS = {"deepmet": ("deepmet",), "particlenet": ("particlenet",),
+             "chained": ("deepmet", "particlenet")}  # fmt: skip
+
+
+def _sample(name: str, events: int, **kw: object) -> Path:
+    path = ROOT / "build" / "bench" / f"{name}-{events}.root"
+    if not path.exists():
+        print(f"generating {path}", flush=True)
+        generate_sample(path, events, **kw)  # type: ignore[arg-type]
+    return path
+
+
+def _tagging(events: int, out_png: Path) -> dict:
+    """The shipped tagger on held-out events: ROC area, b efficiency, the curve's plot."""
+    held_out = _sample("v2-ttbar-qcd-pu20-seed22", events, processes=["ttbar", "qcd"],
+                       pileup=20, seed=22)  # fmt: skip
+    sample = particlenet.load_jets([held_out])
+    perf = particlenet.performance(
+        particlenet.scores(EXAMPLES / "particlenet_AK4" / "1" / "model.onnx", sample),
+        sample.truth)  # fmt: skip
+    curves = {f"udsg jets (AUC {perf.auc_b_vs_light:.3f})": (*perf.roc, "C0-"),
+              "c jets": (*perf.roc_c, "C1-")}  # fmt: skip
+    png(report.roc_figure(curves), out_png)
+    return {"sample": held_out.name, **perf.as_dict()}
 
 
 def main() -> None:
@@ -40,58 +78,78 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chunk-size", type=int, default=100)
+    ap.add_argument("--task", dest="tasks", action="append", choices=list(TASK_SETS),
+                    help="a job to measure (repeatable; default: all)")
+    ap.add_argument("--tagging-events", type=int, default=1000,
+                    help="held-out ttbar + QCD events for the tagger's ROC")
     ap.add_argument("--out", type=Path,
                     default=ROOT / "benchmarks" / "results" / "workflow_direct_vs_service.json")
     args = ap.parse_args()
+    task_sets = {k: TASK_SETS[k] for k in (args.tasks or TASK_SETS)}
 
-    sample = ROOT / "build" / "bench" / f"sample-pu20-seed7-{args.events}.root"
-    if not sample.exists():
-        print(f"generating {sample}", flush=True)
-        generate_sample(sample, args.events, pileup=20, seed=7)
+    sample = _sample("v2-ttbar-znunu-pu20-seed7", args.events, pileup=20, seed=7)
     runs: dict[str, list[dict]] = {}
+    met_resolution = None
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        shutil.copytree(MODEL_DIR, repo / "deepmet")
+        for model in MODELS:
+            shutil.copytree(EXAMPLES / model, repo / model)
         with LocalServer(repo, "--allow-client-shm=true") as server:
-            configs = {
-                "direct": JobConfig(mode="direct", model=MODEL_DIR / "1" / "model.onnx",
-                                    chunk_size=args.chunk_size),
-                "service (async)": JobConfig(mode="service", servers=(server.grpc_url,),
-                                             chunk_size=args.chunk_size, shared_memory="off"),
-                "service (sync)": JobConfig(mode="service", servers=(server.grpc_url,),
-                                            client_mode="sync", chunk_size=args.chunk_size,
-                                            shared_memory="off"),
-                "service (async, shm)": JobConfig(mode="service", servers=(server.grpc_url,),
-                                                  chunk_size=args.chunk_size),
-            }  # fmt: skip
-            run_files([sample], configs["service (async)"], Path(tmp) / "warm")  # warm the server
+            configs = {}
+            for job, tasks in task_sets.items():
+                common = {"tasks": tasks, "chunk_size": args.chunk_size}
+                url = (server.grpc_url,)
+                configs |= {
+                    f"{job}/direct": JobConfig(mode="direct", model_repository=EXAMPLES, **common),
+                    f"{job}/service (async)": JobConfig(mode="service", servers=url,
+                                                        shared_memory="off", **common),
+                    f"{job}/service (sync)": JobConfig(mode="service", servers=url,
+                                                       client_mode="sync", shared_memory="off",
+                                                       **common),
+                    f"{job}/service (async, shm)": JobConfig(mode="service", servers=url,
+                                                             **common),
+                }  # fmt: skip
+                run_files([sample], configs[f"{job}/service (async)"], Path(tmp) / "warm")
             for rep in range(args.repeats):
                 order = list(configs) if rep % 2 == 0 else list(reversed(configs))
                 for name in order:
-                    r = run_files([sample], configs[name], Path(tmp) / "out").as_dict()
+                    result = run_files([sample], configs[name], Path(tmp) / "out")
+                    r = result.as_dict()
                     runs.setdefault(name, []).append(r)
-                    print(f"rep {rep} {name:16s} {r['events_per_s']:7.1f} events/s", flush=True)
+                    print(f"rep {rep} {name:30s} {r['events_per_s']:7.1f} events/s", flush=True)
+                    if name == "deepmet/direct" and met_resolution is None:
+                        met_resolution = report.resolution(report.read_outputs(result.outputs))
 
     summary = {}
     for name, rs in runs.items():
-        eps = statistics.median(r["events_per_s"] for r in rs)
         summary[name] = {
-            "events_per_s": eps,
+            "events_per_s": statistics.median(r["events_per_s"] for r in rs),
+            "requests": rs[0]["requests"],
             "ms_per_event": {s: statistics.median(r["stages"][s] / r["events"] * 1e3 for r in rs)
                              for s in STAGES},
         }  # fmt: skip
-    direct = summary["direct"]["events_per_s"]
-    print("| run | events/s | / direct | " + " | ".join(f"{s} ms/ev" for s in STAGES) + " |")
-    print("|---" * (3 + len(STAGES)) + "|")
+    print("| job | run | events/s | / direct | requests | "
+          + " | ".join(f"{s} ms/ev" for s in STAGES) + " |")
+    print("|---" * (5 + len(STAGES)) + "|")
     for name, s in summary.items():
+        job, run = name.split("/")
+        direct = summary[f"{job}/direct"]["events_per_s"]
         stages = " | ".join(f"{s['ms_per_event'][k]:.2f}" for k in STAGES)
-        print(f"| {name} | {s['events_per_s']:.1f} | {s['events_per_s'] / direct:.2f} | {stages} |")
+        print(f"| {job} | {run} | {s['events_per_s']:.1f} | {s['events_per_s'] / direct:.2f} | "
+              f"{sum(s['requests'].values())} | {stages} |")
+    physics: dict[str, object] = {"met_resolution": met_resolution}
+    if "particlenet" in {t for ts in task_sets.values() for t in ts}:
+        physics["tagging"] = _tagging(args.tagging_events,
+                                      args.out.parent / "particlenet_roc.png")  # fmt: skip
+        t = physics["tagging"]
+        print(f"tagging on {t['sample']}: AUC b vs udsg {t['auc_b_vs_light']:.3f}, b efficiency "
+              + ", ".join(f"{v:.3f} at {k} mistag" for k, v in t["b_efficiency"].items()))
     versions = {"python": platform.python_version(), "onnxruntime": ort.__version__,
                 "cpus": os.cpu_count(), "events": args.events,
                 "chunk_size": args.chunk_size}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"versions": versions, "summary": summary, "runs": runs},
-                                   indent=1))  # fmt: skip
+    args.out.write_text(json.dumps({"versions": versions, "summary": summary, "physics": physics,
+                                    "runs": runs}, indent=1, default=float))  # fmt: skip
     print(f"wrote {args.out}")
 
 

@@ -48,9 +48,14 @@ class Task:
     #: The model's name on the servers and in a repository.
     model_name = ""
     output = ""
-    #: Branches the task needs (every one required) and copies when present.
+    #: Branches the task needs, and those it reads when the file has them.
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Task:
+        """The task with the job's options it takes (only DeepMET takes any)."""
+        return cls()
 
     def prepare(self, arrays: dict[str, Any]) -> Prepared:
         raise NotImplementedError
@@ -73,6 +78,10 @@ class DeepMET(Task):
         self.max_n_pf = max_n_pf
         self.norm_factor = norm_factor
         self.ignore_leptons = ignore_leptons
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Task:
+        return cls(**options)
 
     def prepare(self, arrays: dict[str, Any]) -> Prepared:
         pf = {b: arrays[f"PFCands_{b}"] for b in PF_BRANCHES}
@@ -141,4 +150,4 @@ def make_task(name: str, **options: Any) -> Task:
     """The task by name; ``options`` reach the tasks that take them (DeepMET's)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
-    return DeepMET(**options) if name == "deepmet" else TASKS[name]()
+    return TASKS[name].from_options(options)
