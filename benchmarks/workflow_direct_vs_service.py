@@ -1,13 +1,15 @@
 """The workflow's tasks direct (in-process onnxruntime) against as a service (sonic serve).
 
 For each task -- DeepMET (one request per chunk of 100 events), ParticleNet AK4
-jet tagging (one request per event, batch = its jets) and the two chained in
-one job -- one sample (Pythia 8 ttbar + Z->nunu, pileup 20; generated once
-into ``build/bench``), one ``sonic serve`` on loopback with the shipped
-models, and the job run alternately direct and through the SONIC client
-(gRPC; async, so every request of a chunk is in flight and the next chunk is
-read and built while the server infers; sync; and async with inputs in
-system shared memory), three times each.  Prints the median events/s, the
+jet tagging (one request per event, batch = its jets), the two chained in one
+job, and AK4 jet clustering, a step with no network served as a python-backend
+model (one request per event with its candidates) -- one sample (Pythia 8
+ttbar + Z->nunu, pileup 20; generated once into ``build/bench``), one
+``sonic serve`` on loopback with the shipped models, and the job run
+alternately direct and through the SONIC client (gRPC; async, so every
+request of a chunk is in flight and the next chunk is read and built while
+the server infers; sync; and async with inputs in system shared memory),
+three times each.  Prints the median events/s, the
 ratio to direct and the time of each stage per event.
 
 The physics beside it: the MET resolution of the direct DeepMET run, and the
@@ -45,10 +47,10 @@ from sonic.workflow.generate import generate_sample  # noqa: E402
 from sonic.workflow.runner import STAGES, JobConfig, run_files  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "model_repository"
-MODELS = ("deepmet", "particlenet_AK4")
+MODELS = ("deepmet", "particlenet_AK4", "ak4_clustering")
 #: What each benchmarked job runs.
 TASK_SETS = {"deepmet": ("deepmet",), "particlenet": ("particlenet",),
-             "chained": ("deepmet", "particlenet")}  # fmt: skip
+             "chained": ("deepmet", "particlenet"), "clustering": ("clustering",)}  # fmt: skip
 
 
 def _sample(name: str, events: int, **kw: object) -> Path:

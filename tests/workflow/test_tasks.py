@@ -1,4 +1,5 @@
-"""The jet-tagging task and chained tasks, direct and through a real ``sonic serve``."""
+"""The jet-tagging and clustering tasks and chained tasks, direct and through a real
+``sonic serve``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ PNET = [f"pnet_{label}" for label in AK4_LABELS]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     repo = tmp_path_factory.mktemp("repo")
-    for model in ("deepmet", "particlenet_AK4"):
+    for model in ("deepmet", "particlenet_AK4", "ak4_clustering"):
         shutil.copytree(EXAMPLES / model, repo / model)
     with LocalServer(repo) as srv:
         yield srv
@@ -122,3 +123,36 @@ def test_root_output_has_nanoaod_jet_branches(samples: list[Path], tmp_path: Pat
     assert {"event", "nJet", "Jet_pt", "Jet_eta", "Jet_phi", *(f"Jet_{f}" for f in PNET)} <= keys
     parquet = _direct(samples[:1], tmp_path / "pq", "particlenet")["Jet"][:12]
     _same_jets(read_outputs(out)["Jet"], parquet)
+
+
+def test_clustering_served_like_a_model_equals_the_job_s_own(samples: list[Path],
+                                                             server: LocalServer,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    """The step with no network: one request per event to the python-backend model gives the
+    jets the job clusters itself, and the jets the tagging task clustered for the chunk."""
+    cfg = JobConfig(tasks=("clustering",), chunk_size=10)
+    direct = read_outputs(run_files(samples, cfg, tmp_path / "direct").outputs)["AK4Jet"]
+    served, requests = _served(samples, tmp_path / "served", server, "clustering")
+    assert requests == {"clustering": 48}
+    assert ak.to_list(direct) == ak.to_list(served["AK4Jet"])
+    tagged = _direct(samples, tmp_path / "tagged", "particlenet")["Jet"]
+    assert ak.to_list(ak.num(direct)) == ak.to_list(ak.num(tagged))
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(direct.pt)),
+                               ak.to_numpy(ak.flatten(tagged.pt)), rtol=1e-6)  # fmt: skip
+    assert ak.all(direct.nConstituents >= 1)
+
+
+def test_clustering_model_names_bad_input(server: LocalServer) -> None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = []
+    for name, dtype, n in (("pf_pt", "FP32", 3), ("pf_eta", "FP32", 3), ("pf_phi", "FP32", 3),
+                           ("pf_mass", "FP32", 2), ("pf_charge", "INT32", 3),
+                           ("pf_fromPV", "INT32", 3)):  # fmt: skip
+        t = grpcclient.InferInput(name, [n], dtype)
+        t.set_data_from_numpy(np.ones(n, np.float32 if dtype == "FP32" else np.int32))
+        inputs.append(t)
+    with pytest.raises(InferenceServerException, match=r"one value per candidate.*'mass': 2"):
+        client.infer("ak4_clustering", inputs)

@@ -61,7 +61,7 @@ def workflow() -> None:
               help="ONNX file for direct mode, instead of the repository's (one task only).")
 @click.option("--model-name", default="",
               help="Model name on the servers (one task only; default: the task's own, "
-                   "deepmet or particlenet_AK4).")
+                   "deepmet, particlenet_AK4 or ak4_clustering).")
 @click.option("--server", "servers", multiple=True, help="host:port (repeatable).")
 @click.option("--server-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="JSON file of named servers (CMSSW format).")

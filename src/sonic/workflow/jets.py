@@ -119,3 +119,43 @@ def _take_nested(values: Any, indices: Any) -> Any:
     flat = ak.flatten(indices, axis=2)
     taken = values[flat]
     return ak.unflatten(taken, ak.flatten(counts), axis=1)
+
+
+#: What :func:`cluster_event` returns per jet, in column order.
+JET_COLUMNS = ("pt", "eta", "phi", "mass", "nConstituents")
+#: The candidate columns :func:`cluster_event` reads (CHS needs charge and fromPV).
+EVENT_FIELDS = ("pt", "eta", "phi", "mass", "charge", "fromPV")
+
+
+def cluster_event(candidates: dict[str, np.ndarray], spec: JetSpec = AK4) -> np.ndarray:
+    """One event's jets as a float32 [n_jets, 5] table (:data:`JET_COLUMNS`), pT-ordered: the
+    clustering the ``ak4_clustering`` example model serves, the same as :func:`cluster` (FastJet's
+    single-event interface: its multi-event one costs tens of ms to set up for one event)."""
+    import awkward as ak
+
+    fastjet = _fastjet()
+    pt, eta, phi, mass = (np.asarray(candidates[k], np.float64) for k in ("pt", "eta", "phi",
+                                                                          "mass"))  # fmt: skip
+    if spec.inputs == "chs":
+        keep = ~((np.asarray(candidates["charge"]) != 0) & (np.asarray(candidates["fromPV"]) == 0))
+        weight = np.ones_like(pt)
+    else:
+        weight = np.asarray(candidates["puppiWeight"], np.float64)
+        keep = weight > 0
+    pt, eta, phi, mass, weight = (a[keep] for a in (pt, eta, phi, mass, weight))
+    if len(pt) == 0:
+        return np.zeros((0, len(JET_COLUMNS)), np.float32)
+    wpt, mt = weight * pt, np.sqrt(pt**2 + mass**2)
+    vectors = ak.Array({"px": wpt * np.cos(phi), "py": wpt * np.sin(phi),
+                        "pz": wpt * np.sinh(eta), "E": weight * mt * np.cosh(eta)})  # fmt: skip
+    sequence = fastjet.ClusterSequence(vectors, fastjet.JetDefinition(fastjet.antikt_algorithm,
+                                                                      spec.radius))  # fmt: skip
+    raw = sequence.inclusive_jets(min_pt=spec.min_pt)
+    n = ak.to_numpy(ak.num(sequence.constituent_index(min_pt=spec.min_pt), axis=1))
+    px, py, pz, e = (ak.to_numpy(raw[k]) for k in ("px", "py", "pz", "E"))
+    jet_pt = np.hypot(px, py)
+    jet_eta = np.arcsinh(pz / np.where(jet_pt > 0, jet_pt, 1e-9))
+    jet_mass = np.sqrt(np.maximum(e**2 - jet_pt**2 - pz**2, 0.0))
+    table = np.stack([jet_pt, jet_eta, np.arctan2(py, px), jet_mass, n], axis=1)
+    table = table[np.argsort(-jet_pt, kind="stable")]
+    return table[np.abs(table[:, 1]) < spec.max_abs_eta].astype(np.float32)

@@ -7,7 +7,8 @@ per event: ids, DeepMET's MET beside the file's MET columns, the tagged
 ``Jet`` collection) to Parquet or ROOT.  Several tasks chain in one job, each
 with its own model, on the same chunks.  Inference runs either
 
-- ``direct``: in-process onnxruntime on each model's file; or
+- ``direct``: in-process onnxruntime on each model's file (a step with no
+  network, the ``clustering`` task, runs its own code); or
 - ``service``: through one :class:`sonic.client.Client` per model (any servers,
   gRPC or HTTP, retries, local fallback, shared memory with a server on the
   same node), ``sync`` or ``async``; in ``async`` mode every request of a
@@ -174,6 +175,23 @@ class _Direct:
         pass
 
 
+class _Local:
+    """Direct mode for a step with no model file: the task computes it in the job."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def submit(self, tensors: dict[str, np.ndarray]) -> _InFlight:
+        t0 = time.perf_counter()
+        return _done(self.task.compute(tensors), t0)
+
+    def server_ns(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 class _Service:
     def __init__(self, cfg: JobConfig, model_name: str, output: str) -> None:
         from sonic.client import Client
@@ -204,11 +222,13 @@ class _Service:
         self.client.close()
 
 
-Engine = _Direct | _Service
+Engine = _Direct | _Local | _Service
 
 
 def _engine(cfg: JobConfig, task: Task) -> Engine:
     if cfg.mode == "direct":
+        if task.local:
+            return _Local(task)
         return _Direct(cfg.model_file(task), task.output, cfg.threads)
     return _Service(cfg, cfg.model_name_of(task), task.output)
 

@@ -10,6 +10,9 @@ columns, the way its CMSSW producer does:
   from the candidates; one request per event, batch = its jets, never one for
   an event without jets; writes the ``Jet`` collection (pT, eta, phi and the
   eight class probabilities, ``Jet_pnet_<class>``).
+- ``clustering``: the AK4 jet clustering itself, a step with no network,
+  served as a python-backend model (``ak4_clustering``): one request per event
+  with its candidates; writes ``AK4Jet`` (pT, eta, phi, mass, constituents).
 
 :mod:`sonic.workflow.runner` runs any list of them over the same chunks, each
 through its own engine (in-process onnxruntime, or a client of the servers),
@@ -18,6 +21,7 @@ as a CMSSW job offloads several models.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +55,9 @@ class Task:
     #: Branches the task needs, and those it reads when the file has them.
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    #: Direct mode runs :meth:`compute` in the job (a step with no model file) instead of
+    #: the model's ONNX file.
+    local = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Task:
@@ -58,6 +65,9 @@ class Task:
         return cls()
 
     def prepare(self, arrays: dict[str, Any]) -> Prepared:
+        raise NotImplementedError
+
+    def compute(self, request: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
     def columns(self, arrays: dict[str, Any], prepared: Prepared,
@@ -143,7 +153,52 @@ class ParticleNet(Task):
         return {"Jet": ak.zip(fields)}
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (DeepMET, ParticleNet)}
+class Clustering(Task):
+    """AK4 jet clustering, a step with no network, offloaded as the models are: one request
+    per event with its candidates; direct, the job clusters them itself (:attr:`local`)."""
+
+    name = "clustering"
+    model_name = "ak4_clustering"
+    output = "jets"
+    local = True
+
+    def __init__(self) -> None:
+        from sonic.workflow.jets import EVENT_FIELDS
+
+        self.fields = EVENT_FIELDS
+        self.required = tuple(f"PFCands_{k}" for k in EVENT_FIELDS)
+
+    def prepare(self, arrays: dict[str, Any]) -> Prepared:
+        import awkward as ak
+
+        counts = ak.to_numpy(ak.num(arrays[self.required[0]]))
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        flat = {k: ak.to_numpy(ak.flatten(arrays[f"PFCands_{k}"])) for k in self.fields}
+        dtypes = {"charge": np.int32, "fromPV": np.int32}
+        requests = [{f"pf_{k}": v[lo:hi].astype(dtypes.get(k, np.float32))
+                     for k, v in flat.items()} for lo, hi in itertools.pairwise(bounds)]
+        return Prepared(requests, len(counts))
+
+    def compute(self, request: dict[str, np.ndarray]) -> np.ndarray:
+        """What the served model computes, in the job (direct mode)."""
+        from sonic.workflow.jets import AK4, cluster_event
+
+        return cluster_event({k: request[f"pf_{k}"] for k in self.fields}, AK4)
+
+    def columns(self, arrays: dict[str, Any], prepared: Prepared,
+                outputs: list[np.ndarray]) -> dict[str, Any]:  # fmt: skip
+        import awkward as ak
+
+        from sonic.workflow.jets import JET_COLUMNS
+
+        counts = [len(o) for o in outputs]
+        flat = np.concatenate(outputs) if outputs else np.zeros((0, len(JET_COLUMNS)))
+        fields = {k: ak.unflatten(flat[:, i], counts) for i, k in enumerate(JET_COLUMNS)}
+        fields["nConstituents"] = ak.values_astype(fields["nConstituents"], np.int32)
+        return {"AK4Jet": ak.zip(fields)}
+
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (DeepMET, ParticleNet, Clustering)}
 
 
 def make_task(name: str, **options: Any) -> Task:
