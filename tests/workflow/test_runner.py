@@ -1,4 +1,4 @@
-"""The DeepMET job direct and as a service (real ``sonic serve``), on one process and Dask."""
+"""The workflow job direct and as a service (real ``sonic serve``), on one process and Dask."""
 
 from __future__ import annotations
 
@@ -66,12 +66,20 @@ def test_direct_output_rows_and_resolution(samples: list[Path], direct: list[str
 
 def test_dask_run_equals_single_process(samples: list[Path], direct: list[str],
                                         tmp_path: Path) -> None:  # fmt: skip
-    cfg = JobConfig(mode="direct", model=MODEL, chunk_size=10)
-    result = run_files(samples, cfg, tmp_path, dask="local", workers=2)
+    """Every task, chained, on a Dask LocalCluster: the outputs of one process."""
+    import awkward as ak
+
+    cfg = JobConfig(mode="direct", tasks=("deepmet", "particlenet", "clustering"),
+                    model_repository=EXAMPLES, chunk_size=10)  # fmt: skip
+    result = run_files(samples, cfg, tmp_path / "dask", dask="local", workers=2)
     assert result.events == 48 and len(result.outputs) == 2
+    assert result.requests["deepmet"] == 6 and result.requests["clustering"] == 48
+    single = read_outputs(run_files(samples, cfg, tmp_path / "single").outputs)
     a, b = read_outputs(direct), read_outputs(result.outputs)
     assert a["event"].tolist() == b["event"].tolist()
     np.testing.assert_array_equal(_met(direct), _met(result.outputs))
+    for collection in ("Jet", "AK4Jet"):
+        assert ak.to_list(b[collection]) == ak.to_list(single[collection])
 
 
 def test_root_output(samples: list[Path], tmp_path: Path) -> None:
