@@ -53,3 +53,30 @@ def test_b_vs_light_discriminant() -> None:
     scores[0, [B, BB, UDS, G]] = [0.3, 0.1, 0.1, 0.1]
     scores[1, [B, UDS]] = [0.0, 1.0]
     assert b_vs_light(scores) == pytest.approx([0.4 / 0.6, 0.0])
+
+
+def test_ak8_top_classes_and_qcd() -> None:
+    from sonic.workflow.generate import HARD_LEPTON, TOP_QUARK
+    from sonic.workflow.jet_labels import AK8, event_truth_ak8, top_vs_qcd
+
+    # Six AK8 jets, each with its own generator particles (the last one with none).
+    jets = [(500.0, 0.0, p) for p in (0.0, 1.2, 2.4, -1.2, -2.4)] + [(500.0, 2.0, 0.0)]
+    gen = _gen([
+        (6, TOP_QUARK, 500, 0.0, 0.0), (5, HARD_PARTON, 200, 0.1, 0.1),  # t -> b u d: bqq
+        (2, HARD_PARTON, 150, -0.2, 0.1), (-1, HARD_PARTON, 120, 0.1, -0.3),
+        (-6, TOP_QUARK, 500, 0.0, 1.2), (-5, HARD_PARTON, 200, 0.1, 1.2),  # tbar -> bbar c sbar
+        (4, HARD_PARTON, 150, 0.2, 1.3), (-3, HARD_PARTON, 100, 0.0, 1.0),
+        (6, TOP_QUARK, 500, 0.0, 2.4), (5, HARD_PARTON, 300, 0.0, 2.4),  # t -> b mu nu: bmu
+        (-13, HARD_LEPTON, 100, 0.1, 2.3),
+        (6, TOP_QUARK, 500, 0.0, -1.2), (-5, HARD_PARTON, 300, 0.0, -1.2),  # wrong-sign b only
+        (2, HARD_PARTON, 100, 0.3, -1.2),
+        (511, HEAVY_HADRON, 50, 0.0, -2.4),  # QCD with one b hadron
+    ])  # fmt: skip
+    members = [np.array([0])] * len(jets)
+    truth = event_truth_ak8(jets, members, gen, np.array([1.0]), np.zeros(1, bool))
+    expected = ["Top_bqq", "Top_bcq", "Top_bmu", "QCD_others", "QCD_b", "QCD_others"]
+    assert list(truth.label) == [AK8[k] for k in expected]
+    scores = np.zeros((2, len(AK8)))
+    scores[0, [AK8["Top_bqq"], AK8["QCD_others"]]] = [0.6, 0.2]
+    scores[1, AK8["QCD_b"]] = 1.0
+    assert top_vs_qcd(scores) == pytest.approx([0.75, 0.0])

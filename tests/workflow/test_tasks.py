@@ -16,7 +16,7 @@ import uproot
 
 from sonic.launcher import LocalServer
 from sonic.workflow.generate import events_tree
-from sonic.workflow.jet_inputs import AK4_LABELS, PF_FIELDS
+from sonic.workflow.jet_inputs import AK4_LABELS, AK8_LABELS, PF_FIELDS
 from sonic.workflow.report import read_outputs
 from sonic.workflow.runner import JobConfig, run_files
 from tests.workflow.conftest import EXAMPLES
@@ -27,7 +27,7 @@ PNET = [f"pnet_{label}" for label in AK4_LABELS]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     repo = tmp_path_factory.mktemp("repo")
-    for model in ("deepmet", "particlenet_AK4", "ak4_clustering"):
+    for model in ("deepmet", "particlenet_AK4", "particlenet_AK8", "ak4_clustering"):
         shutil.copytree(EXAMPLES / model, repo / model)
     with LocalServer(repo) as srv:
         yield srv
@@ -46,26 +46,30 @@ def _served(samples: list[Path], out: Path, server: LocalServer, *tasks: str,
     return read_outputs(result.outputs), result.requests
 
 
-def _same_jets(a: ak.Array, b: ak.Array) -> None:
+def _same_jets(a: ak.Array, b: ak.Array, labels: tuple[str, ...] = AK4_LABELS) -> None:
     assert ak.to_list(ak.num(a)) == ak.to_list(ak.num(b))
-    for field in ("pt", "eta", "phi"):
+    for field in ("pt", "eta", "phi", "mass"):
         assert ak.all(a[field] == b[field])
-    for field in PNET:
+    for field in (f"pnet_{k}" for k in labels):
         np.testing.assert_allclose(ak.to_numpy(ak.flatten(a[field])),
                                    ak.to_numpy(ak.flatten(b[field])), atol=2e-6)  # fmt: skip
 
 
-@pytest.mark.parametrize("client_mode", ["async", "sync"])
-def test_tagging_served_equals_direct(samples: list[Path], server: LocalServer, tmp_path: Path,
+@pytest.mark.parametrize(("task", "collection", "client_mode"),
+                         [("particlenet", "Jet", "async"), ("particlenet", "Jet", "sync"),
+                          ("particlenet_ak8", "FatJet", "async")])  # fmt: skip
+def test_tagging_served_equals_direct(samples: list[Path], server: LocalServer,
+                                      tmp_path: Path, task: str, collection: str,
                                       client_mode: str) -> None:  # fmt: skip
-    direct = _direct(samples, tmp_path / "direct", "particlenet")
-    served, requests = _served(samples, tmp_path / "served", server, "particlenet",
+    direct = _direct(samples, tmp_path / "direct", task)
+    served, requests = _served(samples, tmp_path / "served", server, task,
                                client_mode=client_mode)  # fmt: skip
-    jets = direct["Jet"]
-    assert ak.sum(ak.num(jets)) > 48, "the samples must have jets to tag"
-    _same_jets(jets, served["Jet"])
-    assert requests == {"particlenet": int(ak.sum(ak.num(jets) > 0))}  # one per event with jets
-    probs = np.stack([ak.to_numpy(ak.flatten(jets[f])) for f in PNET], axis=1)
+    jets = direct[collection]
+    labels = AK4_LABELS if task == "particlenet" else AK8_LABELS
+    assert ak.sum(ak.num(jets)) > 0, "the samples must have jets to tag"
+    _same_jets(jets, served[collection], labels)
+    assert requests == {task: int(ak.sum(ak.num(jets) > 0))}  # one per event with jets
+    probs = np.stack([ak.to_numpy(ak.flatten(jets[f"pnet_{k}"])) for k in labels], axis=1)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert list(direct["event"]) == list(served["event"])
 

@@ -61,7 +61,7 @@ def workflow() -> None:
               help="ONNX file for direct mode, instead of the repository's (one task only).")
 @click.option("--model-name", default="",
               help="Model name on the servers (one task only; default: the task's own, "
-                   "deepmet, particlenet_AK4 or ak4_clustering).")
+                   "deepmet, particlenet_AK4, particlenet_AK8 or ak4_clustering).")
 @click.option("--server", "servers", multiple=True, help="host:port (repeatable).")
 @click.option("--server-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="JSON file of named servers (CMSSW format).")
@@ -162,25 +162,30 @@ def workflow_train(files: tuple[Path, ...], out: Path, epochs: int, seed: int) -
                 type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--repository", type=click.Path(path_type=Path, file_okay=False),
               default=Path("examples/model_repository"),
-              help="Writes REPOSITORY/particlenet_AK4 (model, config, labels, checksums).")
+              help="Writes REPOSITORY/particlenet_AK4 or _AK8 (model, config, labels, "
+                   "checksums).")
+@click.option("--jets", type=click.Choice(["ak4", "ak8"]), default="ak4",
+              help="AK4 flavour tagging (particlenet_AK4) or AK8 top tagging (particlenet_AK8).")
 @click.option("--epochs", type=click.IntRange(min=1), default=20)
 @click.option("--seed", type=int, default=0)
-def workflow_train_tagger(files: tuple[Path, ...], repository: Path, epochs: int,
+def workflow_train_tagger(files: tuple[Path, ...], repository: Path, jets: str, epochs: int,
                           seed: int) -> None:  # fmt: skip
-    """Train the AK4 ParticleNet tagger with PyTorch on the AK4 jets of generated FILES."""
+    """Train a ParticleNet tagger with PyTorch on the jets of generated FILES."""
     import numpy as np
 
     from sonic.workflow import particlenet
-    from sonic.workflow.jet_inputs import AK4_LABELS
 
-    sample = particlenet.load_jets(list(files))
-    counts = np.bincount(sample.truth.label, minlength=len(AK4_LABELS))
-    classes = ", ".join(f"{k} {n}" for k, n in zip(AK4_LABELS, counts, strict=True))
-    click.echo(f"{len(sample)} jets: {classes}")
+    tagger = particlenet.TAGGERS[jets]
+    sample = particlenet.load_jets(list(files), tagger=tagger)
+    counts = np.bincount(sample.truth.label, minlength=len(tagger.inputs.labels))
+    classes = ", ".join(f"{k} {n}" for k, n in zip(tagger.inputs.labels, counts, strict=True)
+                        if n)  # fmt: skip
+    click.echo(f"{len(sample)} {jets} jets: {classes}")
     bar, report = _epochs(epochs)
     with bar:  # type: ignore[attr-defined]
-        net, result = particlenet.train(sample, epochs=epochs, seed=seed, progress=report)
-    model_dir = particlenet.write_model(net, repository)
+        net, result = particlenet.train(sample, tagger, epochs=epochs, seed=seed,
+                                        progress=report)  # fmt: skip
+    model_dir = particlenet.write_model(net, repository, tagger)
     click.echo(f"trained in {result.seconds:.0f} s; wrote {model_dir}")
 
 

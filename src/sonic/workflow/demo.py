@@ -164,10 +164,11 @@ def run_demo(repository: Path, work_dir: Path, n_events: int = 600,
         perf = performance(softmax, truth)
         # The service's curves lie on the direct ones: black dashes over the coloured lines.
         light, c = ("C0-", "C1-") if name == "direct" else ("k--", "k:")
-        curves[f"udsg jets, {name} (AUC {perf.auc_b_vs_light:.3f})"] = (*perf.roc, light)
-        curves[f"c jets, {name}"] = (*perf.roc_c, c)
-        tag_rows.append([name, perf.auc_b_vs_light, *perf.b_efficiency.values()])
-    tag_header = ["run", "AUC b vs udsg", *(f"b eff. at {k} mistag" for k in perf.b_efficiency)]
+        curves[f"udsg jets, {name} (AUC {perf.auc:.3f})"] = (*perf.roc, light)
+        if perf.roc_other is not None:
+            curves[f"c jets, {name}"] = (*perf.roc_other, c)
+        tag_rows.append([name, perf.auc, *perf.efficiency.values()])
+    tag_header = ["run", "AUC b vs udsg", *(f"b eff. at {k} mistag" for k in perf.efficiency)]
     console.print(_table(f"{runs['DeepMET, direct'].events} events, each task direct and as a "
                          "service", ["", *runs], rows))  # fmt: skip
     console.print(summary)

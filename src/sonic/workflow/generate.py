@@ -2,7 +2,8 @@
 
 Processes at 13.6 TeV: ``ttbar`` (gg/qqbar -> ttbar), ``znunu`` (Z -> nu nu
 plus a jet, pT-hat > 50 GeV), ``zmumu`` (Drell-Yan Z -> mu mu, 60-120 GeV) and
-``qcd`` (multijet, pT-hat > 30 GeV); a sample holds ``ttbar`` and ``znunu``
+``qcd`` (multijet, pT-hat > 30 GeV), and ``ttbar_boosted`` / ``qcd_boosted``
+(pT-hat > 400 GeV, for AK8 tagging); a sample holds ``ttbar`` and ``znunu``
 unless told otherwise.  Several processes alternate event by event,
 so any chunk of the file mixes them.  Pileup is a Poisson number (mean
 ``pileup``) of minimum-bias collisions overlaid on each event.  They are drawn
@@ -50,9 +51,12 @@ PROCESSES: dict[str, list[str]] = {
     ],
     # QCD multijet: light-quark and gluon jets.
     "qcd": ["HardQCD:all = on", "PhaseSpace:pTHatMin = 30."],
+    # Boosted: tops above ~400 GeV decay inside one AK8 jet (2 m / pT < 0.8); QCD alike.
+    "ttbar_boosted": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "PhaseSpace:pTHatMin = 400."],
+    "qcd_boosted": ["HardQCD:all = on", "PhaseSpace:pTHatMin = 400."],
     "minbias": ["SoftQCD:nonDiffractive = on"],
 }
-HARD_PROCESSES = ("ttbar", "znunu", "zmumu", "qcd")
+HARD_PROCESSES = ("ttbar", "znunu", "zmumu", "qcd", "ttbar_boosted", "qcd_boosted")
 #: What a sample holds when no process is named: DeepMET's demo mix.
 DEFAULT_PROCESSES = ("ttbar", "znunu")
 #: Pythia's seeds must be below 900 000 000.
@@ -96,7 +100,7 @@ def _final_state(py: object) -> tuple[Particles, float, float]:
 
 
 #: ``GenPart_kind``: what a stored generator particle is, for jet flavour labels.
-HEAVY_HADRON, HARD_PARTON, TOP_QUARK, SHOWER_PARTON = 1, 2, 3, 4
+HEAVY_HADRON, HARD_PARTON, TOP_QUARK, SHOWER_PARTON, HARD_LEPTON = 1, 2, 3, 4, 5
 #: Partons at the end of the shower are kept above this pT (GeV): enough to give every jet
 #: CMS's parton flavour (about ten per QCD event).
 SHOWER_PARTON_MIN_PT = 5.0
@@ -120,7 +124,8 @@ def _heavy_flavour(pdg: int) -> int:
 def _truth(py: object) -> dict[str, np.ndarray]:
     """The generator particles jet labels need: weakly decaying b and c hadrons (CMS's
     hadron flavour ghost-associates them), the hard process's outgoing partons and the
-    partons that end the shower (parton flavour), and the last copy of each top quark."""
+    partons that end the shower (parton flavour), the last copy of each top quark and the
+    hard process's charged leptons (AK8 top labels)."""
     event = py.event  # type: ignore[attr-defined]
     rows = []
     for q in event:
@@ -132,6 +137,8 @@ def _truth(py: object) -> dict[str, np.ndarray]:
             kind = HEAVY_HADRON
         elif q.status() == -23 and (apdg <= 5 or apdg == 21):
             kind = HARD_PARTON
+        elif abs(q.status()) == 23 and apdg in (11, 13, 15):
+            kind = HARD_LEPTON  # from a W, a top's leptonic decay
         elif apdg == 6 and all(event[d].idAbs() != 6 for d in q.daughterList()):
             kind = TOP_QUARK
         elif (71 <= abs(q.status()) <= 79 and (apdg <= 5 or apdg == 21)

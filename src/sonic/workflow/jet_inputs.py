@@ -13,7 +13,9 @@ candidate sends nothing.
 
 :data:`AK4_CHS` holds the variable list and preprocessing of CMS's AK4 CHS
 ParticleNet (cms-data RecoBTag-Combined ``ParticleNetAK4/CHS/V00``: 20
-particle and 11 vertex features, P in 8-50, S in 1-5, eight classes).
+particle and 11 vertex features, P in 8-50, S in 1-5, eight classes);
+:data:`AK8_GENERAL` those of its AK8 ParticleNet (``ParticleNetAK8/General/V01``:
+25 particle and 11 vertex features, P in 16-100, S in 1-10, twenty classes).
 
 Candidate features follow CMSSW's definitions (``etarel`` signed by the jet's
 eta, ``phirel`` by deltaPhi, the track-to-jet "btag" variables of the
@@ -135,6 +137,41 @@ AK4_CHS = TaggerSpec(
         Group("sv_mask", (_free("sv_mask"),), *_SV_LEN),
     ),
     AK4_LABELS,
+)
+#: Output classes of CMS's AK8 ParticleNet (General V01), in its softmax order.
+AK8_LABELS = ("Top_bcq", "Top_bqq", "Top_bc", "Top_bq", "Top_bele", "Top_bmu", "Top_btau",
+              "W_cq", "W_qq", "Z_bb", "Z_cc", "Z_qq", "H_bb", "H_cc", "H_qqqq", "QCD_bb",
+              "QCD_cc", "QCD_b", "QCD_c", "QCD_others")
+_AK8_PF_LEN, _AK8_SV_LEN = (16, 100), (1, 10)
+_FLAGS = tuple(_free(f"pfcand_is{k}") for k in ("El", "Mu", "Gamma", "ChargedHad", "NeutralHad"))
+AK8_GENERAL = TaggerSpec(
+    "particlenet_ak8",
+    0.8,
+    (
+        Group("pf_points", (_free("pfcand_etarel"), _free("pfcand_phirel")), *_AK8_PF_LEN),
+        Group("pf_features", (
+            Var("pfcand_pt_log_nopuppi", 1.0, 0.5), Var("pfcand_e_log_nopuppi", 1.3, 0.5),
+            _free("pfcand_etarel"), _free("pfcand_phirel"), Var("pfcand_abseta", 0.6, 1.6),
+            _free("pfcand_charge"), *_FLAGS, Var("pfcand_VTX_ass", 4.0, 0.3),
+            _free("pfcand_lostInnerHits"), Var("pfcand_normchi2", 5.0, 0.2),
+            Var("pfcand_quality", 0.0, 0.2), Var("pfcand_dz", 0.0, 180.0),
+            Var("pfcand_dzsig", 0.0, 0.9), Var("pfcand_dxy", 0.0, 300.0),
+            Var("pfcand_dxysig", 0.0, 1.0), Var("pfcand_btagEtaRel", 1.5, 0.5),
+            Var("pfcand_btagPtRatio"), Var("pfcand_btagPParRatio"),
+            Var("pfcand_btagSip3dVal", 0.0, 100.0), Var("pfcand_btagSip3dSig", 0.0, 0.5),
+            Var("pfcand_btagJetDistVal", 0.0, 40.0),
+        ), *_AK8_PF_LEN),
+        Group("pf_mask", (_free("pfcand_mask"),), *_AK8_PF_LEN),
+        Group("sv_points", (_free("sv_etarel"), _free("sv_phirel")), *_AK8_SV_LEN),
+        Group("sv_features", (
+            Var("sv_pt_log", 4.0, 0.6), Var("sv_mass", 1.2, 0.3), _free("sv_etarel"),
+            _free("sv_phirel"), Var("sv_abseta", 0.5, 1.6), Var("sv_ntracks", 3.0, 1.0),
+            Var("sv_normchi2", 0.8, 0.6), Var("sv_dxy", 0.4, 0.25), Var("sv_dxysig", 7.0, 0.02),
+            Var("sv_d3d", 0.5, 0.2), Var("sv_d3dsig", 7.0, 0.02),
+        ), *_AK8_SV_LEN),
+        Group("sv_mask", (_free("sv_mask"),), *_AK8_SV_LEN),
+    ),
+    AK8_LABELS,
 )
 # fmt: on
 #: Candidate branches the features need (``PFCands_*``).

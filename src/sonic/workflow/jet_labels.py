@@ -14,6 +14,14 @@ The AK4 classes, in the softmax order of CMS's AK4 ParticleNet:
 ``b`` (one b hadron), ``bb`` (several), ``c`` / ``cc`` (no b, one or several c
 hadrons), ``uds`` and ``g`` (no heavy hadron; light-quark or gluon parton),
 ``undef`` (neither), ``pu``.
+
+AK8 jets (:func:`event_truth_ak8`) take the classes of CMS's AK8 ParticleNet:
+a jet within 0.6 of a top quark whose b (the quark of the top's own sign) is
+inside is ``Top_bqq`` / ``Top_bcq`` with both W quarks inside (``c`` when one
+is a charm), ``Top_bq`` / ``Top_bc`` with one, ``Top_bele`` / ``Top_bmu`` /
+``Top_btau`` with the W's lepton; every other jet is QCD by its hadrons
+(``QCD_bb``, ``QCD_b``, ``QCD_cc``, ``QCD_c``, ``QCD_others``).  The W, Z
+and H classes stay empty: no sample here makes them.
 """
 
 from __future__ import annotations
@@ -22,10 +30,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sonic.workflow.generate import HARD_PARTON, HEAVY_HADRON, SHOWER_PARTON, _heavy_flavour
-from sonic.workflow.jet_inputs import AK4_LABELS
+from sonic.workflow.generate import (
+    HARD_LEPTON,
+    HARD_PARTON,
+    HEAVY_HADRON,
+    SHOWER_PARTON,
+    TOP_QUARK,
+    _heavy_flavour,
+)
+from sonic.workflow.jet_inputs import AK4_LABELS, AK8_LABELS
 
 B, BB, C, CC, UDS, G, UNDEF, PU = range(len(AK4_LABELS))
+AK8 = {label: i for i, label in enumerate(AK8_LABELS)}
+#: AK8 classes of a top decayed inside the jet (hadronically), and of QCD jets.
+TOP_MERGED = ("Top_bcq", "Top_bqq", "Top_bc", "Top_bq")
+QCD = ("QCD_bb", "QCD_cc", "QCD_b", "QCD_c", "QCD_others")
+#: A top belongs to an AK8 jet within this distance (CMS's matching).
+TOP_MATCH_DR = 0.6
 
 
 @dataclass(slots=True)
@@ -89,3 +110,42 @@ def b_vs_light(scores: np.ndarray) -> np.ndarray:
     """CMS's b-tagging discriminant from the softmax: (b + bb) / (b + bb + uds + g)."""
     b = scores[:, B] + scores[:, BB]
     return b / np.maximum(b + scores[:, UDS] + scores[:, G], 1e-12)
+
+
+def event_truth_ak8(jets: list[tuple[float, float, float]], members: list[np.ndarray],
+                    gen: dict[str, np.ndarray], pf_pt: np.ndarray, pf_is_pu: np.ndarray,
+                    radius: float = 0.8) -> JetTruth:  # fmt: skip
+    """Labels of one event's AK8 jets (indices into :data:`AK8_LABELS`)."""
+    base = event_truth(jets, members, gen, pf_pt, pf_is_pu, radius)
+    pdg, kind = gen["pdgId"].astype(int), gen["kind"].astype(int)
+    labels = np.zeros(len(jets), dtype=np.int32)
+    for j, (_, eta, phi) in enumerate(jets):
+        dr2 = _dr2(eta, phi, gen["eta"], gen["phi"])
+        inside = dr2 < radius * radius
+        label = None
+        for top in np.flatnonzero((kind == TOP_QUARK) & (dr2 < TOP_MATCH_DR**2)):
+            sign = np.sign(pdg[top])
+            if not (inside & (kind == HARD_PARTON) & (pdg == 5 * sign)).any():
+                continue  # the top's b is outside: not a merged top
+            quarks = np.abs(pdg[inside & (kind == HARD_PARTON) & (np.abs(pdg) <= 4)])
+            leptons = np.abs(pdg[inside & (kind == HARD_LEPTON)])
+            if len(quarks) >= 2:
+                label = "Top_bcq" if (quarks == 4).any() else "Top_bqq"
+            elif len(quarks) == 1:
+                label = "Top_bc" if quarks[0] == 4 else "Top_bq"
+            elif len(leptons):
+                label = {11: "Top_bele", 13: "Top_bmu"}.get(int(leptons[0]), "Top_btau")
+            break
+        if label is None:
+            n_b, n_c = base.n_b[j], base.n_c[j]
+            label = ("QCD_bb" if n_b > 1 else "QCD_b" if n_b else "QCD_cc" if n_c > 1
+                     else "QCD_c" if n_c else "QCD_others")  # fmt: skip
+        labels[j] = AK8[label]
+    base.label = labels
+    return base
+
+
+def top_vs_qcd(scores: np.ndarray) -> np.ndarray:
+    """CMS's top-tagging discriminant from the AK8 softmax: merged top / (merged top + QCD)."""
+    top = scores[:, [AK8[k] for k in TOP_MERGED]].sum(axis=1)
+    return top / np.maximum(top + scores[:, [AK8[k] for k in QCD]].sum(axis=1), 1e-12)

@@ -1,13 +1,15 @@
-"""Train the AK4 ParticleNet tagger on generated events and write it as CMS serves it.
+"""Train the ParticleNet taggers (AK4, AK8) on generated events and write them as CMS serves them.
 
 The jets and their inputs are what the tagging job builds (:mod:`~sonic.workflow.jets`,
-:mod:`~sonic.workflow.jet_inputs`); the labels are CMS's flavour classes
+:mod:`~sonic.workflow.jet_inputs`); the labels are CMS's classes
 (:mod:`~sonic.workflow.jet_labels`).  The network is the project's EdgeConv
-tagger (:func:`sonic.zoo.particlenet.network`) with the AK4 interface: 20
-particle and 11 vertex features, eight classes.  :func:`write_model` writes a
-Triton model directory with the configuration of CMS's ``particlenet_AK4``
-(``max_batch_size`` 500, preferred batch 200, a label file for the softmax and
-the checksum agent), so CMSSW's producer config can point at it unchanged.
+tagger (:func:`sonic.zoo.particlenet.network`) with each interface: AK4 (20
+particle and 11 vertex features, eight flavour classes) and AK8 (25 and 11,
+CMS's twenty classes, of which top and QCD are trained here).
+:func:`write_model` writes a Triton model directory with CMS's configuration
+(``particlenet_AK4``: ``max_batch_size`` 500, preferred batch 200; the AK8
+model: 160 and 80), a label file for the softmax and the checksum agent, so
+CMSSW's producer config can point at it unchanged.
 """
 
 from __future__ import annotations
@@ -20,12 +22,55 @@ from typing import Any
 
 import numpy as np
 
-from sonic.workflow.jet_inputs import AK4_CHS, INPUT_NAMES, PF_FIELDS, SV_FIELDS, event_inputs
-from sonic.workflow.jet_labels import BB, CC, UDS, B, C, G, JetTruth, b_vs_light, event_truth
-from sonic.workflow.jets import AK4, cluster
+from sonic.workflow import jet_labels as labels
+from sonic.workflow.jet_inputs import (
+    AK4_CHS,
+    AK8_GENERAL,
+    INPUT_NAMES,
+    PF_FIELDS,
+    SV_FIELDS,
+    TaggerSpec,
+    event_inputs,
+)
+from sonic.workflow.jet_labels import JetTruth
+from sonic.workflow.jets import AK4, AK8, JetSpec, cluster
 
-MODEL_NAME = "particlenet_AK4"
-LABEL_FILE = "particlenet_AK4_labels.txt"
+
+@dataclass(frozen=True, slots=True)
+class Tagger:
+    """One tagger: its jets, its inputs and classes, its labels, its model's name and
+    batching, and how its performance is quoted (a discriminant, signal and background
+    classes, and a second background)."""
+
+    name: str
+    jets: JetSpec
+    inputs: TaggerSpec
+    truth: Callable[..., JetTruth]
+    model_name: str
+    max_batch_size: int
+    preferred_batch_size: int
+    discriminant: Callable[[np.ndarray], np.ndarray]
+    signal: tuple[int, ...]
+    background: tuple[int, ...]
+    other: tuple[int, ...]
+    #: How the plots and tables name them.
+    names: tuple[str, str, str, str]  # signal, background, other, discriminant
+
+    @property
+    def label_file(self) -> str:
+        return f"{self.model_name}_labels.txt"
+
+
+_AK8 = labels.AK8
+TAGGERS = {
+    "ak4": Tagger("ak4", AK4, AK4_CHS, labels.event_truth, "particlenet_AK4", 500, 200,
+                  labels.b_vs_light, (labels.B, labels.BB), (labels.UDS, labels.G),
+                  (labels.C, labels.CC), ("b", "udsg", "c", "b vs udsg")),
+    "ak8": Tagger("ak8", AK8, AK8_GENERAL, labels.event_truth_ak8, "particlenet_AK8", 160, 80,
+                  labels.top_vs_qcd, (_AK8["Top_bcq"], _AK8["Top_bqq"]),
+                  tuple(_AK8[k] for k in labels.QCD), (), ("top (bqq)", "QCD", "",
+                                                           "top vs QCD")),
+}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -46,8 +91,10 @@ def _pad(x: np.ndarray, length: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (0, length - x.shape[2])))
 
 
-def load_jets(files: list[Path], max_events: int | None = None) -> JetSample:
-    """Every AK4 jet of the files, with its inputs as the job builds them and its labels."""
+def load_jets(files: list[Path], max_events: int | None = None,
+              tagger: Tagger = TAGGERS["ak4"]) -> JetSample:  # fmt: skip
+    """Every jet of the tagger's collection in the files, with its inputs as the job builds
+    them and its labels."""
     import awkward as ak
     import uproot
 
@@ -55,13 +102,14 @@ def load_jets(files: list[Path], max_events: int | None = None) -> JetSample:
                 + [f"SV_{k}" for k in SV_FIELDS]
                 + [f"GenPart_{k}" for k in ("pdgId", "kind", "pt", "eta", "phi")]
                 + ["GenProcess_id"])  # fmt: skip
+    spec = tagger.inputs
     rows: dict[str, list[np.ndarray]] = {k: [] for k in INPUT_NAMES}
     truths, pts, etas, procs = [], [], [], []
     for f in files:
         with uproot.open(f) as file:
             a = file["Events"].arrays(branches, entry_stop=max_events, library="ak", how=dict)
         pf = {k[len("PFCands_"):]: v for k, v in a.items() if k.startswith("PFCands_")}
-        jets = cluster(pf, AK4)
+        jets = cluster(pf, tagger.jets)
         members, pt = ak.to_list(jets.constituents), ak.to_list(jets.pt)
         eta, phi = ak.to_list(jets.eta), ak.to_list(jets.phi)
         for ev in range(len(pt)):
@@ -71,18 +119,20 @@ def load_jets(files: list[Path], max_events: int | None = None) -> JetSample:
             idx = [np.asarray(m, dtype=int) for m in members[ev]]
             event_pf = {k: ak.to_numpy(pf[k][ev]) for k in (*PF_FIELDS, "isPU")}
             sv = {k: ak.to_numpy(a[f"SV_{k}"][ev]) for k in SV_FIELDS}
-            inputs = event_inputs(event_pf, list(zip(axes, idx, strict=True)), sv)
+            inputs = event_inputs(event_pf, list(zip(axes, idx, strict=True)), sv, spec)
             if inputs is None:
                 continue
             for k in INPUT_NAMES:
-                rows[k].append(_pad(inputs[k], AK4_CHS.group(k).max_length))
+                rows[k].append(_pad(inputs[k], spec.group(k).max_length))
             gen = {k: ak.to_numpy(a[f"GenPart_{k}"][ev]) for k in ("pdgId", "kind", "pt", "eta",
                                                                     "phi")}  # fmt: skip
-            truths.append(event_truth(axes, idx, gen, event_pf["pt"], event_pf["isPU"],
-                                      AK4.radius))  # fmt: skip
+            truths.append(tagger.truth(axes, idx, gen, event_pf["pt"], event_pf["isPU"],
+                                       tagger.jets.radius))  # fmt: skip
             pts.append(pt[ev])
             etas.append(eta[ev])
             procs.append(np.full(len(pt[ev]), int(a["GenProcess_id"][ev])))
+    if not truths:
+        raise ValueError(f"no {tagger.name} jets in {[str(f) for f in files]}")
     truth = JetTruth(*(np.concatenate([getattr(t, f) for t in truths])
                        for f in JetTruth.__slots__))  # fmt: skip
     return JetSample({k: np.concatenate(v) for k, v in rows.items()}, truth,
@@ -100,18 +150,20 @@ class TrainResult:
 Progress = Callable[[int, float, float], None]
 
 
-def train(sample: JetSample, *, epochs: int = 20, batch_size: int = 128, lr: float = 3e-3,
-          val_fraction: float = 0.2, seed: int = 0,
+def train(sample: JetSample, tagger: Tagger = TAGGERS["ak4"], *, epochs: int = 20,
+          batch_size: int = 128, lr: float = 3e-3, val_fraction: float = 0.2, seed: int = 0,
           progress: Progress | None = None) -> tuple[Any, TrainResult]:  # fmt: skip
-    """Cross-entropy over the eight classes, each class weighted by its inverse frequency
-    (as CMS flattens its training sample), Adam with a cosine schedule."""
+    """Cross-entropy over the tagger's classes, each class weighted by its inverse frequency
+    (as CMS flattens its training sample; a class with no jets gets none), Adam with a
+    cosine schedule."""
     import torch
 
     from sonic.zoo.particlenet import network
 
-    n_classes = len(AK4_CHS.labels)
-    net = network(len(AK4_CHS.group("pf_features").variables),
-                  len(AK4_CHS.group("sv_features").variables), n_classes, seed)  # fmt: skip
+    spec = tagger.inputs
+    n_classes = len(spec.labels)
+    net = network(len(spec.group("pf_features").variables),
+                  len(spec.group("sv_features").variables), n_classes, seed)  # fmt: skip
     tensors = [torch.from_numpy(sample.tensors[k]) for k in INPUT_NAMES]
     y = torch.from_numpy(sample.truth.label.astype(np.int64))
     counts = np.bincount(sample.truth.label, minlength=n_classes).astype(np.float64)
@@ -152,24 +204,24 @@ def train(sample: JetSample, *, epochs: int = 20, batch_size: int = 128, lr: flo
     return net.eval(), TrainResult(epochs, *history, time.perf_counter() - start)
 
 
-def write_model(net: Any, repository: Path) -> Path:
-    """``repository/particlenet_AK4``: the ONNX file, CMS's config, labels and checksums."""
+def write_model(net: Any, repository: Path, tagger: Tagger = TAGGERS["ak4"]) -> Path:
+    """``repository/<model>``: the ONNX file, CMS's config, labels and checksums."""
     from sonic.repository.checksums import update_checksums
     from sonic.zoo.particlenet import export_onnx
 
-    model_dir = repository / MODEL_NAME
+    spec = tagger.inputs
+    model_dir = repository / tagger.model_name
     export_onnx(net, model_dir / "1" / "model.onnx")
-    (model_dir / LABEL_FILE).write_text("\n".join(f"prob{x}" for x in AK4_CHS.labels) + "\n")
-    dims = {g.name: len(g.variables) for g in AK4_CHS.groups}
+    (model_dir / tagger.label_file).write_text("".join(f"prob{x}\n" for x in spec.labels))
+    dims = {g.name: len(g.variables) for g in spec.groups}
     inputs = ",\n".join(f'  {{ name: "{k}", data_type: TYPE_FP32, dims: [ {dims[k]}, -1 ] }}'
                         for k in INPUT_NAMES)  # fmt: skip
     (model_dir / "config.pbtxt").write_text(
-        "# The AK4 ParticleNet of sonic.workflow.particlenet, with CMS's particlenet_AK4 config.\n"
-        f'name: "{MODEL_NAME}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 500\n'
-        f"input [\n{inputs}\n]\n"
-        f'output [ {{ name: "softmax", data_type: TYPE_FP32, dims: [ {len(AK4_CHS.labels)} ], '
-        f'label_filename: "{LABEL_FILE}" }} ]\n'
-        "dynamic_batching { preferred_batch_size: [ 200 ] }\n"
+        f'name: "{tagger.model_name}"\nplatform: "onnxruntime_onnx"\n'
+        f"max_batch_size: {tagger.max_batch_size}\ninput [\n{inputs}\n]\n"
+        f'output [ {{ name: "softmax", data_type: TYPE_FP32, dims: [ {len(spec.labels)} ], '
+        f'label_filename: "{tagger.label_file}" }} ]\n'
+        f"dynamic_batching {{ preferred_batch_size: [ {tagger.preferred_batch_size} ] }}\n"
         "instance_group [ { count: 1, kind: KIND_CPU } ]\n"
     )
     update_checksums(model_dir)
@@ -183,7 +235,8 @@ def scores(model: Path, sample: JetSample, batch: int = 500) -> np.ndarray:
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     parts = [session.run(["softmax"], {k: v[i:i + batch] for k, v in sample.tensors.items()})[0]
              for i in range(0, len(sample), batch)]  # fmt: skip
-    return np.concatenate(parts) if parts else np.zeros((0, len(AK4_CHS.labels)), np.float32)
+    n_classes = session.get_outputs()[0].shape[-1]
+    return np.concatenate(parts) if parts else np.zeros((0, n_classes), np.float32)
 
 
 def roc_curve(signal: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,29 +260,32 @@ def auc(signal: np.ndarray, background: np.ndarray) -> float:
 
 @dataclass(slots=True)
 class Performance:
-    """How well the tagger separates b from light jets (uds and g), as CMS quotes it."""
+    """How well a tagger separates its signal from its background, as CMS quotes it."""
 
+    tagger: str
     n_jets: dict[str, int]
-    auc_b_vs_light: float
-    #: b-jet efficiency at a light-jet mistag rate of 10%, 1% and 0.1%.
-    b_efficiency: dict[str, float]
-    roc: tuple[np.ndarray, np.ndarray]  # b efficiency, light mistag rate
-    #: b efficiency and c-jet mistag rate, for the same discriminant.
-    roc_c: tuple[np.ndarray, np.ndarray]
+    #: Area under the signal-against-background ROC.
+    auc: float
+    #: Signal efficiency at a background mistag rate of 10%, 1% and 0.1%.
+    efficiency: dict[str, float]
+    roc: tuple[np.ndarray, np.ndarray]  # signal efficiency, background mistag rate
+    #: The same discriminant against the second background (AK4: c jets), if any.
+    roc_other: tuple[np.ndarray, np.ndarray] | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n_jets": self.n_jets, "auc_b_vs_light": self.auc_b_vs_light,
-                "b_efficiency": self.b_efficiency}  # fmt: skip
+        return {"tagger": self.tagger, "n_jets": self.n_jets, "auc": self.auc,
+                "efficiency": self.efficiency}  # fmt: skip
 
 
-def performance(softmax: np.ndarray, truth: JetTruth) -> Performance:
-    disc = b_vs_light(softmax)
-    is_b = np.isin(truth.label, (B, BB))
-    is_light = np.isin(truth.label, (UDS, G))
-    is_c = np.isin(truth.label, (C, CC))
-    sig, bkg = disc[is_b], disc[is_light]
+def performance(softmax: np.ndarray, truth: JetTruth,
+                tagger: Tagger = TAGGERS["ak4"]) -> Performance:  # fmt: skip
+    disc = tagger.discriminant(softmax)
+    sig = disc[np.isin(truth.label, tagger.signal)]
+    bkg = disc[np.isin(truth.label, tagger.background)]
     eff, mistag = roc_curve(sig, bkg)
     at = {f"{rate:g}": float(np.interp(rate, mistag, eff)) for rate in (0.1, 0.01, 0.001)}
-    counts = np.bincount(truth.label, minlength=len(AK4_CHS.labels))
-    return Performance(dict(zip(AK4_CHS.labels, map(int, counts), strict=True)), auc(sig, bkg),
-                       at, (eff, mistag), roc_curve(sig, disc[is_c]))  # fmt: skip
+    other = (roc_curve(sig, disc[np.isin(truth.label, tagger.other)]) if tagger.other
+             else None)  # fmt: skip
+    counts = np.bincount(truth.label, minlength=len(tagger.inputs.labels))
+    n_jets = {k: int(n) for k, n in zip(tagger.inputs.labels, counts, strict=True) if n}
+    return Performance(tagger.name, n_jets, auc(sig, bkg), at, (eff, mistag), other)

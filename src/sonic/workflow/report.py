@@ -141,9 +141,11 @@ def timing_figure(runs: Mapping[str, Mapping[str, Any]]) -> Any:
     return fig
 
 
-def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, str]]) -> Any:
-    """Mistag rate against b-jet efficiency (log scale): one curve per entry, (b efficiency,
-    mistag rate, line style); runs that agree overlap, so give them different styles."""
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, str]],
+               signal: str = "b") -> Any:  # fmt: skip
+    """Mistag rate against signal (b-jet, top-jet) efficiency (log scale): one curve per entry,
+    (efficiency, mistag rate, line style); runs that agree overlap, so give them different
+    styles."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 7))
     for name, (eff, mistag, style) in curves.items():
@@ -152,7 +154,7 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, str]]) -> Any:
     ax.set_yscale("log")
     ax.set_xlim(0, 1)
     ax.set_ylim(1e-3, 1)
-    ax.set_xlabel("b-jet efficiency")
+    ax.set_xlabel(f"{signal}-jet efficiency")
     ax.set_ylabel("mistag rate")
     ax.grid(True, which="major", alpha=0.4)
     ax.legend(fontsize=14, loc="upper left")

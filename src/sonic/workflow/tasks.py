@@ -8,8 +8,10 @@ columns, the way its CMSSW producer does:
   ``DeepMETResolutionTune_pt/phi`` per event, beside the file's MET columns.
 - ``particlenet`` (``ParticleNetSonicJetTagsProducer``): AK4 jets clustered
   from the candidates; one request per event, batch = its jets, never one for
-  an event without jets; writes the ``Jet`` collection (pT, eta, phi and the
-  eight class probabilities, ``Jet_pnet_<class>``).
+  an event without jets; writes the ``Jet`` collection (pT, eta, phi, mass and
+  the eight class probabilities, ``Jet_pnet_<class>``).
+- ``particlenet_ak8``: the same for AK8 jets and CMS's AK8 ParticleNet (twenty
+  classes, top tagging); writes ``FatJet``.
 - ``clustering``: the AK4 jet clustering itself, a step with no network,
   served as a python-backend model (``ak4_clustering``): one request per event
   with its candidates; writes ``AK4Jet`` (pT, eta, phi, mass, constituents).
@@ -113,23 +115,30 @@ class DeepMET(Task):
 
 
 class ParticleNet(Task):
+    """Jet tagging: AK4 flavour (``particlenet``) or AK8 top tagging (``particlenet_ak8``)."""
+
     name = "particlenet"
     model_name = "particlenet_AK4"
     output = "softmax"
+    #: The tagger (sonic.workflow.particlenet.TAGGERS) and the collection it writes.
+    tagger = "ak4"
+    collection = "Jet"
 
     def __init__(self) -> None:
-        from sonic.workflow.jet_inputs import AK4_CHS, PF_FIELDS, SV_FIELDS
+        from sonic.workflow.jet_inputs import PF_FIELDS, SV_FIELDS
+        from sonic.workflow.particlenet import TAGGERS
 
-        self.spec = AK4_CHS
+        self.spec = TAGGERS[self.tagger].inputs
+        self.jets = TAGGERS[self.tagger].jets
         self.required = tuple(f"PFCands_{b}" for b in (*PF_FIELDS, "puppiWeight"))
         self.optional = tuple(f"SV_{b}" for b in SV_FIELDS)
 
     def prepare(self, arrays: dict[str, Any]) -> Prepared:
         from sonic.workflow.jet_inputs import PF_FIELDS, SV_FIELDS, chunk_inputs
-        from sonic.workflow.jets import AK4, cluster
+        from sonic.workflow.jets import cluster
 
         pf = {b[len("PFCands_"):]: arrays[b] for b in self.required}
-        jets = cluster(pf, AK4)
+        jets = cluster(pf, self.jets)
         sv = ({k: arrays[f"SV_{k}"] for k in SV_FIELDS}
               if all(f"SV_{k}" in arrays for k in SV_FIELDS) else None)  # fmt: skip
         per_event = chunk_inputs({k: pf[k] for k in PF_FIELDS}, jets, sv, self.spec)
@@ -146,11 +155,18 @@ class ParticleNet(Task):
         probs = [next(answers) if x is not None else np.zeros((0, n_classes), np.float32)
                  for x in per_event]  # fmt: skip
         flat = np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32)
-        fields = {"pt": jets.pt, "eta": jets.eta, "phi": jets.phi}
+        fields = {"pt": jets.pt, "eta": jets.eta, "phi": jets.phi, "mass": jets.mass}
         fields = {k: ak.values_astype(v, np.float32) for k, v in fields.items()}
         for i, label in enumerate(self.spec.labels):
             fields[f"pnet_{label}"] = ak.unflatten(flat[:, i].astype(np.float32), counts)
-        return {"Jet": ak.zip(fields)}
+        return {self.collection: ak.zip(fields)}
+
+
+class ParticleNetAK8(ParticleNet):
+    name = "particlenet_ak8"
+    model_name = "particlenet_AK8"
+    tagger = "ak8"
+    collection = "FatJet"
 
 
 class Clustering(Task):
@@ -198,7 +214,8 @@ class Clustering(Task):
         return {"AK4Jet": ak.zip(fields)}
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (DeepMET, ParticleNet, Clustering)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (DeepMET, ParticleNet, ParticleNetAK8,
+                                                    Clustering)}
 
 
 def make_task(name: str, **options: Any) -> Task:
