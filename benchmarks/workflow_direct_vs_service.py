@@ -2,7 +2,8 @@
 
 For each task -- DeepMET (one request per chunk of 100 events), ParticleNet AK4
 jet tagging (one request per event, batch = its jets), the two chained in one
-job, and AK4 jet clustering, a step with no network served as a python-backend
+job, AK8 top tagging (the same on AK8 jets, ``--task particlenet_ak8``), and
+AK4 jet clustering, a step with no network served as a python-backend
 model (one request per event with its candidates) -- one sample (Pythia 8
 ttbar + Z->nunu, pileup 20; generated once into ``build/bench``), one
 ``sonic serve`` on loopback with the shipped models, and the job run
@@ -48,10 +49,11 @@ from sonic.workflow.generate import generate_sample  # noqa: E402
 from sonic.workflow.runner import STAGES, JobConfig, run_files  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "model_repository"
-MODELS = ("deepmet", "particlenet_AK4", "ak4_clustering")
+MODELS = ("deepmet", "particlenet_AK4", "particlenet_AK8", "ak4_clustering")
 #: What each benchmarked job runs.
 TASK_SETS = {"deepmet": ("deepmet",), "particlenet": ("particlenet",),
-             "chained": ("deepmet", "particlenet"), "clustering": ("clustering",)}  # fmt: skip
+             "chained": ("deepmet", "particlenet"), "clustering": ("clustering",),
+             "particlenet_ak8": ("particlenet_ak8",)}  # fmt: skip
 
 
 def _sample(name: str, events: int, **kw: object) -> Path:
@@ -140,7 +142,7 @@ def main() -> None:
         print(f"| {job} | {run} | {s['events_per_s']:.1f} | {s['events_per_s'] / direct:.2f} | "
               f"{sum(s['requests'].values())} | {stages} |")
     physics: dict[str, object] = {"met_resolution": met_resolution}
-    if "particlenet" in {t for ts in task_sets.values() for t in ts}:
+    if {"particlenet", "particlenet_ak8"} & {t for ts in task_sets.values() for t in ts}:
         held_out = {
             "ak4": _sample("v2-ttbar-qcd-pu20-seed22", args.tagging_events,
                            processes=["ttbar", "qcd"], pileup=20, seed=22),

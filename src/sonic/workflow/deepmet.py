@@ -16,10 +16,7 @@ with Adam.  Needs the ``torch`` extra (``torch==2.13.0``).
 
 from __future__ import annotations
 
-import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +31,7 @@ from sonic.workflow.inputs import (
     PDGID_INDEX,
     DeepMETInputs,
 )
+from sonic.workflow.training import Progress, TrainResult, fit
 
 EMBEDDING_DIM = 8
 HIDDEN = (64, 32, 16)
@@ -86,14 +84,6 @@ def build_network(mean: np.ndarray | None = None, std: np.ndarray | None = None)
     return DeepMET()
 
 
-@dataclass(slots=True)
-class TrainResult:
-    epochs: int
-    train_loss: list[float]
-    val_loss: list[float]
-    seconds: float
-
-
 def train(
     inputs: DeepMETInputs,
     target: np.ndarray,
@@ -103,7 +93,7 @@ def train(
     lr: float = 2e-3,
     val_fraction: float = 0.2,
     seed: int = 0,
-    progress: Callable[[int, float, float], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[object, TrainResult]:
     """Train on a chunk of events; ``target`` is GenMET (px, py) in GeV, shape [n, 2]."""
     torch = _torch()
@@ -113,13 +103,8 @@ def train(
     real = np.arange(t["input"].shape[1])[None, :] < inputs.n_candidates[:, None]
     feats = t["input"][real]
     net = build_network(feats.mean(axis=0), feats.std(axis=0) + 1e-6)
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(n * val_fraction))
-    val_idx, train_idx = order[:n_val], order[n_val:]
     tens = [torch.from_numpy(t[k]) for k in INPUT_NAMES]  # type: ignore[attr-defined]
     y = torch.from_numpy((target / NORM_FACTOR).astype(np.float32))  # type: ignore[attr-defined]
-    opt = torch.optim.Adam(net.parameters(), lr=lr)  # type: ignore[attr-defined]
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)  # type: ignore[attr-defined]
 
     def loss_of(idx: np.ndarray) -> object:
         width = int(inputs.n_candidates[idx].max())  # no work on rows that are all padding
@@ -127,30 +112,10 @@ def train(
         pred = net(*(x[ix, :width] for x in tens))
         return ((pred - y[ix]) ** 2).sum(dim=1).mean()
 
-    history: tuple[list[float], list[float]] = ([], [])
-    start = time.perf_counter()
-    rng = np.random.default_rng(seed + 1)
-    for epoch in range(epochs):
-        net.train()
-        total = 0.0
-        perm = rng.permutation(train_idx)
-        for b in range(0, len(perm), batch_size):
-            opt.zero_grad()
-            loss = loss_of(perm[b:b + batch_size])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)  # type: ignore[attr-defined]
-            opt.step()
-            total += loss.item() * len(perm[b:b + batch_size])
-        sched.step()
-        net.eval()
-        with torch.no_grad():  # type: ignore[attr-defined]
-            val = sum(loss_of(val_idx[b:b + 64]).item() * len(val_idx[b:b + 64])
-                      for b in range(0, n_val, 64)) / n_val  # fmt: skip
-        history[0].append(total / len(train_idx))
-        history[1].append(val)
-        if progress is not None:
-            progress(epoch + 1, history[0][-1], val)
-    return net, TrainResult(epochs, *history, time.perf_counter() - start)
+    result = fit(net, loss_of, n, epochs=epochs, batch_size=batch_size, lr=lr,
+                 val_fraction=val_fraction, seed=seed, clip_norm=1.0,
+                 progress=progress)  # fmt: skip
+    return net, result
 
 
 def export_onnx(net: object, path: Path, max_n_pf: int = MAX_N_PF) -> Path:

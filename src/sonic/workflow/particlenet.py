@@ -14,7 +14,6 @@ CMSSW's producer config can point at it unchanged.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from sonic.workflow.jet_inputs import (
 )
 from sonic.workflow.jet_labels import JetTruth
 from sonic.workflow.jets import AK4, AK8, JetSpec, cluster
+from sonic.workflow.training import Progress, TrainResult, fit
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ TAGGERS = {
                   (labels.C, labels.CC), ("b", "udsg", "c", "b vs udsg")),
     "ak8": Tagger("ak8", AK8, AK8_GENERAL, labels.event_truth_ak8, "particlenet_AK8", 160, 80,
                   labels.top_vs_qcd, (_AK8["Top_bcq"], _AK8["Top_bqq"]),
-                  tuple(_AK8[k] for k in labels.QCD), (), ("top (bqq)", "QCD", "",
+                  tuple(_AK8[k] for k in labels.QCD), (), ("top", "QCD", "",
                                                            "top vs QCD")),
 }  # fmt: skip
 
@@ -139,17 +139,6 @@ def load_jets(files: list[Path], max_events: int | None = None,
                      np.concatenate(pts), np.concatenate(etas), np.concatenate(procs))  # fmt: skip
 
 
-@dataclass(slots=True)
-class TrainResult:
-    epochs: int
-    train_loss: list[float]
-    val_loss: list[float]
-    seconds: float
-
-
-Progress = Callable[[int, float, float], None]
-
-
 def train(sample: JetSample, tagger: Tagger = TAGGERS["ak4"], *, epochs: int = 20,
           batch_size: int = 128, lr: float = 3e-3, val_fraction: float = 0.2, seed: int = 0,
           progress: Progress | None = None) -> tuple[Any, TrainResult]:  # fmt: skip
@@ -168,40 +157,16 @@ def train(sample: JetSample, tagger: Tagger = TAGGERS["ak4"], *, epochs: int = 2
     y = torch.from_numpy(sample.truth.label.astype(np.int64))
     counts = np.bincount(sample.truth.label, minlength=n_classes).astype(np.float64)
     weight = torch.tensor(len(y) / (n_classes * np.maximum(counts, 1.0)), dtype=torch.float32)
-    order = np.random.default_rng(seed).permutation(len(y))
-    n_val = max(1, int(len(y) * val_fraction))
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
 
     def loss_of(idx: np.ndarray) -> Any:
         ix = torch.from_numpy(idx)
         return loss_fn(net.logits(*(t[ix] for t in tensors)), y[ix])
 
-    history: tuple[list[float], list[float]] = ([], [])
-    start = time.perf_counter()
-    rng = np.random.default_rng(seed + 1)
-    for epoch in range(epochs):
-        net.train()
-        total = 0.0
-        perm = rng.permutation(train_idx)
-        for b in range(0, len(perm), batch_size):
-            opt.zero_grad()
-            loss = loss_of(perm[b:b + batch_size])
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(perm[b:b + batch_size])
-        sched.step()
-        net.eval()
-        with torch.no_grad():
-            val = sum(loss_of(val_idx[b:b + 512]).item() * len(val_idx[b:b + 512])
-                      for b in range(0, n_val, 512)) / n_val  # fmt: skip
-        history[0].append(total / len(train_idx))
-        history[1].append(val)
-        if progress is not None:
-            progress(epoch + 1, history[0][-1], val)
-    return net.eval(), TrainResult(epochs, *history, time.perf_counter() - start)
+    result = fit(net, loss_of, len(y), epochs=epochs, batch_size=batch_size, lr=lr,
+                 val_fraction=val_fraction, seed=seed, val_batch=512,
+                 progress=progress)  # fmt: skip
+    return net, result
 
 
 def write_model(net: Any, repository: Path, tagger: Tagger = TAGGERS["ak4"]) -> Path:
