@@ -212,18 +212,15 @@ class Client:
 
     # -- requests -----------------------------------------------------------------
     def _pool(self, ep: Endpoint) -> ShmPool | None:
-        """The endpoint's shared-memory pool, deciding on first use (see ``client.shm``).
-
-        Under the lock: concurrent first requests (``infer_future``, one per event) would
-        each make a pool, and the regions of all but the kept one would never be freed."""
-        if ep.shm is None:
-            with self._lock:
-                if ep.shm is None:
-                    host = ep.server.url.rsplit(":", 1)[0].strip("[]")
-                    wanted = self.shared_memory in ("on", "cuda") or (
-                        self.shared_memory == "auto" and is_local(host))  # fmt: skip
-                    cuda = self.cuda_device if self.shared_memory == "cuda" else None
-                    ep.shm = ShmPool(ep.sync, ep.headers(), cuda) if wanted else False
+        """The endpoint's shared-memory pool, made on first use (see ``client.shm``) under the
+        lock: concurrent first requests would each make one and leak the others' regions."""
+        with self._lock:
+            if ep.shm is None:
+                host = ep.server.url.rsplit(":", 1)[0].strip("[]")
+                wanted = self.shared_memory in ("on", "cuda") or (self.shared_memory == "auto"
+                                                                   and is_local(host))  # fmt: skip
+                cuda = self.cuda_device if self.shared_memory == "cuda" else None
+                ep.shm = ShmPool(ep.sync, ep.headers(), cuda) if wanted else False
         return ep.shm if isinstance(ep.shm, ShmPool) else None
 
     def _request(self, ep: Endpoint, chunk: Mapping[str, np.ndarray], rows: int,
