@@ -146,12 +146,15 @@ def test_concurrent_first_requests_leave_no_region_behind(repo: Path) -> None:
 
     mine = f"sonic_client_{os.getpid()}_"
     before = {f for f in os.listdir("/dev/shm") if f.startswith(mine)}
-    with _server(repo) as srv:
+    srv = _server(repo)  # started already: not a `with`, which would start a second one
+    try:
         for _ in range(5):  # the race needs the first requests to overlap; try a few clients
             # outputs: the model is looked up here, so the first requests start together
             client = Client("mlp", [srv.grpc_url], shared_memory="auto", outputs=["output"])
             futures = [client.infer_future({"input": _x(16)}) for _ in range(64)]
             assert all(f.result()["output"].shape == (16, 2) for f in futures)
             client.close()
+    finally:
+        srv.stop()
     left = {f for f in os.listdir("/dev/shm") if f.startswith(mine)} - before
     assert not left, f"regions never freed: {sorted(left)}"

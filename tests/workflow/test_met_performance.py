@@ -1,0 +1,79 @@
+"""MET performance as CMS measures it, on hand-built events with known answers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from sonic.workflow.met_performance import (
+    QT_BINS,
+    binned,
+    chs_met,
+    components,
+    dimuon,
+    recoil,
+)
+
+
+def test_recoil_of_a_perfectly_measured_event() -> None:
+    """Z -> mu mu with the hadronic activity exactly balancing it: MET = 0, u = -q_T."""
+    qx, qy = np.array([30.0]), np.array([40.0])
+    u_par, u_perp = recoil(np.zeros(1), np.zeros(1), qx, qy)
+    assert u_par[0] == pytest.approx(-50.0) and u_perp[0] == pytest.approx(0.0)
+    # A recoil measured at 80%: the missing 20% shows up as MET against q_T.
+    u_par, _ = recoil(-0.2 * qx, -0.2 * qy, qx, qy)
+    assert -u_par[0] / 50.0 == pytest.approx(0.8)
+    par, perp = components(np.array([0.0]), np.array([10.0]), np.array([10.0]), np.array([0.0]))
+    assert par[0] == pytest.approx(0.0) and perp[0] == pytest.approx(10.0)
+
+
+def test_response_and_corrected_resolution_per_bin() -> None:
+    """A recoil with response 0.8 and 10 GeV of Gaussian spread in each direction: R = 0.8 and
+    both resolutions 10 / 0.8 = 12.5 GeV, in every bin, within their bootstrap errors."""
+    rng = np.random.default_rng(1)
+    n = 20000
+    qt = rng.uniform(0, 400, n)
+    par = 0.8 * qt + rng.normal(0, 10, n)
+    perp = rng.normal(0, 10, n)
+    bins = binned(par, perp, qt, bootstrap=50)
+    assert [(b.lo, b.hi) for b in bins] == list(itertools.pairwise(QT_BINS))
+    for b in bins:
+        assert b.response == pytest.approx(0.8, abs=4 * b.response_err + 1e-3)
+        assert b.sigma_perp == pytest.approx(12.5, abs=4 * b.sigma_perp_err)
+        assert b.sigma_par == pytest.approx(12.5, abs=4 * b.sigma_par_err)
+        assert 0 < b.response_err < 0.01 and b.events > 1000
+
+
+def test_a_shrinking_estimator_gains_nothing() -> None:
+    """Scaling every measurement by one half halves the raw spread, but not the corrected one."""
+    rng = np.random.default_rng(2)
+    qt = rng.uniform(50, 100, 5000)
+    par, perp = qt + rng.normal(0, 10, 5000), rng.normal(0, 10, 5000)
+    full = binned(par, perp, qt, bootstrap=20)[0]
+    half = binned(par / 2, perp / 2, qt, bootstrap=20)[0]
+    assert half.response == pytest.approx(full.response / 2)
+    assert half.sigma_perp == pytest.approx(full.sigma_perp)
+
+
+def test_sparse_bins_are_left_out() -> None:
+    qt = np.array([10.0, 20.0, 30.0, 40.0, 45.0, 300.0])
+    assert [b.lo for b in binned(qt, np.zeros(6), qt, bootstrap=5)] == [0.0]
+
+
+def test_dimuon_selection_and_chs_met() -> None:
+    # Two opposite-charge muons of 45 GeV back to back in eta: m = 2 * 45 * cosh(1) ~ 139 GeV
+    # is outside the window; at eta +-0.4, m = 90 * cosh(0.4) ~ 97 GeV is inside.
+    def event(eta: float, charges: tuple[int, int]) -> tuple:
+        pt = np.array([45.0, 45.0, 5.0])
+        return (pt, np.array([eta, -eta, 0.0]), np.array([0.0, math.pi, 1.0]),
+                np.array([13, -13, 211]), np.array([*charges, 1]))  # fmt: skip
+
+    assert dimuon(*event(1.0, (-1, 1))) is None
+    assert dimuon(*event(0.4, (-1, -1))) is None
+    q = dimuon(*event(0.4, (-1, 1)))
+    assert q is not None and np.hypot(*q) == pytest.approx(0.0, abs=1e-9)
+    px, py = np.array([10.0, 5.0, 3.0]), np.array([0.0, 0.0, 4.0])
+    assert chs_met(px, py, np.array([1, 1, 0]), np.array([3, 0, 0])) == (-13.0, -4.0)
