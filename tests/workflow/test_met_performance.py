@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,22 @@ def test_dimuon_selection_and_chs_met() -> None:
     assert q is not None and np.hypot(*q) == pytest.approx(0.0, abs=1e-9)
     px, py = np.array([10.0, 5.0, 3.0]), np.array([0.0, 0.0, 4.0])
     assert chs_met(px, py, np.array([1, 1, 0]), np.array([3, 0, 0])) == (-13.0, -4.0)
+
+
+def test_a_study_on_generated_events(samples: list[Path], tmp_path: Path) -> None:
+    """Every estimator measured against the neutrinos of generated events, DeepMET from the
+    workflow's own output: the raw PF response is near one where events are plentiful."""
+    from sonic.workflow.met_performance import ESTIMATORS, study
+    from sonic.workflow.report import read_outputs, recoil_figure
+    from sonic.workflow.runner import JobConfig, run_files
+    from tests.workflow.conftest import MODEL
+
+    outputs = read_outputs(run_files(samples[:1], JobConfig(model=MODEL), tmp_path).outputs)
+    results = study(samples[0], outputs, "znunu", bootstrap=20)
+    assert set(results) == set(ESTIMATORS)
+    busiest = max(results["PF (raw)"], key=lambda b: b.events)
+    assert busiest.events >= 5 and 0.6 < busiest.response < 1.4
+    assert all(b.sigma_perp > 0 for bins in results.values() for b in bins)
+    recoil_figure(results, "smoke")  # draws without error
+    with pytest.raises(ValueError, match="process must be 'zmumu' or 'znunu'"):
+        study(samples[0], outputs, "ttbar")

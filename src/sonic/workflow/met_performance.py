@@ -123,3 +123,58 @@ def dimuon(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, pdg: np.ndarray,
         return None
     return (float(pt[a] * math.cos(phi[a]) + pt[b] * math.cos(phi[b])),
             float(pt[a] * math.sin(phi[a]) + pt[b] * math.sin(phi[b])))  # fmt: skip
+
+
+#: The estimators a study compares, by the (pt, phi) columns of their MET; ``DeepMET`` comes
+#: from the workflow's output, the others from the sample, CHS from its candidates.
+ESTIMATORS = {"PF (raw)": ("RawPFMET_pt", "RawPFMET_phi"), "CHS": None,
+              "PUPPI-like": ("PuppiMET_pt", "PuppiMET_phi"),
+              "DeepMET": ("DeepMETResolutionTune_pt", "DeepMETResolutionTune_phi")}  # fmt: skip
+PF_COLUMNS = ("pt", "eta", "phi", "pdgId", "charge", "fromPV")
+
+
+def _vectors(table: dict[str, Any], pt: str, phi: str) -> np.ndarray:
+    """[n, 2] (x, y) of a (pt, phi) pair of columns."""
+    r, a = (np.asarray(table[c], dtype=np.float64) for c in (pt, phi))
+    return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+
+
+def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 200,
+          seed: int = 0) -> dict[str, list[BinResult]]:  # fmt: skip
+    """Each estimator's performance on one process's events: ``sample`` is the generated ROOT
+    file (candidates, MET columns), ``outputs`` the workflow's columns for the same events
+    (``DeepMETResolutionTune_*``); ``process`` is ``zmumu`` (recoil against the dimuon) or
+    ``znunu`` (MET against the neutrinos)."""
+    import uproot
+
+    if process not in ("zmumu", "znunu"):
+        raise ValueError(f"process must be 'zmumu' or 'znunu', not {process!r}")
+    in_file = [c for label, cols in ESTIMATORS.items() if cols and label != "DeepMET"
+               for c in cols]  # fmt: skip
+    with uproot.open(sample) as f:
+        a = f["Events"].arrays([f"PFCands_{k}" for k in PF_COLUMNS]
+                               + ["GenMET_pt", "GenMET_phi", *in_file], library="np")  # fmt: skip
+    met = {label: _vectors(outputs if label == "DeepMET" else a, *cols)
+           for label, cols in ESTIMATORS.items() if cols}  # fmt: skip
+    n = len(a["GenMET_pt"])
+    met["CHS"] = np.zeros((n, 2))
+    q = _vectors(a, "GenMET_pt", "GenMET_phi") if process == "znunu" else np.full((n, 2), np.nan)
+    for ev in range(n):
+        c = {k: a[f"PFCands_{k}"][ev] for k in PF_COLUMNS}
+        met["CHS"][ev] = chs_met(c["pt"] * np.cos(c["phi"]), c["pt"] * np.sin(c["phi"]),
+                                 c["charge"], c["fromPV"])  # fmt: skip
+        if process == "zmumu" and (pair := dimuon(c["pt"], c["eta"], c["phi"], c["pdgId"],
+                                                  c["charge"])) is not None:  # fmt: skip
+            q[ev] = pair
+    ok = np.isfinite(q[:, 0])
+    qx, qy = q[ok, 0], q[ok, 1]
+    out = {}
+    for label in ESTIMATORS:
+        m = met[label][ok]
+        if process == "zmumu":
+            u_par, perp = recoil(m[:, 0], m[:, 1], qx, qy)
+            par = -u_par
+        else:
+            par, perp = components(m[:, 0], m[:, 1], qx, qy)
+        out[label] = binned(par, perp, np.hypot(qx, qy), bootstrap=bootstrap, seed=seed)
+    return out

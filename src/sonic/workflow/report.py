@@ -159,3 +159,24 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, str]],
     ax.grid(True, which="major", alpha=0.4)
     ax.legend(fontsize=14, loc="upper left")
     return fig
+
+
+def recoil_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> Any:
+    """Response and response-corrected resolutions against q_T, one line per estimator:
+    ``results`` maps an estimator to its bins (sonic.workflow.met_performance.BinResult)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(24, 7))
+    panels = (("response", "response R"), ("sigma_par", r"$\sigma_\parallel$ / R [GeV]"),
+              ("sigma_perp", r"$\sigma_\perp$ / R [GeV]"))  # fmt: skip
+    for ax, (key, ylabel) in zip(axes, panels, strict=True):
+        for name, bins in results.items():
+            qt = [b.qt for b in bins]
+            ax.errorbar(qt, [getattr(b, key) for b in bins],
+                        yerr=[getattr(b, f"{key}_err") for b in bins], marker="o",
+                        capsize=3, label=name)  # fmt: skip
+        ax.set_xlabel(r"$q_T$ [GeV]")
+        ax.set_ylabel(ylabel)
+    axes[0].axhline(1.0, color="black", linestyle=":", linewidth=1)
+    axes[0].legend(fontsize=14)
+    fig.suptitle(title)
+    return fig
