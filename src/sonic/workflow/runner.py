@@ -2,9 +2,10 @@
 
 Per file, chunk by chunk: read the branches the tasks need with uproot (I/O),
 build each task's requests (:mod:`sonic.workflow.tasks`: DeepMET sends one per
-chunk, ParticleNet one per event), infer, and write the tasks' columns (one row
-per event: ids, DeepMET's MET beside the file's MET columns, the tagged
-``Jet`` collection) to Parquet or ROOT.  Several tasks chain in one job, each
+chunk, the taggers and the clustering one per event), infer, and write the
+tasks' columns (one row per event: ids, DeepMET's MET beside the file's MET
+columns, the ``Jet``, ``FatJet`` and ``AK4Jet`` collections) to Parquet or
+ROOT.  Several tasks chain in one job, each
 with its own model, on the same chunks.  Inference runs either
 
 - ``direct``: in-process onnxruntime on each model's file (a step with no
