@@ -97,3 +97,13 @@ def test_a_study_on_generated_events(samples: list[Path], tmp_path: Path) -> Non
     recoil_figure(results, "smoke")  # draws without error
     with pytest.raises(ValueError, match="process must be 'zmumu' or 'znunu'"):
         study(samples[0], outputs, "ttbar")
+
+
+def test_pileup_fit_recovers_the_per_vertex_term() -> None:
+    from sonic.workflow.met_performance import fit_pileup
+
+    n_pu = np.array([0.0, 20.0, 55.0, 80.0])
+    sigma = np.sqrt(12.0**2 + n_pu * 1.5**2)
+    s0, s, ds0, ds = fit_pileup(n_pu, sigma, 0.01 * sigma)
+    assert s0 == pytest.approx(12.0, rel=1e-6) and s == pytest.approx(1.5, rel=1e-6)
+    assert 0 < ds0 < 1 and 0 < ds < 1

@@ -140,7 +140,8 @@ def _vectors(table: dict[str, Any], pt: str, phi: str) -> np.ndarray:
 
 
 def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 200,
-          seed: int = 0) -> dict[str, list[BinResult]]:  # fmt: skip
+          seed: int = 0, bins: tuple[float, ...] = QT_BINS,
+          ) -> dict[str, list[BinResult]]:  # fmt: skip
     """Each estimator's performance on one process's events: ``sample`` is the generated ROOT
     file (candidates, MET columns), ``outputs`` the workflow's columns for the same events
     (``DeepMETResolutionTune_*``); ``process`` is ``zmumu`` (recoil against the dimuon) or
@@ -176,5 +177,18 @@ def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 2
             par = -u_par
         else:
             par, perp = components(m[:, 0], m[:, 1], qx, qy)
-        out[label] = binned(par, perp, np.hypot(qx, qy), bootstrap=bootstrap, seed=seed)
+        out[label] = binned(par, perp, np.hypot(qx, qy), bins, bootstrap=bootstrap, seed=seed)
     return out
+
+
+def fit_pileup(n_pu: np.ndarray, sigma: np.ndarray,
+               sigma_err: np.ndarray) -> tuple[float, float, float, float]:  # fmt: skip
+    """Fit sigma^2 = sigma_0^2 + n_PU s^2 (each pileup vertex adds s^2 of variance), weighted
+    by the errors of sigma^2; returns (sigma_0, s, their errors) in GeV."""
+    var, var_err = sigma**2, 2 * sigma * np.maximum(sigma_err, 1e-9)
+    design = np.stack([np.ones_like(n_pu), n_pu], axis=1) / var_err[:, None]
+    coef, *_ = np.linalg.lstsq(design, var / var_err, rcond=None)
+    cov = np.linalg.inv(design.T @ design)
+    (a, b), (da, db) = coef, np.sqrt(np.diag(cov))
+    s0, s = math.sqrt(max(a, 0.0)), math.sqrt(max(b, 0.0))
+    return s0, s, da / (2 * s0) if s0 else math.inf, db / (2 * s) if s else math.inf
