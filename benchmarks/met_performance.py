@@ -88,7 +88,8 @@ def _scan(args: object, out_dir: Path) -> dict[str, object]:
     ax.set_xlabel("mean number of pileup collisions")
     ax.set_ylabel(r"$\sigma_\perp$ / R [GeV]")
     ax.legend(fontsize=13)
-    ax.set_title(r"Z$\to\nu\nu$, $q_T$ 50-150 GeV: fits $\sigma^2 = \sigma_0^2 + n_{PU} s^2$")
+    ax.set_title(r"Z$\to\nu\nu$, $q_T$ 50-150 GeV: fits $\sigma^2 = \sigma_0^2 + n_{PU} s^2$",
+                 fontsize=18)
     png(fig, out_dir / "met_performance_pileup.png")
     return record
 

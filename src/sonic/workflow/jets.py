@@ -102,11 +102,11 @@ def cluster(candidates: dict[str, Any], spec: JetSpec = AK4) -> Jets:
     accepted = np.abs(jet_eta[order]) < spec.max_abs_eta
     order = order[accepted]
     # Constituent indices point into the clustered (kept) candidates: map them back to the
-    # event's candidate arrays, then order each jet's constituents by pT (candidates are
-    # pT-sorted in the file, but not necessarily, so sort explicitly).
+    # event's candidate arrays, then order each jet's constituents by the pT the jet saw
+    # (PUPPI-weighted for PUPPI jets, as CMSSW's tag-info producer orders them).
     original = _take_nested(index, members[order])
-    cand_pt = _take_nested(candidates["pt"], original)
-    by_pt = ak.argsort(cand_pt, axis=2, ascending=False)
+    seen = candidates["pt"] * (candidates["puppiWeight"] if spec.inputs == "puppi" else 1.0)
+    by_pt = ak.argsort(_take_nested(seen, original), axis=2, ascending=False)
     return Jets(jet_pt[order], jet_eta[order], jet_phi[order], jet_mass[order],
                 original[by_pt])  # fmt: skip
 

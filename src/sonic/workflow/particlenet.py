@@ -26,6 +26,7 @@ from sonic.workflow.jet_inputs import (
     AK4_CHS,
     AK8_GENERAL,
     INPUT_NAMES,
+    OUTPUT_NAME,
     PF_FIELDS,
     SV_FIELDS,
     TaggerSpec,
@@ -184,7 +185,7 @@ def write_model(net: Any, repository: Path, tagger: Tagger = TAGGERS["ak4"]) -> 
     (model_dir / "config.pbtxt").write_text(
         f'name: "{tagger.model_name}"\nplatform: "onnxruntime_onnx"\n'
         f"max_batch_size: {tagger.max_batch_size}\ninput [\n{inputs}\n]\n"
-        f'output [ {{ name: "softmax", data_type: TYPE_FP32, dims: [ {len(spec.labels)} ], '
+        f'output [ {{ name: "{OUTPUT_NAME}", data_type: TYPE_FP32, dims: [ {len(spec.labels)} ], '
         f'label_filename: "{tagger.label_file}" }} ]\n'
         f"dynamic_batching {{ preferred_batch_size: [ {tagger.preferred_batch_size} ] }}\n"
         "instance_group [ { count: 1, kind: KIND_CPU } ]\n"
@@ -198,7 +199,7 @@ def scores(model: Path, sample: JetSample, batch: int = 500) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    parts = [session.run(["softmax"], {k: v[i:i + batch] for k, v in sample.tensors.items()})[0]
+    parts = [session.run([OUTPUT_NAME], {k: v[i:i + batch] for k, v in sample.tensors.items()})[0]
              for i in range(0, len(sample), batch)]  # fmt: skip
     n_classes = session.get_outputs()[0].shape[-1]
     return np.concatenate(parts) if parts else np.zeros((0, n_classes), np.float32)

@@ -32,6 +32,7 @@ import numpy as np
 from sonic.workflow.inputs import INPUT_NAMES as DEEPMET_INPUTS
 from sonic.workflow.inputs import MAX_N_PF, NORM_FACTOR, PF_BRANCHES, build_inputs
 from sonic.workflow.inputs import OUTPUT_NAME as DEEPMET_OUTPUT
+from sonic.workflow.jet_inputs import OUTPUT_NAME as TAGGER_OUTPUT
 
 EVENT_BRANCHES = ("run", "luminosityBlock", "event")
 #: MET columns copied to the output when the file has them.
@@ -119,7 +120,7 @@ class ParticleNet(Task):
 
     name = "particlenet"
     model_name = "particlenet_AK4"
-    output = "softmax"
+    output = TAGGER_OUTPUT
     #: The tagger (sonic.workflow.particlenet.TAGGERS) and the collection it writes.
     tagger = "ak4"
     collection = "Jet"
