@@ -68,36 +68,52 @@ def _fastjet() -> Any:
     return fastjet
 
 
+def _selected(candidates: dict[str, Any], spec: JetSpec) -> tuple[Any, Any]:
+    """Which candidates ``spec`` clusters, and each one's weight (1 for CHS, PUPPI's for
+    PUPPI); numpy or awkward arrays alike."""
+    if spec.inputs == "chs":
+        charged_pileup = (candidates["charge"] != 0) & (candidates["fromPV"] == 0)
+        return ~charged_pileup, np.ones_like(candidates["pt"])
+    if spec.inputs == "puppi":
+        weight = candidates["puppiWeight"]
+        return weight > 0, weight
+    raise ValueError(f"jet inputs must be 'chs' or 'puppi', not {spec.inputs!r}")
+
+
+def _sequence(pt: Any, eta: Any, phi: Any, mass: Any, weight: Any, spec: JetSpec) -> Any:
+    """FastJet's anti-kt clustering of the weighted four-vectors (one event as numpy arrays,
+    or a chunk as awkward ones)."""
+    import awkward as ak
+
+    fastjet = _fastjet()
+    wpt, mt = weight * pt, np.sqrt(pt**2 + mass**2)
+    columns = {"px": wpt * np.cos(phi), "py": wpt * np.sin(phi), "pz": wpt * np.sinh(eta),
+               "E": weight * mt * np.cosh(eta)}  # fmt: skip
+    # Jagged (a chunk) needs zip; one event's flat columns take the cheaper constructor.
+    vectors = ak.zip(columns) if isinstance(pt, ak.Array) else ak.Array(columns)
+    return fastjet.ClusterSequence(vectors, fastjet.JetDefinition(fastjet.antikt_algorithm,
+                                                                  spec.radius))  # fmt: skip
+
+
+def _kinematics(px: Any, py: Any, pz: Any, e: Any) -> tuple[Any, Any, Any, Any]:
+    """(pt, eta, phi, mass) of jets from their four-momenta."""
+    pt = np.hypot(px, py)
+    mass = np.sqrt(np.maximum(e**2 - pt**2 - pz**2, 0.0))
+    return pt, np.arcsinh(pz / np.maximum(pt, 1e-9)), np.arctan2(py, px), mass
+
+
 def cluster(candidates: dict[str, Any], spec: JetSpec = AK4) -> Jets:
     """Cluster each event's candidates (awkward arrays ``pt``, ``eta``, ``phi``, ``mass``,
     plus ``charge`` and ``fromPV`` for CHS, ``puppiWeight`` for PUPPI) into ``spec`` jets."""
     import awkward as ak
 
-    fastjet = _fastjet()
-    pt, eta, phi, mass = (candidates[k] for k in ("pt", "eta", "phi", "mass"))
-    index = ak.local_index(pt, axis=1)
-    if spec.inputs == "chs":
-        keep = ~((candidates["charge"] != 0) & (candidates["fromPV"] == 0))
-        weight = ak.ones_like(pt)
-    elif spec.inputs == "puppi":
-        weight = candidates["puppiWeight"]
-        keep = weight > 0
-    else:
-        raise ValueError(f"jet inputs must be 'chs' or 'puppi', not {spec.inputs!r}")
-    pt, eta, phi, mass, weight, index = (a[keep] for a in (pt, eta, phi, mass, weight, index))
-    mt = np.sqrt(pt**2 + mass**2)
-    wpt = weight * pt
-    vectors = ak.zip({"px": wpt * np.cos(phi), "py": wpt * np.sin(phi),
-                      "pz": wpt * np.sinh(eta), "E": weight * mt * np.cosh(eta)})  # fmt: skip
-    sequence = fastjet.ClusterSequence(vectors, fastjet.JetDefinition(fastjet.antikt_algorithm,
-                                                                      spec.radius))  # fmt: skip
+    keep, weight = _selected(candidates, spec)
+    index = ak.local_index(candidates["pt"], axis=1)[keep]
+    kept = (candidates[k][keep] for k in ("pt", "eta", "phi", "mass"))
+    sequence = _sequence(*kept, weight[keep], spec)
     raw = sequence.inclusive_jets(min_pt=spec.min_pt)
     members = sequence.constituent_index(min_pt=spec.min_pt)
-    jet_pt = np.hypot(raw.px, raw.py)
-    p = np.sqrt(jet_pt**2 + raw.pz**2)
-    jet_eta = np.arcsinh(raw.pz / ak.where(jet_pt > 0, jet_pt, 1e-9))
-    jet_phi = np.arctan2(raw.py, raw.px)
-    jet_mass = np.sqrt(np.maximum(raw.E**2 - p**2, 0.0))
+    jet_pt, jet_eta, jet_phi, jet_mass = _kinematics(raw.px, raw.py, raw.pz, raw.E)
     order = ak.argsort(jet_pt, axis=1, ascending=False)
     accepted = np.abs(jet_eta[order]) < spec.max_abs_eta
     order = order[accepted]
@@ -133,29 +149,16 @@ def cluster_event(candidates: dict[str, np.ndarray], spec: JetSpec = AK4) -> np.
     single-event interface: its multi-event one costs tens of ms to set up for one event)."""
     import awkward as ak
 
-    fastjet = _fastjet()
-    pt, eta, phi, mass = (np.asarray(candidates[k], np.float64) for k in ("pt", "eta", "phi",
-                                                                          "mass"))  # fmt: skip
-    if spec.inputs == "chs":
-        keep = ~((np.asarray(candidates["charge"]) != 0) & (np.asarray(candidates["fromPV"]) == 0))
-        weight = np.ones_like(pt)
-    else:
-        weight = np.asarray(candidates["puppiWeight"], np.float64)
-        keep = weight > 0
-    pt, eta, phi, mass, weight = (a[keep] for a in (pt, eta, phi, mass, weight))
-    if len(pt) == 0:
+    fields = EVENT_FIELDS + (("puppiWeight",) if spec.inputs == "puppi" else ())
+    event = {k: np.asarray(candidates[k], np.float64) for k in fields}
+    keep, weight = _selected(event, spec)
+    if not keep.any():
         return np.zeros((0, len(JET_COLUMNS)), np.float32)
-    wpt, mt = weight * pt, np.sqrt(pt**2 + mass**2)
-    vectors = ak.Array({"px": wpt * np.cos(phi), "py": wpt * np.sin(phi),
-                        "pz": wpt * np.sinh(eta), "E": weight * mt * np.cosh(eta)})  # fmt: skip
-    sequence = fastjet.ClusterSequence(vectors, fastjet.JetDefinition(fastjet.antikt_algorithm,
-                                                                      spec.radius))  # fmt: skip
+    sequence = _sequence(*(event[k][keep] for k in ("pt", "eta", "phi", "mass")),
+                         weight[keep], spec)  # fmt: skip
     raw = sequence.inclusive_jets(min_pt=spec.min_pt)
     n = ak.to_numpy(ak.num(sequence.constituent_index(min_pt=spec.min_pt), axis=1))
-    px, py, pz, e = (ak.to_numpy(raw[k]) for k in ("px", "py", "pz", "E"))
-    jet_pt = np.hypot(px, py)
-    jet_eta = np.arcsinh(pz / np.where(jet_pt > 0, jet_pt, 1e-9))
-    jet_mass = np.sqrt(np.maximum(e**2 - jet_pt**2 - pz**2, 0.0))
-    table = np.stack([jet_pt, jet_eta, np.arctan2(py, px), jet_mass, n], axis=1)
-    table = table[np.argsort(-jet_pt, kind="stable")]
+    kinematics = _kinematics(*(ak.to_numpy(raw[k]) for k in ("px", "py", "pz", "E")))
+    table = np.stack([*kinematics, n], axis=1)
+    table = table[np.argsort(-table[:, 0], kind="stable")]
     return table[np.abs(table[:, 1]) < spec.max_abs_eta].astype(np.float32)
