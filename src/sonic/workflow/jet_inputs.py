@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from sonic.workflow.detector import sigma_d0, sigma_dz
-from sonic.workflow.jets import Jets
+from sonic.workflow.jets import Jets, flatten_events
 
 INPUT_NAMES = ("pf_points", "pf_features", "pf_mask", "sv_points", "sv_features", "sv_mask")
 OUTPUT_NAME = "softmax"
@@ -320,31 +320,15 @@ def event_inputs(pf: dict[str, np.ndarray], jets: list[tuple[JetAxis, np.ndarray
 
 def chunk_inputs(pf: dict[str, Any], jets: Jets, sv: dict[str, Any] | None = None,
                  spec: TaggerSpec = AK4_CHS) -> list[dict[str, np.ndarray] | None]:  # fmt: skip
-    """:func:`event_inputs` for each event of a chunk (awkward candidates, clustered jets).
-
-    The awkward arrays are flattened once and each event sliced out of plain numpy arrays:
-    indexing awkward arrays event by event cost more than building the inputs."""
-    import awkward as ak
-
-    def flat(columns: dict[str, Any], fields: tuple[str, ...]) -> tuple[dict, np.ndarray]:
-        starts = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(columns[fields[0]])))])
-        return {k: ak.to_numpy(ak.flatten(columns[k])) for k in fields}, starts
-
-    pf_flat, pf_starts = flat(pf, PF_FIELDS)
-    sv_flat, sv_starts = flat(sv, SV_FIELDS) if sv is not None else ({}, None)
-    axes = np.stack([ak.to_numpy(ak.flatten(a)) for a in (jets.pt, jets.eta, jets.phi)], axis=1)
-    n_jets = jets.counts()
-    jet_starts = np.concatenate([[0], np.cumsum(n_jets)])
-    members = ak.to_numpy(ak.flatten(jets.constituents, axis=None))
-    member_starts = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.flatten(
-        ak.num(jets.constituents, axis=2))))])  # fmt: skip
+    """:func:`event_inputs` for each event of a chunk (awkward candidates, clustered jets),
+    each event sliced out of the chunk's flat arrays."""
+    pf_flat, pf_starts = flatten_events(pf, PF_FIELDS)
+    sv_flat, sv_starts = flatten_events(sv, SV_FIELDS) if sv is not None else ({}, None)
     out = []
-    for ev in range(len(n_jets)):
+    for ev, event_jets in enumerate(jets.per_event()):
         lo, hi = pf_starts[ev], pf_starts[ev + 1]
         event_pf = {k: v[lo:hi] for k, v in pf_flat.items()}
         event_sv = ({k: v[sv_starts[ev]:sv_starts[ev + 1]] for k, v in sv_flat.items()}
                     if sv_starts is not None else None)  # fmt: skip
-        event_jets = [(tuple(axes[j]), members[member_starts[j]:member_starts[j + 1]])
-                      for j in range(jet_starts[ev], jet_starts[ev + 1])]  # fmt: skip
         out.append(event_inputs(event_pf, event_jets, event_sv, spec))
     return out

@@ -56,6 +56,32 @@ class Jets:
 
         return ak.to_numpy(ak.num(self.pt, axis=1))
 
+    def per_event(self) -> list[list[tuple[tuple[float, float, float], np.ndarray]]]:
+        """Each event's jets as ((pt, eta, phi), constituent indices), from flat arrays (see
+        :func:`flatten_events`)."""
+        import awkward as ak
+
+        axes = np.stack([ak.to_numpy(ak.flatten(a)) for a in (self.pt, self.eta, self.phi)],
+                        axis=1).tolist()  # fmt: skip
+        members = ak.to_numpy(ak.flatten(self.constituents, axis=None))
+        ends = np.cumsum(ak.to_numpy(ak.flatten(ak.num(self.constituents, axis=2))))
+        per_jet = np.split(members, ends[:-1]) if len(ends) else []
+        jet_ends = np.cumsum(self.counts())
+        return [[(tuple(axes[j]), per_jet[j]) for j in range(lo, hi)]
+                for lo, hi in zip(np.concatenate([[0], jet_ends[:-1]]), jet_ends,
+                                  strict=True)]  # fmt: skip
+
+
+def flatten_events(columns: dict[str, Any], fields: tuple[str, ...],
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:  # fmt: skip
+    """The jagged ``fields`` of a chunk as flat numpy arrays, and where each event starts (one
+    more entry than events): slicing them is far cheaper than indexing awkward arrays event
+    by event, which cost more than building the tagging inputs."""
+    import awkward as ak
+
+    starts = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(columns[fields[0]])))])
+    return {k: ak.to_numpy(ak.flatten(columns[k])) for k in fields}, starts
+
 
 def _fastjet() -> Any:
     try:

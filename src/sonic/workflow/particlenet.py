@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sonic.workflow import jet_labels as labels
+from sonic.workflow.generate import GEN_FIELDS
 from sonic.workflow.jet_inputs import (
     AK4_CHS,
     AK8_GENERAL,
@@ -30,10 +31,10 @@ from sonic.workflow.jet_inputs import (
     PF_FIELDS,
     SV_FIELDS,
     TaggerSpec,
-    event_inputs,
+    chunk_inputs,
 )
 from sonic.workflow.jet_labels import JetTruth
-from sonic.workflow.jets import AK4, AK8, JetSpec, cluster
+from sonic.workflow.jets import AK4, AK8, JetSpec, cluster, flatten_events
 from sonic.workflow.training import Progress, TrainResult, fit
 
 
@@ -95,13 +96,12 @@ def _pad(x: np.ndarray, length: int) -> np.ndarray:
 def load_jets(files: list[Path], max_events: int | None = None,
               tagger: Tagger = TAGGERS["ak4"]) -> JetSample:  # fmt: skip
     """Every jet of the tagger's collection in the files, with its inputs as the job builds
-    them and its labels."""
+    them (:func:`~sonic.workflow.jet_inputs.chunk_inputs`) and its labels."""
     import awkward as ak
     import uproot
 
     branches = ([f"PFCands_{k}" for k in (*PF_FIELDS, "puppiWeight", "isPU")]
-                + [f"SV_{k}" for k in SV_FIELDS]
-                + [f"GenPart_{k}" for k in ("pdgId", "kind", "pt", "eta", "phi")]
+                + [f"SV_{k}" for k in SV_FIELDS] + [f"GenPart_{k}" for k in GEN_FIELDS]
                 + ["GenProcess_id"])  # fmt: skip
     spec = tagger.inputs
     rows: dict[str, list[np.ndarray]] = {k: [] for k in INPUT_NAMES}
@@ -111,27 +111,26 @@ def load_jets(files: list[Path], max_events: int | None = None,
             a = file["Events"].arrays(branches, entry_stop=max_events, library="ak", how=dict)
         pf = {k[len("PFCands_"):]: v for k, v in a.items() if k.startswith("PFCands_")}
         jets = cluster(pf, tagger.jets)
-        members, pt = ak.to_list(jets.constituents), ak.to_list(jets.pt)
-        eta, phi = ak.to_list(jets.eta), ak.to_list(jets.phi)
-        for ev in range(len(pt)):
-            if not pt[ev]:
-                continue
-            axes = list(zip(pt[ev], eta[ev], phi[ev], strict=True))
-            idx = [np.asarray(m, dtype=int) for m in members[ev]]
-            event_pf = {k: ak.to_numpy(pf[k][ev]) for k in (*PF_FIELDS, "isPU")}
-            sv = {k: ak.to_numpy(a[f"SV_{k}"][ev]) for k in SV_FIELDS}
-            inputs = event_inputs(event_pf, list(zip(axes, idx, strict=True)), sv, spec)
-            if inputs is None:
+        inputs = chunk_inputs({k: pf[k] for k in PF_FIELDS}, jets,
+                              {k: a[f"SV_{k}"] for k in SV_FIELDS}, spec)  # fmt: skip
+        pf_flat, pf_starts = flatten_events(pf, ("pt", "isPU"))
+        gen_flat, gen_starts = flatten_events({k: a[f"GenPart_{k}"] for k in GEN_FIELDS},
+                                              GEN_FIELDS)  # fmt: skip
+        process = ak.to_numpy(a["GenProcess_id"])
+        for ev, (event, event_jets) in enumerate(zip(inputs, jets.per_event(), strict=True)):
+            if event is None:
                 continue
             for k in INPUT_NAMES:
-                rows[k].append(_pad(inputs[k], spec.group(k).max_length))
-            gen = {k: ak.to_numpy(a[f"GenPart_{k}"][ev]) for k in ("pdgId", "kind", "pt", "eta",
-                                                                    "phi")}  # fmt: skip
-            truths.append(tagger.truth(axes, idx, gen, event_pf["pt"], event_pf["isPU"],
+                rows[k].append(_pad(event[k], spec.group(k).max_length))
+            axes = [axis for axis, _ in event_jets]
+            lo, hi = pf_starts[ev], pf_starts[ev + 1]
+            gen = {k: v[gen_starts[ev]:gen_starts[ev + 1]] for k, v in gen_flat.items()}
+            truths.append(tagger.truth(axes, [m for _, m in event_jets], gen,
+                                       pf_flat["pt"][lo:hi], pf_flat["isPU"][lo:hi],
                                        tagger.jets.radius))  # fmt: skip
-            pts.append(pt[ev])
-            etas.append(eta[ev])
-            procs.append(np.full(len(pt[ev]), int(a["GenProcess_id"][ev])))
+            pts.append([axis[0] for axis in axes])
+            etas.append([axis[1] for axis in axes])
+            procs.append(np.full(len(axes), int(process[ev])))
     if not truths:
         raise ValueError(f"no {tagger.name} jets in {[str(f) for f in files]}")
     truth = JetTruth(*(np.concatenate([getattr(t, f) for t in truths])

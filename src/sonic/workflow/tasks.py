@@ -186,15 +186,14 @@ class Clustering(Task):
         self.required = tuple(f"PFCands_{k}" for k in EVENT_FIELDS)
 
     def prepare(self, arrays: dict[str, Any]) -> Prepared:
-        import awkward as ak
+        from sonic.workflow.jets import flatten_events
 
-        counts = ak.to_numpy(ak.num(arrays[self.required[0]]))
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        flat = {k: ak.to_numpy(ak.flatten(arrays[f"PFCands_{k}"])) for k in self.fields}
+        flat, bounds = flatten_events({k: arrays[f"PFCands_{k}"] for k in self.fields},
+                                      self.fields)  # fmt: skip
         dtypes = {"charge": np.int32, "fromPV": np.int32}
         requests = [{f"pf_{k}": v[lo:hi].astype(dtypes.get(k, np.float32))
                      for k, v in flat.items()} for lo, hi in itertools.pairwise(bounds)]
-        return Prepared(requests, len(counts))
+        return Prepared(requests, len(bounds) - 1)
 
     def compute(self, request: dict[str, np.ndarray]) -> np.ndarray:
         """What the served model computes, in the job (direct mode)."""
