@@ -119,9 +119,9 @@ class ParticleNet(Task):
     """Jet tagging: AK4 flavour (``particlenet``) or AK8 top tagging (``particlenet_ak8``)."""
 
     name = "particlenet"
-    model_name = "particlenet_AK4"
     output = TAGGER_OUTPUT
-    #: The tagger (sonic.workflow.particlenet.TAGGERS) and the collection it writes.
+    #: The tagger (sonic.workflow.particlenet.TAGGERS: its jets, inputs and model name) and
+    #: the collection it writes.
     tagger = "ak4"
     collection = "Jet"
 
@@ -129,8 +129,8 @@ class ParticleNet(Task):
         from sonic.workflow.jet_inputs import PF_FIELDS, SV_FIELDS
         from sonic.workflow.particlenet import TAGGERS
 
-        self.spec = TAGGERS[self.tagger].inputs
-        self.jets = TAGGERS[self.tagger].jets
+        tagger = TAGGERS[self.tagger]
+        self.spec, self.jets, self.model_name = tagger.inputs, tagger.jets, tagger.model_name
         self.required = tuple(f"PFCands_{b}" for b in (*PF_FIELDS, "puppiWeight"))
         self.optional = tuple(f"SV_{b}" for b in SV_FIELDS)
 
@@ -165,7 +165,6 @@ class ParticleNet(Task):
 
 class ParticleNetAK8(ParticleNet):
     name = "particlenet_ak8"
-    model_name = "particlenet_AK8"
     tagger = "ak8"
     collection = "FatJet"
 
