@@ -229,20 +229,12 @@ def _collection(rows: list[dict[str, np.ndarray]], types: dict[str, type],
 
 
 def _columns(events: list[Event], first: int, run: int) -> dict[str, object]:
-    import awkward as ak
-
     f32 = np.float32
-    cand_fields = {
-        "pt": f32, "eta": f32, "phi": f32, "mass": f32, "d0": f32, "dz": f32,
-        "puppiWeight": f32, "pdgId": np.int32, "charge": np.int32, "fromPV": np.int32,
-        "isPU": np.bool_,
-    }  # fmt: skip
-    counts = np.array([len(e.candidates.pt) for e in events], dtype=np.int64)
-    flat = {
-        k: np.concatenate([getattr(e.candidates, k) for e in events]).astype(t)
-        for k, t in cand_fields.items()
-    }
-    pf = ak.unflatten(ak.zip(flat), counts)
+    cand_types = {"pdgId": np.int32, "charge": np.int32, "fromPV": np.int32, "isPU": np.bool_}
+    cand_fields = ("pt", "eta", "phi", "mass", "d0", "dz", "puppiWeight", "pdgId", "charge",
+                   "fromPV", "isPU")  # fmt: skip
+    pf = _collection([{k: getattr(e.candidates, k) for k in cand_fields} for e in events],
+                     cand_types, cand_fields)  # fmt: skip
     gen = _collection([e.truth for e in events], {"pdgId": np.int32, "kind": np.int32},
                       GEN_FIELDS)  # fmt: skip
     sv = _collection([e.vertices for e in events], {"ntracks": np.int32}, SV_FIELDS)
