@@ -1,8 +1,14 @@
-"""What the benchmark scripts share: a command line whose --help is the script's docstring."""
+"""What the benchmark scripts share: a command line whose --help is the script's docstring, and
+generated samples cached between runs."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
+
+#: Where generated samples are kept between runs.
+SAMPLES = Path(__file__).resolve().parents[1] / "build" / "bench"
 
 
 def arguments(doc: str | None) -> argparse.ArgumentParser:
@@ -10,3 +16,15 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
     as written, line breaks included."""
     return argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def cached_sample(name: str, events: int, **options: Any) -> Path:
+    """``build/bench/<name>-<events>.root``: generated once (``sonic.workflow.generate_sample``
+    with ``options``), reused after; the name must say what the options chose."""
+    from sonic.workflow.generate import generate_sample
+
+    path = SAMPLES / f"{name}-{events}.root"
+    if not path.exists():
+        print(f"generating {path}", flush=True)
+        generate_sample(path, events, **options)
+    return path

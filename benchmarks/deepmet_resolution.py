@@ -20,9 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+from common import arguments, cached_sample  # noqa: E402  (benchmarks/, the script's own folder)
 
-from sonic.workflow.generate import generate_sample  # noqa: E402
 from sonic.workflow.report import read_outputs, resolution, resolution_plot  # noqa: E402
 from sonic.workflow.runner import JobConfig, run_files  # noqa: E402
 
@@ -34,10 +33,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=800)
     ap.add_argument("--seed", type=int, default=2002)
     args = ap.parse_args()
-    sample = ROOT / "build" / "bench" / f"heldout-pu20-seed{args.seed}-{args.events}.root"
-    if not sample.exists():
-        print(f"generating {sample}", flush=True)
-        generate_sample(sample, args.events, pileup=20, seed=args.seed)
+    sample = cached_sample(f"heldout-pu20-seed{args.seed}", args.events, pileup=20,
+                           seed=args.seed)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         result = run_files([sample], JobConfig(mode="direct", model=MODEL), Path(tmp))
         table = read_outputs(result.outputs)

@@ -30,10 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+from common import arguments, cached_sample  # noqa: E402  (benchmarks/, the script's own folder)
 
 from sonic.plots import png, pyplot  # noqa: E402
-from sonic.workflow.generate import generate_sample  # noqa: E402
 from sonic.workflow.met_performance import BinResult, fit_pileup, study  # noqa: E402
 from sonic.workflow.report import read_outputs, recoil_figure  # noqa: E402
 from sonic.workflow.runner import JobConfig, run_files  # noqa: E402
@@ -46,11 +45,9 @@ SCAN_BINS = (50.0, 150.0)
 
 def _measure(process: str, pileup: float, args: object,
              bins: tuple[float, ...] | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
-    events, seed = args.events, args.seed  # type: ignore[attr-defined]
-    sample = ROOT / "build" / "bench" / f"{process}-pu{pileup:g}-seed{seed}-{events}.root"
-    if not sample.exists():
-        print(f"generating {sample}", flush=True)
-        generate_sample(sample, events, processes=[process], pileup=pileup, seed=seed)
+    seed = args.seed  # type: ignore[attr-defined]
+    sample = cached_sample(f"{process}-pu{pileup:g}-seed{seed}", args.events,  # type: ignore[attr-defined]
+                           processes=[process], pileup=pileup, seed=seed)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         cfg = JobConfig(model_repository=ROOT / "examples" / "model_repository")
         outputs = read_outputs(run_files([sample], cfg, Path(tmp)).outputs)

@@ -40,12 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import onnxruntime as ort  # noqa: E402
-from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+from common import arguments, cached_sample  # noqa: E402  (benchmarks/, the script's own folder)
 
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.plots import png  # noqa: E402
 from sonic.workflow import particlenet, report  # noqa: E402
-from sonic.workflow.generate import generate_sample  # noqa: E402
 from sonic.workflow.runner import STAGES, JobConfig, run_files  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "model_repository"
@@ -54,14 +53,6 @@ MODELS = ("deepmet", "particlenet_AK4", "particlenet_AK8", "ak4_clustering")
 TASK_SETS = {"deepmet": ("deepmet",), "particlenet": ("particlenet",),
              "chained": ("deepmet", "particlenet"), "clustering": ("clustering",),
              "particlenet_ak8": ("particlenet_ak8",)}  # fmt: skip
-
-
-def _sample(name: str, events: int, **kw: object) -> Path:
-    path = ROOT / "build" / "bench" / f"{name}-{events}.root"
-    if not path.exists():
-        print(f"generating {path}", flush=True)
-        generate_sample(path, events, **kw)  # type: ignore[arg-type]
-    return path
 
 
 def _tagging(tagger: particlenet.Tagger, sample: Path, out_png: Path) -> dict:
@@ -91,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     task_sets = {k: TASK_SETS[k] for k in (args.tasks or TASK_SETS)}
 
-    sample = _sample("v2-ttbar-znunu-pu20-seed7", args.events, pileup=20, seed=7)
+    sample = cached_sample("v2-ttbar-znunu-pu20-seed7", args.events, pileup=20, seed=7)
     runs: dict[str, list[dict]] = {}
     met_resolution = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,9 +135,9 @@ def main() -> None:
     physics: dict[str, object] = {"met_resolution": met_resolution}
     if {"particlenet", "particlenet_ak8"} & {t for ts in task_sets.values() for t in ts}:
         held_out = {
-            "ak4": _sample("v2-ttbar-qcd-pu20-seed22", args.tagging_events,
+            "ak4": cached_sample("v2-ttbar-qcd-pu20-seed22", args.tagging_events,
                            processes=["ttbar", "qcd"], pileup=20, seed=22),
-            "ak8": _sample("v2-boosted-pu20-seed32", args.tagging_events,
+            "ak8": cached_sample("v2-boosted-pu20-seed32", args.tagging_events,
                            processes=["ttbar_boosted", "qcd_boosted"], pileup=20, seed=32),
         }  # fmt: skip
         for name, sample_path in held_out.items():
