@@ -15,7 +15,7 @@ import gzip
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -45,6 +45,10 @@ HTTP_STATUS: dict[Status, int] = {
     Status.PERMISSION_DENIED: 403,
 }
 DEFAULT_MAX_INPUT_BYTES = 1 << 26  # Triton's --http-max-input-size
+#: After refusing an over-long body, read and drop up to this much more of it before answering:
+#: a client still sending would otherwise meet a reset connection instead of the 400 that says
+#: why (the lingering close web servers do).
+LINGER_BYTES = 16 << 20
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -76,6 +80,15 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     if not inflater.eof:
         raise InvalidArgument(f"cannot decompress the {encoding} request body: it is truncated")
     return out
+
+
+async def _drop(stream: AsyncIterator[bytes], limit: int) -> None:
+    """Read and discard the rest of a refused body, up to ``limit`` bytes."""
+    size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            return
 
 
 def _compress(body: bytes, accept: str | None) -> tuple[bytes, str | None]:
@@ -132,13 +145,16 @@ class HttpFrontend:
 
     async def _read_raw(self, request: Request) -> bytes:
         length = request.headers.get("content-length")
+        stream = request.stream()
         if length is not None and length.isdigit() and int(length) > self.max_input_bytes:
+            await _drop(stream, LINGER_BYTES)
             raise self._too_big(length)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        async for chunk in stream:
             size += len(chunk)
             if size > self.max_input_bytes:
+                await _drop(stream, LINGER_BYTES)
                 raise self._too_big(f"more than {self.max_input_bytes}")
             chunks.append(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
