@@ -19,11 +19,12 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
 
 
 def cached_sample(name: str, events: int, **options: Any) -> Path:
-    """``build/bench/<name>-<events>.root``: generated once (``sonic.workflow.generate_sample``
-    with ``options``), reused after; the name must say what the options chose."""
-    from sonic.workflow.generate import generate_sample
+    """``build/bench/v<SAMPLE_VERSION>-<name>-<events>.root``: generated once
+    (``sonic.workflow.generate_sample`` with ``options``), reused after; the name must say what
+    the options chose, the version which generator made it."""
+    from sonic.workflow.generate import SAMPLE_VERSION, generate_sample
 
-    path = SAMPLES / f"{name}-{events}.root"
+    path = SAMPLES / f"v{SAMPLE_VERSION}-{name}-{events}.root"
     if not path.exists():
         print(f"generating {path}", flush=True)
         generate_sample(path, events, **options)

@@ -1,18 +1,27 @@
 """MET performance as CMS measures it: response and resolution against q_T, per estimator.
 
-Generates Z->mumu and Z->nunu samples (Pythia 8; cached in ``build/bench``),
-runs the shipped DeepMET direct on them, and measures raw PF, CHS,
-PUPPI-like and DeepMET MET: in Z->mumu the hadronic recoil against the
-dimuon's q_T (u_par, u_perp), in Z->nunu MET against the neutrinos' q_T
-(MET_par, MET_perp); per q_T bin the response and the response-corrected
-resolutions, with bootstrap errors (sonic.workflow.met_performance).
+Generates held-out Z->mumu, Z->nunu and QCD samples (Pythia 8, Run 3 pileup by
+default; cached in ``build/bench``), runs the shipped DeepMET's two tunes
+direct on them, and measures raw PF, CHS, PUPPI and DeepMET MET: in Z->mumu
+the hadronic recoil against the dimuon's q_T (u_par, u_perp), in Z->nunu MET
+against the neutrinos' q_T (MET_par, MET_perp); per q_T bin the response and
+the response-corrected resolutions, with bootstrap errors
+(sonic.workflow.met_performance).  QCD has no boson: there the widths of
+MET - GenMET per component.
+
+With ``--cms-deepmet PATH`` (CMS's published model directory, e.g.
+``../shared/reference/cms-deepmet``; never copied into this repository) it
+serves CMS's three graphdefs with sonic's TensorFlow backend, runs them on the
+same events through the SONIC client, and adds them as estimators: the closer
+their response is to 1 here, the more CMS-like the emulation.
 
 With several ``--pileup`` values it also scans the pileup: Z->nunu at each
 value, sigma_perp/R for q_T 50-150 GeV against the mean number of pileup
-vertices, and the fit sigma^2 = sigma_0^2 + n_PU s^2 per estimator::
+collisions, and the fit sigma^2 = sigma_0^2 + n_PU s^2 per estimator::
 
-    .venv/bin/python benchmarks/met_performance.py --events 1000 --pileup 20
-    .venv/bin/python benchmarks/met_performance.py --events 600 --pileup 0 20 55 80
+    .venv/bin/python benchmarks/met_performance.py --events 2000 \\
+        --cms-deepmet ../shared/reference/cms-deepmet
+    .venv/bin/python benchmarks/met_performance.py --events 600 --pileup 55 0 20 80
 
 Writes ``benchmarks/results/met_performance.json`` and ``met_performance_<process>.png``
 (the first pileup's tables), and with a scan ``met_performance_pileup.png``.
@@ -20,10 +29,13 @@ Writes ``benchmarks/results/met_performance.json`` and ``met_performance_<proces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,49 +46,113 @@ from common import arguments, cached_sample  # noqa: E402  (benchmarks/, the scr
 
 from sonic.plots import png, pyplot  # noqa: E402
 from sonic.workflow.met_performance import BinResult, fit_pileup, study  # noqa: E402
-from sonic.workflow.report import read_outputs, recoil_figure  # noqa: E402
+from sonic.workflow.report import read_outputs, recoil_figure, sigma68  # noqa: E402
 from sonic.workflow.runner import JobConfig, run_files  # noqa: E402
 
 PROCESSES = {"zmumu": r"Z$\to\mu\mu$: hadronic recoil against the dimuon",
              "znunu": r"Z$\to\nu\nu$: MET against the neutrinos"}  # fmt: skip
 #: The q_T range of the pileup scan (the bulk of the Z->nunu sample).
 SCAN_BINS = (50.0, 150.0)
+#: CMS's published versions (cms-data RecoMET/METPUSubtraction models/deepmet).
+CMS_VERSIONS = {"1": "CMS v1 (resolution, 2018)", "2": "CMS v2 (response, 2018)",
+                "3": "CMS v3 (response, 2016)"}  # fmt: skip
 
 
-def _measure(process: str, pileup: float, args: object,
-             bins: tuple[float, ...] | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
-    seed = args.seed  # type: ignore[attr-defined]
-    sample = cached_sample(f"{process}-pu{pileup:g}-seed{seed}", args.events,  # type: ignore[attr-defined]
-                           processes=[process], pileup=pileup, seed=seed)  # fmt: skip
+class CmsDeepMET:
+    """CMS's model directory served unchanged by sonic (TensorFlow backend); MET of each
+    version on a sample's events, through the SONIC client."""
+
+    def __init__(self, model_dir: Path, stack: contextlib.ExitStack) -> None:
+        from sonic.launcher import LocalServer
+
+        repo = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        (repo / "deepmet").symlink_to(model_dir.resolve())  # served as it is, not copied
+        server = LocalServer(repo).start()
+        stack.callback(server.stop)
+        self.url = server.grpc_url
+
+    def met(self, sample: Path) -> dict[str, np.ndarray]:
+        import uproot
+
+        from sonic.client import Client
+        from sonic.workflow.inputs import INPUT_NAMES, OUTPUT_NAME, PF_BRANCHES, build_inputs
+
+        out: dict[str, list[np.ndarray]] = {label: [] for label in CMS_VERSIONS.values()}
+        clients = {v: Client("deepmet", [self.url], version=v) for v in CMS_VERSIONS}
+        try:
+            for chunk in uproot.open(sample)["Events"].iterate(
+                    [f"PFCands_{b}" for b in PF_BRANCHES], step_size=100):  # fmt: skip
+                inputs = build_inputs({b: chunk[f"PFCands_{b}"] for b in PF_BRANCHES})
+                tensors = {k: inputs.tensors[k] for k in INPUT_NAMES}
+                for v, client in clients.items():
+                    out[CMS_VERSIONS[v]].append(inputs.met(client.infer(tensors)[OUTPUT_NAME]))
+        finally:
+            for client in clients.values():
+                client.close()
+        return {label: np.concatenate(m) for label, m in out.items()}
+
+
+def _sample(process: str, pileup: float, args: Any, truth_vertexing: bool = False) -> Path:
+    name = f"{process}-pu{pileup:g}-seed{args.seed}" + ("-truthpv" if truth_vertexing else "")
+    return cached_sample(name, args.events, processes=[process], pileup=pileup, seed=args.seed,
+                         truth_vertexing=truth_vertexing)  # fmt: skip
+
+
+def _outputs(sample: Path) -> dict[str, Any]:
+    """Both shipped DeepMET tunes, direct, on the sample."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = JobConfig(model_repository=ROOT / "examples" / "model_repository")
-        outputs = read_outputs(run_files([sample], cfg, Path(tmp)).outputs)
-    extra = {"bins": bins} if bins else {}
-    return study(sample, outputs, process, bootstrap=args.bootstrap, **extra)  # type: ignore[attr-defined]
+        cfg = JobConfig(tasks=("deepmet", "deepmet_response"),
+                        model_repository=ROOT / "examples" / "model_repository")  # fmt: skip
+        return read_outputs(run_files([sample], cfg, Path(tmp)).outputs)
 
 
-def _scan(args: object, out_dir: Path) -> dict[str, object]:
-    pileups = np.array(args.pileup, dtype=float)  # type: ignore[attr-defined]
+def _measure(process: str, pileup: float, args: Any, cms: CmsDeepMET | None,
+             bins: tuple[float, ...] | None = None,
+             truth_vertexing: bool = False) -> dict[str, list[BinResult]]:  # fmt: skip
+    sample = _sample(process, pileup, args, truth_vertexing)
+    extra = cms.met(sample) if cms else {}
+    return study(sample, _outputs(sample), process, bootstrap=args.bootstrap, extra=extra,
+                 **({"bins": bins} if bins else {}))  # fmt: skip
+
+
+def _widths(process: str, pileup: float, args: Any, cms: CmsDeepMET | None) -> dict[str, Any]:
+    """Widths (GeV) of MET - GenMET per estimator, x and y together, on a process without a
+    boson (QCD multijet: GenMET is small, so this is how far MET strays from it)."""
+    from sonic.workflow.met_performance import ESTIMATORS, met_vectors
+
+    sample = _sample(process, pileup, args)
+    outputs = _outputs(sample)
+    met = {label: met_vectors(outputs, *cols) for label, cols in ESTIMATORS.items()
+           if cols and cols[0] in outputs}  # fmt: skip
+    met.update(cms.met(sample) if cms else {})
+    gen = met_vectors(outputs, "GenMET_pt", "GenMET_phi")
+    return {label: {"std": float(np.std(m - gen)), "sigma68": sigma68((m - gen).ravel()),
+                    "events": len(m)} for label, m in met.items()}  # fmt: skip
+
+
+def _scan(args: Any, out_dir: Path) -> dict[str, object]:
+    pileups = np.array(args.pileup, dtype=float)
     points: dict[str, list[BinResult]] = {}
     for pu in pileups:
-        for name, bins in _measure("znunu", float(pu), args, SCAN_BINS).items():
+        for name, bins in _measure("znunu", float(pu), args, None, SCAN_BINS).items():
             points.setdefault(name, []).extend(bins)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 7))
     record: dict[str, object] = {}
     print(f"\npileup scan, Z->nunu, q_T {SCAN_BINS[0]:g}-{SCAN_BINS[1]:g} GeV")
     print("| estimator | " + " | ".join(f"pileup {p:g}" for p in pileups)
-          + " | sigma_0 (GeV) | s per vertex (GeV) |")
+          + " | sigma_0 (GeV) | s per collision (GeV) |")
     print("|---" * (len(pileups) + 3) + "|")
     for name, bins in points.items():
         sigma = np.array([b.sigma_perp for b in bins])
         err = np.array([b.sigma_perp_err for b in bins])
         s0, s, ds0, ds = fit_pileup(pileups, sigma, err)
         record[name] = {"pileup": pileups.tolist(), "sigma_perp": sigma.tolist(),
-                        "sigma_perp_err": err.tolist(), "sigma0": s0, "sigma0_err": ds0,
-                        "per_vertex": s, "per_vertex_err": ds}  # fmt: skip
+                        "sigma_perp_err": err.tolist(), "response": [b.response for b in bins],
+                        "sigma0": s0, "sigma0_err": ds0, "per_collision": s,
+                        "per_collision_err": ds}  # fmt: skip
         line = ax.errorbar(pileups, sigma, yerr=err, marker="o", capsize=3, linestyle="none",
-                           label=f"{name}: s = {s:.2f} GeV per vertex")  # fmt: skip
+                           label=f"{name}: s = {s:.2f} GeV per collision")  # fmt: skip
         grid = np.linspace(0, pileups.max(), 50)
         ax.plot(grid, np.sqrt(s0**2 + grid * s**2), color=line[0].get_color(), linewidth=1)
         print(f"| {name} | " + " | ".join(f"{v:.1f} ± {e:.1f}" for v, e in zip(sigma, err,
@@ -84,39 +160,78 @@ def _scan(args: object, out_dir: Path) -> dict[str, object]:
               + f" | {s0:.1f} ± {ds0:.1f} | {s:.2f} ± {ds:.2f} |")  # fmt: skip
     ax.set_xlabel("mean number of pileup collisions")
     ax.set_ylabel(r"$\sigma_\perp$ / R [GeV]")
-    ax.legend(fontsize=13)
+    ax.legend(fontsize=12)
     ax.set_title(r"Z$\to\nu\nu$, $q_T$ 50-150 GeV: fits $\sigma^2 = \sigma_0^2 + n_{PU} s^2$",
                  fontsize=18)
     png(fig, out_dir / "met_performance_pileup.png")
     return record
 
 
+def _print_bins(process: str, pileup: float, results: dict[str, list[BinResult]]) -> None:
+    print(f"\n{process} (pileup {pileup:g})")
+    print("| estimator | q_T bin | events | response | sigma_par/R | sigma_perp/R |")
+    print("|---|---|---|---|---|---|")
+    for name, bins in results.items():
+        for b in bins:
+            print(f"| {name} | {b.lo:g}-{b.hi:g} | {b.events} | {b.response:.3f} ± "
+                  f"{b.response_err:.3f} | {b.sigma_par:.1f} ± {b.sigma_par_err:.1f} | "
+                  f"{b.sigma_perp:.1f} ± {b.sigma_perp_err:.1f} |")
+
+
+def _truth_vertexing(args: Any, pileup: float) -> dict[str, Any]:
+    """What the vertex fit costs: the same Z->nunu events (same seed) with fromPV from the
+    generator instead, sigma_perp/R for q_T 50-150 GeV; the models are the shipped ones, trained
+    on fitted vertices."""
+    rows = {}
+    for truth in (False, True):
+        for name, bins in _measure("znunu", pileup, args, None, SCAN_BINS, truth).items():
+            rows.setdefault(name, {})["truth" if truth else "fit"] = bins[0].as_dict()
+    print(f"\nfromPV from the vertex fit vs from truth, Z->nunu, q_T {SCAN_BINS[0]:g}-"
+          f"{SCAN_BINS[1]:g} GeV\n| estimator | sigma_perp/R fit | sigma_perp/R truth |"
+          "\n|---|---|---|")  # fmt: skip
+    for name, r in rows.items():
+        print(f"| {name} | {r['fit']['sigma_perp']:.1f} ± {r['fit']['sigma_perp_err']:.1f} | "
+              f"{r['truth']['sigma_perp']:.1f} ± {r['truth']['sigma_perp_err']:.1f} |")
+    return rows
+
+
+@contextlib.contextmanager
+def _cms(path: Path | None) -> Iterator[CmsDeepMET | None]:
+    with contextlib.ExitStack() as stack:
+        yield CmsDeepMET(path, stack) if path else None
+
+
 def main() -> None:
+    from sonic.workflow.generate import DEFAULT_PILEUP
+
     ap = arguments(__doc__)
-    ap.add_argument("--events", type=int, default=1000)
-    ap.add_argument("--pileup", type=float, nargs="+", default=[20.0])
+    ap.add_argument("--events", type=int, default=2000)
+    ap.add_argument("--pileup", type=float, nargs="+", default=[DEFAULT_PILEUP])
     ap.add_argument("--seed", type=int, default=4004)
     ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--cms-deepmet", type=Path, default=None,
+                    help="CMS's deepmet model directory, served to run its graphdefs")  # fmt: skip
     args = ap.parse_args()
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     pileup = args.pileup[0]
-    record: dict[str, object] = {"events": args.events, "pileup": pileup, "seed": args.seed,
-                                 "processes": {}}  # fmt: skip
-    for process, title in PROCESSES.items():
-        results = _measure(process, pileup, args)
-        record["processes"][process] = {k: [b.as_dict() for b in v]  # type: ignore[index]
-                                        for k, v in results.items()}  # fmt: skip
-        print(f"\n{process} (pileup {pileup:g})")
-        print("| estimator | q_T bin | events | response | sigma_par/R | sigma_perp/R |")
-        print("|---|---|---|---|---|---|")
-        for name, bins in results.items():
-            for b in bins:
-                print(f"| {name} | {b.lo:g}-{b.hi:g} | {b.events} | {b.response:.3f} ± "
-                      f"{b.response_err:.3f} | {b.sigma_par:.1f} ± {b.sigma_par_err:.1f} | "
-                      f"{b.sigma_perp:.1f} ± {b.sigma_perp_err:.1f} |")
-        png(recoil_figure(results, f"{title}, pileup {pileup:g}"),
-            out_dir / f"met_performance_{process}.png")  # fmt: skip
+    record: dict[str, Any] = {"events": args.events, "pileup": pileup, "seed": args.seed,
+                              "cms_deepmet": bool(args.cms_deepmet), "processes": {}}  # fmt: skip
+    with _cms(args.cms_deepmet) as cms:
+        for process, title in PROCESSES.items():
+            results = _measure(process, pileup, args, cms)
+            record["processes"][process] = {k: [b.as_dict() for b in v]
+                                            for k, v in results.items()}  # fmt: skip
+            _print_bins(process, pileup, results)
+            png(recoil_figure(results, f"{title}, pileup {pileup:g}"),
+                out_dir / f"met_performance_{process}.png")  # fmt: skip
+        widths = _widths("qcd", pileup, args, cms)
+    record["qcd_widths"] = widths
+    print(f"\nqcd (pileup {pileup:g}): MET - GenMET, x and y\n| estimator | std | sigma68 |"
+          "\n|---|---|---|")  # fmt: skip
+    for name, w in widths.items():
+        print(f"| {name} | {w['std']:.1f} | {w['sigma68']:.1f} |")
+    record["truth_vertexing"] = _truth_vertexing(args, pileup)
     if len(args.pileup) > 1:
         record["pileup_scan"] = _scan(args, out_dir)
     (out_dir / "met_performance.json").write_text(json.dumps(record, indent=1))

@@ -82,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     task_sets = {k: TASK_SETS[k] for k in (args.tasks or TASK_SETS)}
 
-    sample = cached_sample("v2-ttbar-znunu-pu20-seed7", args.events, pileup=20, seed=7)
+    sample = cached_sample("ttbar-znunu-pu20-seed7", args.events, pileup=20, seed=7)
     runs: dict[str, list[dict]] = {}
     met_resolution = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,9 +135,9 @@ def main() -> None:
     physics: dict[str, object] = {"met_resolution": met_resolution}
     if {"particlenet", "particlenet_ak8"} & {t for ts in task_sets.values() for t in ts}:
         held_out = {
-            "ak4": cached_sample("v2-ttbar-qcd-pu20-seed22", args.tagging_events,
+            "ak4": cached_sample("ttbar-qcd-pu20-seed22", args.tagging_events,
                            processes=["ttbar", "qcd"], pileup=20, seed=22),
-            "ak8": cached_sample("v2-boosted-pu20-seed32", args.tagging_events,
+            "ak8": cached_sample("boosted-pu20-seed32", args.tagging_events,
                            processes=["ttbar_boosted", "qcd_boosted"], pileup=20, seed=32),
         }  # fmt: skip
         for name, sample_path in held_out.items():

@@ -33,6 +33,15 @@ def test_sample_then_run(tmp_path: Path) -> None:
     assert Path(result["outputs"][0]).exists()
 
 
+def test_sample_pileup_scan_writes_a_file_per_value(tmp_path: Path) -> None:
+    r = sonic("sample", tmp_path / "scan.root", "--events", 2, "--pileup", 0, "--pileup", 3,
+              "--pool-size", 4, "--process", "zmumu")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for pu, most in ((0, 0), (3, 20)):
+        n_pu = uproot.open(tmp_path / f"scan-pu{pu}.root")["Events"]["Pileup_nPU"].array()
+        assert len(n_pu) == 2 and max(n_pu) <= most
+
+
 def test_bad_arguments_are_named(tmp_path: Path) -> None:
     r = sonic("sample", tmp_path / "x.root", "--process", "wjets")
     assert r.returncode == 2 and "wjets" in r.stderr

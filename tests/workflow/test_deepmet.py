@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 import uproot
 
@@ -45,3 +46,44 @@ def test_train_and_export(samples: list[Path], tmp_path: Path) -> None:
     with torch.no_grad():
         ref = net(*(torch.from_numpy(inputs.tensors[k]) for k in INPUT_NAMES)).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_response_term_balances_each_true_pt_bin() -> None:
+    """The response term: zero for a perfect estimate, and for errors that cancel within a bin; the
+    shortfall of a shrinking estimator; events below 50 GeV do not count."""
+    gev = 1 / 50  # the network's units
+    target = torch.tensor([[60.0, 0], [80, 0], [250, 0], [20, 0]]) * gev
+    assert deepmet.response_term(target, target).item() == 0.0
+    cancel = target * torch.tensor([[1.1], [0.9 * 80 / 80 + 0.1 * 60 / 80], [1.0], [1.0]])
+    # 60 -> 66 and 80 -> 78: +6 and -2 in the same 50-100 bin leave |+4| of 410.
+    np.testing.assert_allclose(deepmet.response_term(cancel, target).item(), 4 / 410, rtol=1e-5)
+    shrunk = target * 0.8
+    np.testing.assert_allclose(deepmet.response_term(shrunk, target).item(),
+                               (0.2 * 140 + 0.2 * 250) / 410, rtol=1e-5)  # fmt: skip
+    soft_only = target.clone()
+    soft_only[3] *= 0.5
+    assert deepmet.response_term(soft_only, target).item() == 0.0
+    mse = deepmet.loss(shrunk, target)
+    assert deepmet.loss(shrunk, target, "response") > mse > 0
+    with pytest.raises(ValueError, match="tune must be one of"):
+        deepmet.loss(shrunk, target, "tight")
+
+
+def test_batchnorm_statistics_ignore_padding(samples: list[Path]) -> None:
+    """Training-mode BatchNorm sees real candidates only: the same events padded wider leave
+    the same running statistics, and in evaluation padding changes no output."""
+    inputs, _ = deepmet.load_training_data(samples[:1], max_events=4)
+    tensors = [torch.from_numpy(inputs.tensors[k]) for k in INPUT_NAMES]
+    wider = [torch.nn.functional.pad(t, (0, 0, 0, 300)) for t in tensors]
+    stats = []
+    for batch in (tensors, wider):
+        torch.manual_seed(0)
+        net = deepmet.build_network()
+        net.train()
+        net(*batch)
+        stats.append([bn.running_mean.clone() for bn in net.norm])
+    for a, b in zip(*stats, strict=True):
+        torch.testing.assert_close(a, b)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(*tensors), net(*wider))

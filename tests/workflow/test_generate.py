@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import uproot
 
-from sonic.workflow.detector import Particles, reconstruct
+from sonic.workflow import detector
+from sonic.workflow.detector import Particles
 from sonic.workflow.generate import EventGenerator, generate_sample
 from sonic.workflow.inputs import PDGID_INDEX
 
@@ -70,18 +71,75 @@ def _particles(pdg: list[int], charge: list[float], px: list[float], pz: list[fl
                      np.array(pz, float), np.full(n, vx), z, z)  # fmt: skip
 
 
-def test_detector_classes_and_vertex_association() -> None:
+def _hard(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(n, np.int64), np.zeros(1)
+
+
+def test_detector_classes() -> None:
     rng = np.random.default_rng(0)
-    # pi+, K- (a charged hadron, so -211), photon, neutron, neutrino, a forward pi0 photon.
+    # pi+, K- (a charged hadron, so -211), photon, neutron, neutrino, a forward pi0 photon;
+    # each away from the others, so that no neutral falls into a track's cluster.
     parts = _particles([211, -321, 22, 2112, 12, 22], [1, -1, 0, 0, 0, 0],
-                       [20, 15, 30, 40, 50, 5], [0, 10, 0, 5, 0, 200])  # fmt: skip
-    hard = reconstruct(parts, np.zeros(6, bool), np.zeros(6), rng)
-    assert sorted(hard.pdgId.tolist()) == sorted([211, -211, 22, 130, 2])  # neutrino lost
-    charged = hard.charge != 0
-    assert (hard.fromPV[charged] == 3).all()  # hard-scatter tracks are in the PV fit
-    assert (np.abs(hard.dz[charged]) < 0.05).all()
-    # The same pion from a pileup collision 2 cm away: dz ~ 2 cm, fromPV 0, PUPPI weight 0.
-    pu = reconstruct(parts, np.ones(6, bool), np.full(6, 2.0), np.random.default_rng(0))
-    pion = pu.pdgId == 211
-    assert pu.dz[pion][0] == pytest.approx(2.0, abs=0.05)
-    assert pu.fromPV[pion][0] == 0 and pu.puppiWeight[pion][0] == 0.0
+                       [20, 15, -30, -40, 50, 5], [0, 10, 0, 25, 0, 200])  # fmt: skip
+    # The two tracks alone cannot make a vertex (four are needed): no PV, so fromPV is 0.
+    reco = detector.reconstruct(parts, *_hard(6), rng)
+    assert sorted(reco.candidates.pdgId.tolist()) == sorted([211, -211, 22, 130, 2])
+    assert reco.vertices.count == 0
+
+
+def _tracks(n: int, z_mm: float, pt: float = 5.0) -> Particles:
+    """n charged pions of ``pt`` GeV spread in phi, produced ``z_mm`` from their collision."""
+    phi = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    z = np.full(n, z_mm / 10)
+    return Particles(np.full(n, 211, np.int32), np.ones(n), pt * np.cos(phi), pt * np.sin(phi),
+                     np.zeros(n), np.zeros(n), np.zeros(n), z)  # fmt: skip
+
+
+def test_tracks_reach_the_calorimeters_only_above_the_looper_threshold(monkeypatch) -> None:
+    """An untracked charged hadron is seen by the calorimeters as a neutral hadron, at the
+    non-compensated response; below 0.7 GeV it curls up and is lost."""
+    parts = _particles([211] * 400 + [-211] * 400, [1] * 400 + [-1] * 400,
+                       [0.6] * 400 + [20.0] * 400, [0.0] * 800)  # fmt: skip
+    reco = detector.reconstruct(parts, *_hard(800), np.random.default_rng(1)).candidates
+    soft = reco.pt < 1.0
+    assert (reco.charge[soft] != 0).all()  # no neutral below 1 GeV: the untracked soft ones left
+    neutral = reco.charge == 0
+    assert 0.03 < neutral.sum() / 400 < 0.2  # untracked (10%), minus clusters merged away
+    assert np.mean(reco.pt[neutral]) < 20 * 0.9  # the hadron response is below 1
+
+
+def test_hadron_response_rises_to_one() -> None:
+    r = detector.hadron_response(np.array([1.0, 5.0, 20.0, 100.0, 1000.0]))
+    assert (np.diff(r) > 0).all() and r[0] < 0.7 and 0.75 < r[3] < r[4] < 1
+
+
+def test_particle_flow_merges_a_neutral_into_a_track_cluster() -> None:
+    """A 3 GeV neutral hadron inside a 50 GeV pion's calorimeter cell is lost in its cluster
+    (its energy is below the cluster's spread); 0.5 units of eta away it is its own candidate."""
+    seen = {0.02: 0, 0.5: 0}
+    for seed in range(40):
+        for deta in seen:
+            parts = _particles([211, 2112], [1, 0], [50.0, 3.0], [0.0, 3.0 * np.sinh(deta)])
+            c = detector.reconstruct(parts, *_hard(2), np.random.default_rng(seed)).candidates
+            seen[deta] += bool(((c.charge == 0) & (np.abs(c.eta - deta) < 0.01)).any())
+    assert seen[0.02] <= 10 and seen[0.5] >= 30
+
+
+def test_vertex_association_without_truth() -> None:
+    """fromPV comes from the vertices the tracks make: a hard collision of 10 tracks, pileup 2
+    cm away with 6 (NoPV), and pileup 0.5 mm away (merged into the PV)."""
+    parts = Particles.concat([_tracks(10, 0.0, pt=20.0), _tracks(6, 0.0), _tracks(6, 0.0)])
+    collision = np.repeat([0, 1, 2], [10, 6, 6])
+    reco = detector.reconstruct(parts, collision, np.array([0.0, 2.0, 0.05]),
+                                np.random.default_rng(0))  # fmt: skip
+    c = reco.candidates
+    assert reco.vertices.count == 2  # the near pileup merged into the PV
+    assert reco.vertices.pv_z == pytest.approx(0.0, abs=0.003)
+    far = np.abs(c.dz) > 1
+    near = (c.charge != 0) & ~far  # (PF confusion may add neutrals, which have dz = 0)
+    assert far.sum() == 6 and (c.fromPV[far] == 0).all() and c.isPU[far].all()
+    # The merged vertex is fitted at the hard collision; the merged pileup's tracks are outside
+    # its fit but closest to it: PVTight, which CHS and PUPPI keep alike.
+    assert (c.fromPV[near & ~c.isPU] == 3).all() and (c.fromPV[near & c.isPU] == 2).all()
+    assert c.isPU[near].any() and not c.isPU[near].all()
+    assert (c.puppiWeight[far] == 0).all() and (c.puppiWeight[near] == 1).all()

@@ -60,7 +60,7 @@ def test_direct_output_rows_and_resolution(samples: list[Path], direct: list[str
     assert t["event"].tolist() == ids.tolist()
     assert (t["nPFCands_used"] > 0).all()
     res = resolution(t)
-    assert set(res) == {"DeepMET", "PF (raw)", "PUPPI-like"}
+    assert set(res) == {"DeepMET", "PF (raw)", "PUPPI"}
     assert all(r["events"] == 48 for r in res.values())
 
 

@@ -69,7 +69,8 @@ def test_cms_model_served_equals_direct(
                                   else "FP32")  # fmt: skip
         t.set_data_from_numpy(array)
         inputs.append(t)
-    got = client.infer(model, inputs).as_numpy(output)
+    # Version 1 by name: deepmet holds two (its resolution and response tunes, as CMS's does).
+    got = client.infer(model, inputs, model_version="1").as_numpy(output)
     session = ort.InferenceSession(str(EXAMPLES / model / "1" / "model.onnx"))
     want = session.run([output], feeds)[0]
     assert got.shape == shape

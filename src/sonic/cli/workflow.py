@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from sonic.cli.options import progress
-from sonic.workflow.generate import DEFAULT_PROCESSES, HARD_PROCESSES
+from sonic.workflow.generate import (
+    DEFAULT_PILEUP,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_PROCESSES,
+    HARD_PROCESSES,
+)
 from sonic.workflow.runner import DEFAULT_REPOSITORY
 from sonic.workflow.tasks import TASKS
 
@@ -19,27 +24,32 @@ from sonic.workflow.tasks import TASKS
 @click.option("--process", "processes", multiple=True, default=DEFAULT_PROCESSES,
               type=click.Choice(HARD_PROCESSES),
               help="Hard processes, alternating event by event (repeatable).")
-@click.option("--pileup", type=click.FloatRange(min=0), default=20.0,
-              help="Mean number of pileup collisions (Poisson).")
+@click.option("--pileup", "pileups", type=click.FloatRange(min=0), multiple=True,
+              default=(DEFAULT_PILEUP,),
+              help="Mean number of pileup collisions (Poisson); repeat it for a scan, one file "
+                   "per value (OUTPUT's name with -pu<value>).")
 @click.option("--seed", type=int, default=1)
-@click.option("--pool-size", type=click.IntRange(min=1), default=400,
+@click.option("--pool-size", type=click.IntRange(min=1), default=DEFAULT_POOL_SIZE,
               help="Minimum-bias events generated for pileup overlay.")
-def sample(output: Path, n_events: int, processes: tuple[str, ...], pileup: float, seed: int,
-           pool_size: int) -> None:  # fmt: skip
+def sample(output: Path, n_events: int, processes: tuple[str, ...], pileups: tuple[float, ...],
+           seed: int, pool_size: int) -> None:  # fmt: skip
     """Generate Pythia 8 events with pileup into a NanoAOD-like ROOT file OUTPUT."""
     from sonic.workflow.generate import generate_sample
 
-    bar, advance = progress(n_events, f"generating {output.name}")
-    done = [0]
+    for pileup in pileups:
+        path = output if len(pileups) == 1 else output.with_name(
+            f"{output.stem}-pu{pileup:g}{output.suffix}")  # fmt: skip
+        bar, advance = progress(n_events, f"generating {path.name}")
+        done = [0]
 
-    def step(n: int) -> None:
-        advance(n - done[0])  # type: ignore[operator]
-        done[0] = n
+        def step(n: int, advance: object = advance, done: list[int] = done) -> None:
+            advance(n - done[0])  # type: ignore[operator]
+            done[0] = n
 
-    with bar:  # type: ignore[attr-defined]
-        generate_sample(output, n_events, processes=list(processes), pileup=pileup, seed=seed,
-                        pool_size=pool_size, progress=step)  # fmt: skip
-    click.echo(f"wrote {output}")
+        with bar:  # type: ignore[attr-defined]
+            generate_sample(path, n_events, processes=list(processes), pileup=pileup, seed=seed,
+                            pool_size=pool_size, progress=step)  # fmt: skip
+        click.echo(f"wrote {path}")
 
 
 @click.group()
@@ -140,19 +150,25 @@ def workflow_graphdef(repository: Path, onnx_path: Path) -> None:
 @workflow.command("train", context_settings={"show_default": True})
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
-              default=Path("examples/model_repository/deepmet/1/model.onnx"))
+@click.option("--tune", type=click.Choice(["resolution", "response"]), default="resolution",
+              help="CMS's two trainings: MSE alone, or with the response-balancing term.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="[default: the tune's version in examples/model_repository/deepmet]")
 @click.option("--epochs", type=click.IntRange(min=1), default=25)
 @click.option("--seed", type=int, default=0)
-def workflow_train(files: tuple[Path, ...], out: Path, epochs: int, seed: int) -> None:
+def workflow_train(files: tuple[Path, ...], tune: str, out: Path | None, epochs: int,
+                   seed: int) -> None:  # fmt: skip
     """Train DeepMET with PyTorch on generated FILES and export it to ONNX (--out)."""
     from sonic.workflow import deepmet
 
+    out = out or Path("examples/model_repository/deepmet", deepmet.TUNE_VERSIONS[tune],
+                      "model.onnx")  # fmt: skip
     inputs, target = deepmet.load_training_data(list(files))
     click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates")
     bar, report = _epochs(epochs)
     with bar:  # type: ignore[attr-defined]
-        net, result = deepmet.train(inputs, target, epochs=epochs, seed=seed, progress=report)
+        net, result = deepmet.train(inputs, target, tune=tune, epochs=epochs, seed=seed,
+                                    progress=report)  # fmt: skip
     deepmet.export_onnx(net, out)
     click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")
 

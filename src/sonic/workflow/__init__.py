@@ -1,8 +1,9 @@
 """The physics workflow: collision events, DeepMET inputs, and a job run direct or as a service.
 
 - :mod:`~sonic.workflow.detector`: a parametric CMS particle-flow response
-  (generator particles -> PF candidates with d0/dz, fromPV and a PUPPI-like
-  weight);
+  (generator particles -> PF candidates with d0/dz), with vertices found from the
+  tracks (:mod:`~sonic.workflow.primary_vertex`, fromPV) and CMS's PUPPI
+  (:mod:`~sonic.workflow.puppi`);
 - :mod:`~sonic.workflow.generate`: Pythia 8 events with pileup, written with
   uproot in a NanoAOD-like schema (``sonic sample``);
 - :mod:`~sonic.workflow.inputs`: DeepMET's model inputs built exactly as

@@ -5,10 +5,10 @@ PyTorch (:mod:`sonic.workflow.deepmet`) and ships it as ONNX.  To run the
 workflow through the TensorFlow serving path as CMS does, :func:`export_graphdef`
 rebuilds the trained network as a frozen TF graph from the ONNX file's weights
 (the trained network itself, not a retraining), op for op: clamped embeddings
-of the three FP32 categorical inputs, standardised features, tanh layers,
-``w = 2 sigmoid(.)`` and ``-sum w (px, py)``, ending in a node called
-``output/BiasAdd`` (a BiasAdd with a zero bias, so that the graph's output node
-is what CMS's config names).  :func:`write_graphdef_model` writes it as the
+of the three FP32 categorical inputs, standardised features, tanh layers each
+followed by BatchNorm (folded into a scale and shift), the per-candidate head,
+the masked weighted sum and the last Dense, whose bias add is
+``output/BiasAdd`` as in CMS's graph.  :func:`write_graphdef_model` writes it as the
 ``deepmet`` model of a repository.  Needs the ``tensorflow`` extra.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from sonic.workflow.deepmet import PT_FEATURE
 from sonic.workflow.inputs import FEATURES, INPUT_NAMES, MAX_N_PF
 
 #: The same interface and batching as examples/model_repository/deepmet, on the TF backend.
@@ -41,27 +42,49 @@ instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    """The trained network's parameters, as the ONNX export holds them."""
+    """The trained network's parameters, as the ONNX export holds them (BatchNorm folded into a
+    scale and a shift per feature, as it acts at inference)."""
 
     mean: np.ndarray
     inv_std: np.ndarray
     embeddings: tuple[np.ndarray, ...]  # for input_cat0, 1, 2
-    layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (W [in, out], b [out]); tanh, ..., sigmoid
+    #: Per hidden layer: W [in, out], b, then tanh, then BatchNorm's scale and shift.
+    layers: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+    head: tuple[np.ndarray, np.ndarray]  # [16, 3]: w - 1, b_x, b_y per candidate
+    output: tuple[np.ndarray, np.ndarray]  # [4, 2]: from sum w (b_x, b_y, px, py)
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers by name, and the Identity nodes the exporter aliases repeated ones with."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    aliases = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
+    for alias, source in aliases.items():
+        while source in aliases and source not in values:
+            source = aliases[source]
+        if source in values:
+            values[alias] = values[source]
+    return values
 
 
 def weights_from_onnx(path: Path) -> Weights:
-    """Read the parameters by the names the PyTorch export gives them; the dense weights are
-    the second inputs of the MatMul nodes, in order."""
+    """Read the parameters: by the names the PyTorch export gives them, the dense weights as
+    the second inputs of the MatMul nodes and BatchNorm's from its nodes, in order."""
     model = onnx.load(str(path))
-    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    matmuls = [init[n.input[1]] for n in model.graph.node if n.op_type == "MatMul"]
-    biases = sorted((k for k in init if k.startswith("mlp.") and k.endswith(".bias")),
-                    key=lambda k: int(k.split(".")[1]))  # fmt: skip
-    if len(matmuls) != len(biases) or "mean" not in init:
+    c = _constants(model)
+    nodes = model.graph.node
+    matmuls = [c[n.input[1]] for n in nodes if n.op_type == "MatMul" and n.input[1] in c]
+    norms = []
+    for n in (n for n in nodes if n.op_type == "BatchNormalization"):
+        gamma, beta, mu, var = (c[i] for i in n.input[1:5])
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        norms.append((scale, beta - mu * scale))
+    if "mean" not in c or len(matmuls) != len(norms) + 1 or "output.weight" not in c:
         raise ValueError(f"{path} is not a DeepMET export of sonic.workflow.deepmet")
-    return Weights(init["mean"], init["inv_std"],
-                   tuple(init[f"emb.{i}.weight"] for i in range(3)),
-                   tuple(zip(matmuls, (init[b] for b in biases), strict=True)))  # fmt: skip
+    layers = tuple((w, c[f"dense.{i}.bias"], *norms[i]) for i, w in enumerate(matmuls[:-1]))
+    return Weights(c["mean"], c["inv_std"], tuple(c[f"emb.{i}.weight"] for i in range(3)),
+                   layers, (matmuls[-1], c["head.bias"]),
+                   (c["output.weight"].T, c["output.bias"]))  # fmt: skip
 
 
 def export_graphdef(onnx_path: Path, out: Path, max_n_pf: int = MAX_N_PF) -> Path:
@@ -80,12 +103,15 @@ def export_graphdef(onnx_path: Path, out: Path, max_n_pf: int = MAX_N_PF) -> Pat
             index = tf.clip_by_value(tf.cast(cat[..., 0], tf.int64), 0, len(table) - 1)
             embedded.append(tf.gather(tf.constant(table), index))
         h = tf.concat([(x - w.mean) * w.inv_std, *embedded], axis=-1)
-        for i, (weight, bias) in enumerate(w.layers):
-            h = tf.tensordot(h, tf.constant(weight), axes=1) + bias
-            h = tf.tanh(h) if i < len(w.layers) - 1 else 2 * tf.sigmoid(h)
-        met = -tf.reduce_sum(h * x[..., 6:8], axis=1)  # features 6, 7: px/50, py/50
-        with tf.name_scope("output"):
-            tf.nn.bias_add(met, np.zeros(2, np.float32), name="BiasAdd")
+        for weight, bias, scale, shift in w.layers:
+            h = tf.tanh(tf.tensordot(h, tf.constant(weight), axes=1) + bias) * scale + shift
+        head = tf.tensordot(h, tf.constant(w.head[0]), axes=1) + w.head[1]
+        real = tf.cast(tf.not_equal(x[..., PT_FEATURE], 0.0), tf.float32)[..., None]
+        weight = (1.0 + head[..., :1]) * real
+        summed = tf.reduce_sum(weight * tf.concat([head[..., 1:3], x[..., 6:8]], axis=-1), axis=1)
+        with tf.name_scope("output"):  # CMS's last Dense: its bias add is the output node
+            tf.nn.bias_add(tf.matmul(summed, tf.constant(w.output[0])), w.output[1],
+                           name="BiasAdd")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(graph.as_graph_def().SerializeToString())
     return out

@@ -7,37 +7,39 @@ neutrals), not to reproduce CMS to the percent.  Per particle, in this order:
 
 Acceptance and identification
     Neutrinos are dropped.  Charged particles with |eta| < 2.5 and pT > 0.3 GeV
-    are tracked with efficiency 0.98 (muons, electrons), 0.95 (hadrons above
-    1 GeV) or 0.85 (hadrons below).  Tracked charged hadrons become ``+-211``,
-    electrons ``+-11`` and muons ``+-13``.  A charged particle that is not
-    tracked is seen by the calorimeters instead, as a neutral.  Neutrals:
-    photons and electrons give ``22`` and hadrons ``130`` for |eta| < 3; in the
-    forward calorimeter (3 < |eta| < 5) EM particles give ``2`` and hadrons
-    ``1``.  Untracked muons and anything beyond |eta| = 5 are lost.
+    are tracked with efficiency 0.98 (muons, electrons), 0.90 (hadrons above
+    1 GeV) or 0.80 (hadrons below; the tracker's material stops some).
+    Tracked charged hadrons become ``+-211``, electrons ``+-11`` and muons
+    ``+-13``.  An untracked charged particle is seen by the calorimeters as a
+    neutral, unless it is below 0.7 GeV: it curls up in the 3.8 T field
+    (a looper) and is lost.  Neutrals: photons and electrons give ``22`` and
+    hadrons ``130`` for |eta| < 3; in the forward calorimeter (3 < |eta| < 5)
+    EM particles give ``2`` and hadrons ``1``.  Untracked muons and anything
+    beyond |eta| = 5 are lost.
 Energy and momentum
     Tracks: sigma(pT)/pT = 1% (+) 0.015% x pT.  Photons and electrons in the
-    ECAL: sigma(E)/E = 3%/sqrt(E) (+) 0.5%.  Neutral hadrons: 100%/sqrt(E)
-    (+) 5%.  Forward calorimeter: 180%/sqrt(E) (+) 10%.  Thresholds: photons
+    ECAL: sigma(E)/E = 3%/sqrt(E) (+) 0.5%.  Hadrons in the calorimeters
+    respond below 1 at low energy (non-compensation, :func:`hadron_response`:
+    0.55 at 1 GeV, 0.73 at 20, 0.86 at 1 TeV) with 100%/sqrt(E) (+) 5%; the
+    forward calorimeter smears by 180%/sqrt(E) (+) 10%.  Thresholds: photons
     0.5 GeV, neutral hadrons 1 GeV, forward 10 GeV.  Masses are those PF assigns
     (pion mass for charged hadrons, 0 for neutrals).
+Particle-flow confusion
+    A tracked hadron's calorimeter cluster swallows the neutrals within one
+    cell of it; PF keeps only the cluster's excess over what the track
+    predicts, beyond one standard deviation, as a neutral hadron.  So neutrals
+    near tracks are lost, and an upward fluctuation of a charged hadron's own
+    shower becomes a fake neutral (:func:`_link_clusters`).
 Impact parameters
     From each particle's production point (Pythia's vertex plus its
-    collision's z position, beam spot sigma_z = 3.5 cm) against the
-    hard-scatter vertex, straight-line approximation, smeared by
-    sigma(d0) = 20 um (+) 100 um/pT and sigma(dz) = 30 um (+) 150 um/pT.
-    Neutrals have d0 = dz = 0.
-fromPV (as ``pat::PackedCandidate::fromPV``)
-    Charged: 3 (used in the PV fit) for hard-scatter tracks with pT > 0.5 GeV
-    within 3 sigma in dz; otherwise 2 if |dz| < 0.1 cm, 1 if |dz| < 0.3 cm,
-    else 0.  Neutrals: 3.
-PUPPI-like weight
-    Charged: 1 if fromPV >= 1, else 0.  Central neutrals (|eta| < 2.5): the
-    PUPPI local shape alpha = log sum (pT_j / dR_ij)^2 over PV charged
-    candidates j within 0.01 < dR < 0.4, compared with the same alpha of the
-    charged pileup candidates: w = F_chi2(1 dof)((alpha - median)^2 / rms^2)
-    above the median, 0 below.  Forward neutrals: alpha over all neighbours,
-    compared with the forward neutrals' own distribution.  Weights are 1 when
-    the event has no charged pileup.
+    collision's z in the beam spot, sigma_z = 3.5 cm), straight-line
+    approximation, smeared by sigma(d0) = 20 um (+) 100 um/pT and
+    sigma(dz) = 30 um (+) 150 um/pT; dz against the reconstructed primary
+    vertex.  Neutrals have d0 = dz = 0.
+fromPV and PUPPI
+    From the vertices the tracks make, without truth
+    (:mod:`sonic.workflow.primary_vertex`); neutrals have fromPV 3.  PUPPI
+    weights as CMS computes them (:mod:`sonic.workflow.puppi`).
 """
 
 from __future__ import annotations
@@ -47,11 +49,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sonic.workflow.primary_vertex import (
+    MAX_D0_SIGNIFICANCE,
+    PV_USED_IN_FIT,
+    Vertices,
+    associate,
+    find_vertices,
+)
+from sonic.workflow.puppi import puppi_weights
+
 #: Beam-spot length in z (cm): where collisions, hard or pileup, happen.
 BEAM_SPOT_SIGMA_Z = 3.5
 NEUTRINOS = (12, 14, 16)
 CHARGED_HADRON_MASS = 0.13957
 LEPTON_MASS = {11: 0.000511, 13: 0.10566}
+#: Charged particles below this pT (GeV) curl up in CMS's 3.8 T field before the calorimeters.
+LOOPER_PT = 0.7
+#: The hadron calorimeter's non-compensation after PF's calibration: the h/e and the exponent
+#: of Groom's pi/e = 1 - (1 - h/e) (E / 1 GeV)^(m - 1).
+H_OVER_E = 0.55
+HADRON_M = 0.83
+#: Calorimeter cell sizes (dR): a neutral this close to a track shares its cluster.
+ECAL_CELL, HCAL_CELL = 0.0174, 0.087
+#: PF makes no neutral hadron below this energy (GeV).
+NEUTRAL_HADRON_THRESHOLD = 1.0
 
 
 @dataclass(slots=True)
@@ -123,13 +144,34 @@ def sigma_dz(pt: np.ndarray) -> np.ndarray:
     return _quad(0.003, 0.015 / np.maximum(pt, 0.1))
 
 
-def reconstruct(
-    parts: Particles, is_pileup: np.ndarray, dz_collision: np.ndarray, rng: np.random.Generator
-) -> Candidates:
+def hadron_response(e: np.ndarray) -> np.ndarray:
+    """Mean calorimeter response to a hadron of energy ``e`` GeV, relative to an electron's
+    (Groom's pi/e = 1 - (1 - h/e) (E / 1 GeV)^(m - 1)): below 1, rising with energy."""
+    return 1.0 - (1.0 - H_OVER_E) * np.power(np.maximum(e, 0.1), HADRON_M - 1.0)
+
+
+def sigma_hadron(e: np.ndarray) -> np.ndarray:
+    """Relative energy resolution of a hadron in the barrel and endcap calorimeters."""
+    return _quad(1.0 / np.sqrt(np.maximum(e, 0.1)), 0.05)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconstruction:
+    """One event: its PF candidates (hardest first) and the vertices found."""
+
+    candidates: Candidates
+    vertices: Vertices
+
+
+def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray,
+                rng: np.random.Generator, truth_vertexing: bool = False,
+                ) -> Reconstruction:  # fmt: skip
     """PF candidates from all particles of an event (hard scatter plus pileup).
 
-    ``is_pileup`` marks particles from pileup collisions; ``dz_collision`` is
-    each particle's collision z minus the hard-scatter z (0 for the hard one).
+    ``collision`` is each particle's collision (0: the hard scatter, >0: pileup) and
+    ``collision_z`` each collision's z (cm).  ``truth_vertexing`` gives fromPV from the
+    generator instead (3 for the hard scatter's tracks, 0 for pileup's): a diagnostic of what
+    the vertex fit's confusion costs.
     """
     apdg = np.abs(parts.pdg)
     pt_true = np.hypot(parts.px, parts.py)
@@ -139,32 +181,34 @@ def reconstruct(
     phi = np.arctan2(parts.py, parts.px)
     aeta = np.abs(eta)
     charged = parts.charge != 0
+    lepton_id = np.isin(apdg, (11, 13))
     n = len(apdg)
 
-    eff = np.where(np.isin(apdg, (11, 13)), 0.98, np.where(pt_true > 1.0, 0.95, 0.85))
+    eff = np.where(lepton_id, 0.98, np.where(pt_true > 1.0, 0.90, 0.80))
     tracked = visible & charged & (aeta < 2.5) & (pt_true > 0.3) & (rng.random(n) < eff)
+    looper = charged & ~tracked & (pt_true < LOOPER_PT) & (aeta < 3.0)
     em = (apdg == 22) | (apdg == 11)
-    calo = visible & ~tracked & (apdg != 13) & (aeta < 5.0)
+    calo = visible & ~tracked & ~looper & (apdg != 13) & (aeta < 5.0)
     forward = calo & (aeta >= 3.0)
 
-    # Momentum scale factors, one per particle (direction kept).
-    sigma = np.zeros(n)
+    # Energy scale per particle (direction kept): the mean response times the smearing.
+    response, sigma = np.ones(n), np.zeros(n)
     sigma[tracked] = _quad(0.01, 1.5e-4 * pt_true[tracked])
-    e = p  # massless approximation for calorimeter resolution
     sel = calo & ~forward & em
-    sigma[sel] = _quad(0.03 / np.sqrt(e[sel]), 0.005)
-    sel = calo & ~forward & ~em
-    sigma[sel] = _quad(1.0 / np.sqrt(e[sel]), 0.05)
-    sigma[forward] = _quad(1.8 / np.sqrt(e[forward]), 0.10)
-    scale = np.clip(1.0 + sigma * rng.standard_normal(n), 0.0, None)
-    pt = pt_true * scale
-    e_reco = p * scale
-    threshold = np.where(forward, 10.0, np.where(em, 0.5, 1.0))
+    sigma[sel] = _quad(0.03 / np.sqrt(p[sel]), 0.005)
+    sel = calo & ~em
+    response[sel] = hadron_response(p[sel])
+    sigma[sel] = np.where(forward[sel], _quad(1.8 / np.sqrt(p[sel]), 0.10), sigma_hadron(p[sel]))
+    sel = forward & em
+    sigma[sel] = _quad(1.8 / np.sqrt(p[sel]), 0.10)
+    scale = np.clip(response * (1.0 + sigma * rng.standard_normal(n)), 0.0, None)
+    pt, e_reco = pt_true * scale, p * scale
+    threshold = np.where(forward, 10.0, np.where(em, 0.5, NEUTRAL_HADRON_THRESHOLD))
     keep = tracked | (calo & (e_reco > threshold))
 
     pdg = np.zeros(n, dtype=np.int32)
     sign = np.sign(parts.charge).astype(np.int32)
-    lep = tracked & np.isin(apdg, (11, 13))
+    lep = tracked & lepton_id
     pdg[lep] = parts.pdg[lep]
     pdg[calo & ~forward] = np.where(em[calo & ~forward], 22, 130)
     pdg[forward] = np.where(em[forward], 2, 1)
@@ -174,76 +218,78 @@ def reconstruct(
     for lepton, m in LEPTON_MASS.items():
         mass[tracked & (apdg == lepton)] = m
 
-    # Impact parameters against the hard-scatter vertex.
+    # Particle-flow confusion (merged neutrals are lost, cluster excesses become neutrals).
+    merged_away, source, excess = _link_clusters(e_reco, p, eta, phi, tracked & ~lep,
+                                                 keep & calo & ~forward, em, rng)  # fmt: skip
+    keep &= ~merged_away
+
+    # Impact parameters: straight lines from the production point, against the collision.
     ux, uy = parts.px / np.maximum(pt_true, 1e-9), parts.py / np.maximum(pt_true, 1e-9)
     d0_true = -parts.vx * uy + parts.vy * ux
-    dz_true = dz_collision + parts.vz - (parts.vx * ux + parts.vy * uy) * parts.pz / np.maximum(
-        pt_true, 1e-9
-    )
+    z0_true = collision_z[collision] + parts.vz - (parts.vx * ux + parts.vy * uy) * parts.pz / \
+        np.maximum(pt_true, 1e-9)  # fmt: skip
     sig_d0, sig_dz = sigma_d0(pt), sigma_dz(pt)
     d0 = np.where(tracked, d0_true + sig_d0 * rng.standard_normal(n), 0.0)
-    dz = np.where(tracked, dz_true + sig_dz * rng.standard_normal(n), 0.0)
+    z0 = z0_true + sig_dz * rng.standard_normal(n)
 
-    from_pv = np.full(n, 3, dtype=np.int32)
-    adz = np.abs(dz)
-    in_fit = ~is_pileup & (pt > 0.5) & (adz < 3 * sig_dz)
-    from_pv[tracked] = np.select(
-        [in_fit[tracked], adz[tracked] < 0.1, adz[tracked] < 0.3], [3, 2, 1], 0
-    )
+    # Vertices from the tracks alone; fromPV from them (neutrals: 3, as in MiniAOD).
+    t = tracked
+    prompt = np.abs(d0[t]) < MAX_D0_SIGNIFICANCE * sig_d0[t]
+    vertices = find_vertices(z0[t], sig_dz[t], pt[t], eta[t], phi[t], prompt, collision[t])
+    from_pv = np.full(n, PV_USED_IN_FIT, dtype=np.int32)
+    from_pv[t] = associate(z0[t], sig_dz[t], prompt, lep[t], vertices)
+    if truth_vertexing:
+        from_pv[t] = np.where(collision[t] == 0, PV_USED_IN_FIT, 0)
+    dz = np.where(tracked, z0 - vertices.pv_z, 0.0)
 
-    cands = Candidates(pt[keep], eta[keep], phi[keep], mass[keep], pdg[keep], charge[keep],
-                       d0[keep], dz[keep], from_pv[keep], np.ones(int(keep.sum())),
-                       is_pileup[keep])  # fmt: skip
-    cands.puppiWeight = puppi_weights(cands)
-    return cands.sorted_by_pt()
+    # Each cluster excess joins as a neutral hadron along its track, from its track's collision.
+    rows = np.concatenate([np.flatnonzero(keep), source])
+    extra = np.arange(len(rows)) >= int(keep.sum())
+    cols = {"pt": pt, "eta": eta, "phi": phi, "mass": mass, "pdgId": pdg, "charge": charge,
+            "d0": d0, "dz": dz, "fromPV": from_pv}  # fmt: skip
+    cols = {k: v[rows] for k, v in cols.items()}
+    for k, v in {"pt": excess / np.cosh(eta[source]), "mass": 0.0, "pdgId": 130, "charge": 0,
+                 "d0": 0.0, "dz": 0.0, "fromPV": PV_USED_IN_FIT}.items():  # fmt: skip
+        cols[k][extra] = v
+    cols["puppiWeight"] = puppi_weights(cols["pt"], cols["eta"], cols["phi"], cols["charge"],
+                                        cols["fromPV"], cols["dz"], vertices.count)  # fmt: skip
+    cols["isPU"] = collision[rows] > 0
+    return Reconstruction(Candidates(**cols).sorted_by_pt(), vertices)
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+def _link_clusters(e_reco: np.ndarray, p: np.ndarray, eta: np.ndarray, phi: np.ndarray,
+                   track: np.ndarray, neutral: np.ndarray, em: np.ndarray,
+                   rng: np.random.Generator,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """PF's link of tracks and calorimeter clusters: (the neutrals merged away, and for each
+    neutral hadron PF makes from a cluster's excess: the track it came with, its energy).
 
-
-def _alpha(c: Candidates, mask: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """PUPPI's local shape: log sum (pT_j / dR_ij)^2 over ``ref`` within 0.01 < dR < 0.4."""
+    A tracked hadron deposits hadron_response(p) p, smeared, in the calorimeters.  A
+    neutral within one calorimeter cell of its track (dR 0.087 for hadrons, 0.0174 for
+    photons) falls into the same cluster and is no candidate of its own.  PF expects the
+    track's deposit: if the cluster exceeds it by more than one standard deviation (and the
+    neutral-hadron threshold), the excess becomes a neutral hadron along the track; a fake
+    one where no neutral was merged.
+    """
     from scipy.spatial import cKDTree
 
-    pts = np.column_stack([c.eta[mask], c.phi[mask]])
-    r_eta, r_phi, r_pt = c.eta[ref], c.phi[ref], c.pt[ref]
-    # Copies at phi -+ 2 pi make the distance periodic in phi.
-    wrapped = np.concatenate([r_phi - 2 * math.pi, r_phi, r_phi + 2 * math.pi])
-    ref_pts = np.column_stack([np.tile(r_eta, 3), wrapped])
-    pairs = cKDTree(pts).sparse_distance_matrix(cKDTree(ref_pts), 0.4, output_type="ndarray")
-    near = pairs[(pairs["v"] > 0.01) & (pairs["v"] < 0.4)]
-    s = np.bincount(near["i"], (np.tile(r_pt, 3)[near["j"]] / near["v"]) ** 2,
-                    minlength=len(pts)).astype(np.float64)  # fmt: skip
-    return np.log(s, out=np.full_like(s, -np.inf), where=s > 0)  # -inf: no neighbour at all
-
-
-def _chi2_weight(alpha: np.ndarray, pileup_alpha: np.ndarray) -> np.ndarray:
-    """1-dof chi2 probability of alpha against the pileup alphas (median, left RMS)."""
-    pileup_alpha = pileup_alpha[np.isfinite(pileup_alpha)]
-    if len(pileup_alpha) < 2:
-        return np.where(np.isfinite(alpha), 1.0, 0.0)
-    median = float(np.median(pileup_alpha))
-    below = pileup_alpha[pileup_alpha <= median]
-    rms = max(math.sqrt(float(np.mean((below - median) ** 2))), 1e-6) if len(below) > 1 else 1.0
-    chi2 = (alpha - median) ** 2 / rms**2
-    with np.errstate(invalid="ignore"):
-        w = _erf(np.sqrt(np.where(np.isfinite(chi2), chi2, 0.0) / 2)).astype(np.float64)
-    return np.where(alpha > median, w, 0.0)
-
-
-def puppi_weights(c: Candidates) -> np.ndarray:
-    """PUPPI-like weights (see the module docstring)."""
-    charged = c.charge != 0
-    weights = np.where(charged, (c.fromPV >= 1).astype(np.float64), 1.0)
-    pv = charged & (c.fromPV >= 1)
-    pu = charged & (c.fromPV == 0)
-    central = ~charged & (np.abs(c.eta) < 2.5)
-    forward = ~charged & ~central
-    if pu.any() and central.any():
-        weights[central] = _chi2_weight(_alpha(c, central, pv), _alpha(c, pu, pv))
-    if pu.any() and forward.sum() > 1:
-        # No tracks: alpha over all neighbours, against the forward neutrals
-        # themselves, which at any real pileup are mostly pileup.
-        a = _alpha(c, forward, np.abs(c.eta) > 2.1)  # all that can be within dR 0.4
-        weights[forward] = _chi2_weight(a, a)
-    return weights
+    tracks, neutrals = np.flatnonzero(track), np.flatnonzero(neutral)
+    merged_away = np.zeros(len(p), bool)
+    if not len(tracks):
+        return merged_away, tracks, np.zeros(0)
+    expected = hadron_response(p[tracks]) * p[tracks]
+    sigma = sigma_hadron(p[tracks]) * expected
+    cluster = np.clip(expected + sigma * rng.standard_normal(len(tracks)), 0.0, None)
+    if len(neutrals):
+        # Each neutral joins the nearest track within its cell size (phi periodic via copies).
+        t_pts = np.column_stack([np.tile(eta[tracks], 3),
+                                 np.concatenate([phi[tracks] + s for s in
+                                                 (-2 * math.pi, 0.0, 2 * math.pi)])])  # fmt: skip
+        dist, idx = cKDTree(t_pts).query(np.column_stack([eta[neutrals], phi[neutrals]]))
+        cell = np.where(em[neutrals], ECAL_CELL, HCAL_CELL)
+        joins = dist < cell
+        np.add.at(cluster, idx[joins] % len(tracks), e_reco[neutrals[joins]])
+        merged_away[neutrals[joins]] = True
+    excess = cluster - expected
+    out = excess > np.maximum(sigma, NEUTRAL_HADRON_THRESHOLD)
+    return merged_away, tracks[out], excess[out]

@@ -54,11 +54,20 @@ PROCESSES: dict[str, list[str]] = {
     # Boosted: tops above ~400 GeV decay inside one AK8 jet (2 m / pT < 0.8); QCD alike.
     "ttbar_boosted": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "PhaseSpace:pTHatMin = 400."],
     "qcd_boosted": ["HardQCD:all = on", "PhaseSpace:pTHatMin = 400."],
-    "minbias": ["SoftQCD:nonDiffractive = on"],
+    # Pileup: all inelastic collisions, diffractive ones included, as CMS's premixing library.
+    "minbias": ["SoftQCD:inelastic = on"],
 }
 HARD_PROCESSES = ("ttbar", "znunu", "zmumu", "qcd", "ttbar_boosted", "qcd_boosted")
 #: What a sample holds when no process is named: DeepMET's demo mix.
 DEFAULT_PROCESSES = ("ttbar", "znunu")
+#: Run 3: a mean of 55 pileup collisions, drawn from a pool of this many minimum-bias events
+#: (each reused about 55 x events / pool times, at its own angle and z).
+DEFAULT_PILEUP = 55.0
+DEFAULT_POOL_SIZE = 2000
+#: Bumped whenever the same options give other events (caches of samples name it): 3 is the
+#: detector with non-compensation, PF confusion and loopers, the vertex fit and CMS's PUPPI;
+#: 4 gives fromPV as pat::PackedCandidate does (NoPV only for tracks in another vertex's fit).
+SAMPLE_VERSION = 4
 #: Pythia's seeds must be below 900 000 000.
 _SEED_RANGE = 900_000_000
 
@@ -156,7 +165,9 @@ class Event:
     candidates: Candidates
     genmet: tuple[float, float]
     n_pu: int
+    #: The reconstructed primary vertex's z (cm) and the number of vertices found.
     pv_z: float
+    n_pv: int
     #: Generator particles for jet labels (``GenPart_*``), and secondary vertices (``SV_*``).
     truth: dict[str, np.ndarray]
     vertices: dict[str, np.ndarray]
@@ -166,7 +177,13 @@ class EventGenerator:
     """Hard collisions with pileup overlaid, reconstructed into PF candidates."""
 
     def __init__(
-        self, processes: list[str], *, pileup: float = 20.0, pool_size: int = 400, seed: int = 1
+        self,
+        processes: list[str],
+        *,
+        pileup: float = DEFAULT_PILEUP,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        seed: int = 1,
+        truth_vertexing: bool = False,
     ) -> None:
         for p in processes:
             if p not in HARD_PROCESSES:
@@ -175,6 +192,7 @@ class EventGenerator:
             raise ValueError(f"pileup must be >= 0, not {pileup}")
         self.processes = list(processes)
         self.pileup = pileup
+        self.truth_vertexing = truth_vertexing
         self.rng = np.random.default_rng(seed)
         self._hard = [_pythia(p, seed + 7919 * i) for i, p in enumerate(self.processes)]
         self._pool: list[Particles] = []
@@ -197,19 +215,18 @@ class EventGenerator:
         hard, mex, mey = _final_state(py)
         truth = _truth(py)
         n_pu = int(self.rng.poisson(self.pileup)) if self.pileup > 0 else 0
-        z_pv = float(self.rng.normal(0.0, BEAM_SPOT_SIGMA_Z))
-        parts, pu_flags, dz = [hard], [np.zeros(len(hard.pdg), bool)], [np.zeros(len(hard.pdg))]
-        for idx in self.rng.integers(0, len(self._pool), n_pu) if n_pu else ():
+        # Collision 0 is the hard scatter; each pileup collision has its own z in the beam spot.
+        z = self.rng.normal(0.0, BEAM_SPOT_SIGMA_Z, 1 + n_pu)
+        parts, collision = [hard], [np.zeros(len(hard.pdg), np.int64)]
+        for i, idx in enumerate(self.rng.integers(0, len(self._pool), n_pu), start=1):
             overlay = self._pool[int(idx)].rotated(float(self.rng.uniform(-math.pi, math.pi)))
-            z = float(self.rng.normal(0.0, BEAM_SPOT_SIGMA_Z))
             parts.append(overlay)
-            pu_flags.append(np.ones(len(overlay.pdg), bool))
-            dz.append(np.full(len(overlay.pdg), z - z_pv))
-        cands = reconstruct(Particles.concat(parts), np.concatenate(pu_flags),
-                            np.concatenate(dz), self.rng)  # fmt: skip
+            collision.append(np.full(len(overlay.pdg), i))
+        reco = reconstruct(Particles.concat(parts), np.concatenate(collision), z, self.rng,
+                           self.truth_vertexing)  # fmt: skip
         process = HARD_PROCESSES.index(self.processes[which])
-        return Event(process, cands, (mex, mey), n_pu, z_pv, truth,
-                     secondary_vertices(hard, self.rng))  # fmt: skip
+        return Event(process, reco.candidates, (mex, mey), n_pu, reco.vertices.pv_z,
+                     reco.vertices.count, truth, secondary_vertices(hard, self.rng))  # fmt: skip
 
 
 def _met(px: np.ndarray, py: np.ndarray) -> tuple[float, float]:
@@ -257,6 +274,7 @@ def _columns(events: list[Event], first: int, run: int) -> dict[str, object]:
         "PuppiMET_phi": np.array([m[1] for m in puppi], f32),
         "Pileup_nPU": np.array([e.n_pu for e in events], np.int32),
         "PV_z": np.array([e.pv_z for e in events], f32),
+        "PV_npvs": np.array([e.n_pv for e in events], np.int32),
         "GenProcess_id": np.array([e.process for e in events], np.int32),
     }
 
@@ -274,22 +292,24 @@ def generate_sample(
     n_events: int,
     *,
     processes: list[str] | None = None,
-    pileup: float = 20.0,
+    pileup: float = DEFAULT_PILEUP,
     seed: int = 1,
-    pool_size: int = 400,
+    pool_size: int = DEFAULT_POOL_SIZE,
     chunk_size: int = 200,
     progress: Callable[[int], None] | None = None,
+    truth_vertexing: bool = False,
 ) -> Path:
     """Write ``n_events`` reconstructed events to the ROOT file ``path`` (tree ``Events``).
 
-    ``progress`` is called with the number of events done after each chunk.
+    ``progress`` is called with the number of events done after each chunk;
+    ``truth_vertexing``: see :func:`sonic.workflow.detector.reconstruct`.
     """
     import uproot
 
     if n_events < 1:
         raise ValueError(f"n_events must be >= 1, not {n_events}")
     gen = EventGenerator(processes or list(DEFAULT_PROCESSES), pileup=pileup, pool_size=pool_size,
-                         seed=seed)  # fmt: skip
+                         seed=seed, truth_vertexing=truth_vertexing)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     done = 0

@@ -125,15 +125,18 @@ def dimuon(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, pdg: np.ndarray,
             float(pt[a] * math.sin(phi[a]) + pt[b] * math.sin(phi[b])))  # fmt: skip
 
 
-#: The estimators a study compares, by the (pt, phi) columns of their MET; ``DeepMET`` comes
+#: The estimators a study compares, by the (pt, phi) columns of their MET; the DeepMETs come
 #: from the workflow's output, the others from the sample, CHS from its candidates.
 ESTIMATORS = {"PF (raw)": ("RawPFMET_pt", "RawPFMET_phi"), "CHS": None,
-              "PUPPI-like": ("PuppiMET_pt", "PuppiMET_phi"),
-              "DeepMET": ("DeepMETResolutionTune_pt", "DeepMETResolutionTune_phi")}  # fmt: skip
+              "PUPPI": ("PuppiMET_pt", "PuppiMET_phi"),
+              "DeepMET": ("DeepMETResolutionTune_pt", "DeepMETResolutionTune_phi"),
+              "DeepMET (response tune)": ("DeepMETResponseTune_pt",
+                                          "DeepMETResponseTune_phi")}  # fmt: skip
+FROM_OUTPUTS = ("DeepMET", "DeepMET (response tune)")
 PF_COLUMNS = ("pt", "eta", "phi", "pdgId", "charge", "fromPV")
 
 
-def _vectors(table: dict[str, Any], pt: str, phi: str) -> np.ndarray:
+def met_vectors(table: dict[str, Any], pt: str, phi: str) -> np.ndarray:
     """[n, 2] (x, y) of a (pt, phi) pair of columns."""
     r, a = (np.asarray(table[c], dtype=np.float64) for c in (pt, phi))
     return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
@@ -141,25 +144,33 @@ def _vectors(table: dict[str, Any], pt: str, phi: str) -> np.ndarray:
 
 def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 200,
           seed: int = 0, bins: tuple[float, ...] = QT_BINS,
-          ) -> dict[str, list[BinResult]]:  # fmt: skip
+          extra: dict[str, np.ndarray] | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
     """Each estimator's performance on one process's events: ``sample`` is the generated ROOT
     file (candidates, MET columns), ``outputs`` the workflow's columns for the same events
-    (``DeepMETResolutionTune_*``); ``process`` is ``zmumu`` (recoil against the dimuon) or
-    ``znunu`` (MET against the neutrinos)."""
+    (``DeepMET*Tune_*``; an estimator whose columns are missing is left out); ``extra`` more
+    estimators as [n, 2] MET vectors per event.  ``process`` is ``zmumu`` (recoil against the
+    dimuon) or ``znunu`` (MET against the neutrinos); in a file that mixes processes only that
+    process's events count."""
     import uproot
+
+    from sonic.workflow.generate import HARD_PROCESSES
 
     if process not in ("zmumu", "znunu"):
         raise ValueError(f"process must be 'zmumu' or 'znunu', not {process!r}")
-    in_file = [c for label, cols in ESTIMATORS.items() if cols and label != "DeepMET"
+    in_file = [c for label, cols in ESTIMATORS.items() if cols and label not in FROM_OUTPUTS
                for c in cols]  # fmt: skip
     with uproot.open(sample) as f:
-        a = f["Events"].arrays([f"PFCands_{k}" for k in PF_COLUMNS]
-                               + ["GenMET_pt", "GenMET_phi", *in_file], library="np")  # fmt: skip
-    met = {label: _vectors(outputs if label == "DeepMET" else a, *cols)
-           for label, cols in ESTIMATORS.items() if cols}  # fmt: skip
+        tree = f["Events"]
+        a = tree.arrays([f"PFCands_{k}" for k in PF_COLUMNS] + ["GenMET_pt", "GenMET_phi",
+                        *in_file, *(["GenProcess_id"] if "GenProcess_id" in tree else [])],
+                        library="np")  # fmt: skip
+    met = {label: met_vectors(outputs if label in FROM_OUTPUTS else a, *cols)
+           for label, cols in ESTIMATORS.items()
+           if cols and (label not in FROM_OUTPUTS or cols[0] in outputs)}  # fmt: skip
+    met.update(extra or {})
     n = len(a["GenMET_pt"])
     met["CHS"] = np.zeros((n, 2))
-    q = _vectors(a, "GenMET_pt", "GenMET_phi") if process == "znunu" else np.full((n, 2), np.nan)
+    q = np.full((n, 2), np.nan)
     for ev in range(n):
         c = {k: a[f"PFCands_{k}"][ev] for k in PF_COLUMNS}
         met["CHS"][ev] = chs_met(c["pt"] * np.cos(c["phi"]), c["pt"] * np.sin(c["phi"]),
@@ -167,10 +178,14 @@ def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 2
         if process == "zmumu" and (pair := dimuon(c["pt"], c["eta"], c["phi"], c["pdgId"],
                                                   c["charge"])) is not None:  # fmt: skip
             q[ev] = pair
+    if process == "znunu":
+        q = met_vectors(a, "GenMET_pt", "GenMET_phi")
     ok = np.isfinite(q[:, 0])
+    if "GenProcess_id" in a:
+        ok &= a["GenProcess_id"] == HARD_PROCESSES.index(process)
     qx, qy = q[ok, 0], q[ok, 1]
     out = {}
-    for label in ESTIMATORS:
+    for label in sorted(met, key=_order):
         m = met[label][ok]
         if process == "zmumu":
             u_par, perp = recoil(m[:, 0], m[:, 1], qx, qy)
@@ -179,6 +194,11 @@ def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 2
             par, perp = components(m[:, 0], m[:, 1], qx, qy)
         out[label] = binned(par, perp, np.hypot(qx, qy), bins, bootstrap=bootstrap, seed=seed)
     return out
+
+
+def _order(label: str) -> int:
+    """The study's estimators in ESTIMATORS' order, extra ones after."""
+    return list(ESTIMATORS).index(label) if label in ESTIMATORS else len(ESTIMATORS)
 
 
 def fit_pileup(n_pu: np.ndarray, sigma: np.ndarray,

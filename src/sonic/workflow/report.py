@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from sonic.plots import png, pyplot
+from sonic.workflow.met_performance import ESTIMATORS as MET_ESTIMATORS
 
-#: Estimators in a workflow output: (label, pt column, phi column).
-ESTIMATORS = (("DeepMET", "DeepMETResolutionTune_pt", "DeepMETResolutionTune_phi"),
-              ("PF (raw)", "RawPFMET_pt", "RawPFMET_phi"),
-              ("PUPPI-like", "PuppiMET_pt", "PuppiMET_phi"))  # fmt: skip
+#: Estimators in a workflow output: (label, pt column, phi column); CHS needs the candidates.
+ESTIMATORS = tuple((label, *cols) for label, cols in MET_ESTIMATORS.items() if cols)
 
 
 def _xy(pt: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,15 +167,20 @@ def recoil_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> Any:
     fig, axes = plt.subplots(1, 3, figsize=(24, 7))
     panels = (("response", "response R"), ("sigma_par", r"$\sigma_\parallel$ / R [GeV]"),
               ("sigma_perp", r"$\sigma_\perp$ / R [GeV]"))  # fmt: skip
+    colors = plt.get_cmap("tab10").colors  # ten distinct colours; the style's cycle repeats
     for ax, (key, ylabel) in zip(axes, panels, strict=True):
-        for name, bins in results.items():
+        for i, (name, bins) in enumerate(results.items()):
             qt = [b.qt for b in bins]
+            reference = name.startswith("CMS")  # a model not trained here: dashed, squares
             ax.errorbar(qt, [getattr(b, key) for b in bins],
-                        yerr=[getattr(b, f"{key}_err") for b in bins], marker="o",
-                        capsize=3, label=name)  # fmt: skip
+                        yerr=[getattr(b, f"{key}_err") for b in bins],
+                        marker="s" if reference else "o", linestyle="--" if reference else "-",
+                        color=colors[i % len(colors)], capsize=3, label=name)  # fmt: skip
         ax.set_xlabel(r"$q_T$ [GeV]")
         ax.set_ylabel(ylabel)
     axes[0].axhline(1.0, color="black", linestyle=":", linewidth=1)
-    axes[0].legend(fontsize=14)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=14, frameon=False)
     fig.suptitle(title)
+    fig.subplots_adjust(bottom=0.30 if len(results) > 4 else 0.22)
     return fig

@@ -40,7 +40,8 @@ from sonic.workflow.inputs import MAX_N_PF, NORM_FACTOR
 from sonic.workflow.tasks import EVENT_BRANCHES, TASKS, Prepared, Task, make_task
 
 STAGES = ("io", "inputs", "infer_client", "infer_server", "output")
-#: Where direct mode finds each task's model when no file is named: ``<repository>/<model>/1``.
+#: Where direct mode finds each task's model when no file is named:
+#: ``<repository>/<model>/<the task's version, or 1>``.
 DEFAULT_REPOSITORY = Path("examples/model_repository")
 
 
@@ -103,7 +104,8 @@ class JobConfig:
 
     def model_file(self, task: Task) -> Path:
         """The ONNX file direct mode runs for ``task``."""
-        path = self.model or self.model_repository / self.model_name_of(task) / "1" / "model.onnx"
+        path = self.model or (self.model_repository / self.model_name_of(task)
+                              / (task.model_version or "1") / "model.onnx")  # fmt: skip
         if not Path(path).is_file():
             raise FileNotFoundError(
                 f"direct mode needs the {task.name} model: {path} does not exist (give the "
@@ -194,11 +196,12 @@ class _Local:
 
 
 class _Service:
-    def __init__(self, cfg: JobConfig, model_name: str, output: str) -> None:
+    def __init__(self, cfg: JobConfig, model_name: str, version: str, output: str) -> None:
         from sonic.client import Client
 
         self.output = output
-        self.client = Client(model_name, list(cfg.servers), server_file=cfg.server_file,
+        self.client = Client(model_name, list(cfg.servers), version=version,
+                             server_file=cfg.server_file,
                              protocol=cfg.protocol, outputs=[output],
                              fallback_repository=cfg.fallback_repository,
                              shared_memory=cfg.shared_memory,
@@ -231,7 +234,7 @@ def _engine(cfg: JobConfig, task: Task) -> Engine:
         if task.local:
             return _Local(task)
         return _Direct(cfg.model_file(task), task.output, cfg.threads)
-    return _Service(cfg, cfg.model_name_of(task), task.output)
+    return _Service(cfg, cfg.model_name_of(task), task.model_version, task.output)
 
 
 def _chunks(path: Path, tasks: list[Task], step: int,

@@ -5,7 +5,9 @@ columns, the way its CMSSW producer does:
 
 - ``deepmet`` (``DeepMETSonicProducer``): one request per chunk, batch =
   events, each event's candidates padded to 4500; writes NanoAOD's
-  ``DeepMETResolutionTune_pt/phi`` per event, beside the file's MET columns.
+  ``DeepMETResolutionTune_pt/phi`` per event, beside the file's MET columns;
+  ``deepmet_response`` asks for the response tune (version 2) and writes
+  ``DeepMETResponseTune_pt/phi``.
 - ``particlenet`` (``ParticleNetSonicJetTagsProducer``): AK4 jets clustered
   from the candidates; one request per event, batch = its jets, never one for
   an event without jets; writes the ``Jet`` collection (pT, eta, phi, mass and
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from sonic.workflow.deepmet import TUNE_VERSIONS
 from sonic.workflow.inputs import INPUT_NAMES as DEEPMET_INPUTS
 from sonic.workflow.inputs import MAX_N_PF, NORM_FACTOR, PF_BRANCHES, build_inputs
 from sonic.workflow.inputs import OUTPUT_NAME as DEEPMET_OUTPUT
@@ -52,8 +55,10 @@ class Task:
     """The interface every task implements (see the module docstring)."""
 
     name = ""
-    #: The model's name on the servers and in a repository.
+    #: The model's name on the servers and in a repository, and the version asked for ("": the
+    #: servers' choice; direct mode then runs version 1).
     model_name = ""
+    model_version = ""
     output = ""
     #: Branches the task needs, and those it reads when the file has them.
     required: tuple[str, ...] = ()
@@ -82,6 +87,10 @@ class Task:
 class DeepMET(Task):
     name = "deepmet"
     model_name = "deepmet"
+    #: As CMS's model directory: version 1 the resolution tune, version 2 the response tune.
+    model_version = TUNE_VERSIONS["resolution"]
+    #: NanoAOD's name of the MET it writes (``_pt``, ``_phi``).
+    met_name = "DeepMETResolutionTune"
     output = DEEPMET_OUTPUT
     required = tuple(f"PFCands_{b}" for b in PF_BRANCHES)
     optional = MET_BRANCHES
@@ -109,10 +118,18 @@ class DeepMET(Task):
         inputs = prepared.state
         met = inputs.met(outputs[0], self.norm_factor)
         rows = {k: ak.to_numpy(arrays[k]) for k in self.optional if k in arrays}
-        rows["DeepMETResolutionTune_pt"] = np.hypot(met[:, 0], met[:, 1]).astype(np.float32)
-        rows["DeepMETResolutionTune_phi"] = np.arctan2(met[:, 1], met[:, 0]).astype(np.float32)
+        rows[f"{self.met_name}_pt"] = np.hypot(met[:, 0], met[:, 1]).astype(np.float32)
+        rows[f"{self.met_name}_phi"] = np.arctan2(met[:, 1], met[:, 0]).astype(np.float32)
         rows["nPFCands_used"] = inputs.n_candidates.astype(np.int32)
         return rows
+
+
+class DeepMETResponse(DeepMET):
+    """DeepMET's response tune (version 2 of the same model, as CMS ships it)."""
+
+    name = "deepmet_response"
+    model_version = TUNE_VERSIONS["response"]
+    met_name = "DeepMETResponseTune"
 
 
 class ParticleNet(Task):
@@ -213,8 +230,8 @@ class Clustering(Task):
         return {"AK4Jet": ak.zip(fields)}
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (DeepMET, ParticleNet, ParticleNetAK8,
-                                                    Clustering)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (DeepMET, DeepMETResponse, ParticleNet,
+                                                    ParticleNetAK8, Clustering)}
 
 
 def make_task(name: str, **options: Any) -> Task:
