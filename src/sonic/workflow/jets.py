@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from sonic.workflow.primary_vertex import charged_pileup
+
 
 @dataclass(frozen=True, slots=True)
 class JetSpec:
@@ -98,8 +100,9 @@ def _selected(candidates: dict[str, Any], spec: JetSpec) -> tuple[Any, Any]:
     """Which candidates ``spec`` clusters, and each one's weight (1 for CHS, PUPPI's for
     PUPPI); numpy or awkward arrays alike."""
     if spec.inputs == "chs":
-        charged_pileup = (candidates["charge"] != 0) & (candidates["fromPV"] == 0)
-        return ~charged_pileup, np.ones_like(candidates["pt"])
+        return ~charged_pileup(candidates["charge"], candidates["fromPV"]), np.ones_like(
+            candidates["pt"]
+        )
     if spec.inputs == "puppi":
         weight = candidates["puppiWeight"]
         return weight > 0, weight

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from sonic.workflow.primary_vertex import charged_pileup
+
 #: q_T bins in GeV (the last is open), as CMS's recoil studies bin them.
 QT_BINS = (0.0, 50.0, 100.0, 150.0, 250.0, math.inf)
 MUON = 13
@@ -104,7 +106,7 @@ def chs_met(px: np.ndarray, py: np.ndarray, charge: np.ndarray,
             from_pv: np.ndarray) -> tuple[float, float]:  # fmt: skip
     """One event's CHS MET: minus the sum over candidates without the charged ones that come
     from a pileup vertex (``fromPV == 0``)."""
-    keep = ~((charge != 0) & (from_pv == 0))
+    keep = ~charged_pileup(charge, from_pv)
     return -float(px[keep].sum()), -float(py[keep].sum())
 
 

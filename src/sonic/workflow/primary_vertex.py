@@ -35,6 +35,7 @@ Association (each track to the vertex closest in dz significance)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,12 @@ def physics_pt2(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray) -> float:
     _, which = np.unique(cells, return_inverse=True)
     jets = np.bincount(which, pt)
     return float((jets**2).sum() + (pt * np.cos(phi)).sum() ** 2 + (pt * np.sin(phi)).sum() ** 2)
+
+
+def charged_pileup(charge: Any, from_pv: Any) -> Any:
+    """What CHS removes: charged candidates used in another vertex's fit (NoPV); numpy or
+    awkward arrays alike."""
+    return (charge != 0) & (from_pv == NO_PV)
 
 
 def associate(z: np.ndarray, sigma_z: np.ndarray, prompt: np.ndarray, lepton: np.ndarray,

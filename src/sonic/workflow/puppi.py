@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2 as chi2_distribution
 
+from sonic.workflow.primary_vertex import PV_LOOSE, PV_USED_IN_FIT
+
 CONE = 0.4
 MIN_DR = 0.01
 DELTA_Z_CUT = 0.3
@@ -70,7 +72,8 @@ REGIONS = (
 
 def charged_from_pv(charge: np.ndarray, from_pv: np.ndarray, dz: np.ndarray) -> np.ndarray:
     """Charged candidates PUPPI counts as coming from the PV."""
-    return (charge != 0) & ((from_pv == 3) | ((from_pv >= 1) & (np.abs(dz) < DELTA_Z_CUT)))
+    loose = (from_pv >= PV_LOOSE) & (np.abs(dz) < DELTA_Z_CUT)
+    return (charge != 0) & ((from_pv == PV_USED_IN_FIT) | loose)
 
 
 def alpha(eta: np.ndarray, phi: np.ndarray, pt: np.ndarray, targets: np.ndarray,
