@@ -10,12 +10,13 @@ ones finish).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -31,6 +32,7 @@ from sonic.server.loops import RunningLoop
 from sonic.server.manager import ControlMode, ModelManager
 from sonic.server.memory.system import SharedMemoryManager
 from sonic.server.metrics import WORKER_SECRET_ENV, WORKER_SECRET_HEADER
+from sonic.server.model import LoadedModel, Pending
 from sonic.server.statistics import ModelStatistics
 
 EXTENSIONS = [
@@ -77,6 +79,60 @@ def _input_bytes(t: Tensor) -> int:
     return int(t.data.nbytes)
 
 
+#: Where a request's outcome goes: its response, or the error that ends it.
+Answer = Callable[[InferResponse | BaseException], None]
+
+
+def _settle(future: asyncio.Future[InferResponse], outcome: InferResponse | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class Accepted:
+    """A request the data plane accepted and has not answered yet (:meth:`DataPlane.start`)."""
+
+    __slots__ = ("answer", "dp", "model", "open", "pending", "size")
+
+    def __init__(self, dp: DataPlane, model: LoadedModel, pending: Pending, size: int,
+                 answer: Answer) -> None:  # fmt: skip
+        self.dp = dp
+        self.model = model
+        self.pending = pending
+        self.size = size
+        self.answer = answer
+        self.open = True
+
+    def ran(self, _: Any) -> None:
+        """The request's execution is over: answer it (unless it was given up meanwhile)."""
+        if not self.open:
+            return
+        self.open = False
+        self.dp._release(self.size, self)
+        try:
+            response = self.model.complete(self.pending)
+            for t in response.outputs:
+                if SHM_REGION in t.parameters:
+                    self.dp.shm.write_output(t)
+        except BaseException as err:
+            self.answer(err)
+            return
+        self.answer(response)
+
+    def cancel(self, why: BaseException) -> bool:
+        """Give the request up (its client went away, or it timed out); False if it was
+        answered already."""
+        if not self.open:
+            return False
+        self.open = False
+        self.dp._release(self.size, self)
+        self.model.withdraw(self.pending, why)
+        return True
+
+
 class DataPlane:
     def __init__(
         self, manager: ModelManager, *, strict_readiness: bool = False,
@@ -92,9 +148,8 @@ class DataPlane:
         self.request_timeout_s = request_timeout_s
         self._sweep_period = min(max(request_timeout_s / 20, 0.001), 0.1)
         self._sweep: asyncio.TimerHandle | None = None
-        #: Requests under the timeout, by their task, and those the sweep cancelled.
-        self._deadlines: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
+        #: Requests under the timeout, and when it expires (on the loop's clock).
+        self._deadlines: dict[Accepted, float] = {}
         #: Private metrics ports of the other workers of ``--workers N`` (none otherwise).
         self.peers: list[int] = []
         self.shm = SharedMemoryManager(allow_client_shm, shm_key_prefix)
@@ -146,8 +201,16 @@ class DataPlane:
         return self.manager.get(name, version).config
 
     # -- inference -----------------------------------------------------------
-    async def infer(self, request: InferRequest, start_ns: int | None = None) -> InferResponse:
-        start = time.perf_counter_ns() if start_ns is None else start_ns
+    def start(self, request: InferRequest, start_ns: int, answer: Answer) -> Accepted:
+        """Accept and queue a request; ``answer`` gets its response or error once it ran.
+
+        No task and no coroutine per request: the scheduler's future calls back when the
+        request's batch ran.  This is the gRPC front ends' path for ModelInfer (the loop thread
+        limits the server under load, and a task's steps through the servicer's, the data
+        plane's and the model's coroutines cost a quarter of that thread's time per request);
+        :meth:`infer` wraps it for the front ends that await.  Refusals raise here, before
+        anything was queued.
+        """
         if not self.accepting:
             raise Unavailable("the server is shutting down and accepts no new requests")
         model = self.manager.get(request.model_name, request.model_version)
@@ -158,56 +221,53 @@ class DataPlane:
             for t in request.inputs:
                 if SHM_REGION in t.parameters:
                     t.data = self.shm.read_input(t)
-            if self.request_timeout_s:
-                response = await self._bounded(model.infer(request, start), request.model_name)
-            else:  # no timer to arm and cancel: a few microseconds of every request
-                response = await model.infer(request, start)
-            for t in response.outputs:
-                if SHM_REGION in t.parameters:
-                    self.shm.write_output(t)
-            return response
-        finally:
-            self.inflight.end()
-            self.inflight_bytes -= size
-            self.busy_poll.touch()
+            pending = model.submit(request, start_ns)
+        except BaseException:
+            self._release(size)
+            raise
+        accepted = Accepted(self, model, pending, size, answer)
+        pending.future.add_done_callback(accepted.ran)
+        if self.request_timeout_s:
+            loop = self._running_loop()
+            self._deadlines[accepted] = loop.time() + self.request_timeout_s
+            if self._sweep is None:
+                self._sweep = loop.call_later(self._sweep_period, self._expire)
+        return accepted
 
-    async def _bounded(
-        self, infer: Coroutine[Any, Any, InferResponse], model: str
-    ) -> InferResponse:
-        """``infer``, or UNAVAILABLE once ``--request-timeout-ms`` has passed.
-
-        One sweep for all requests (every twentieth of the timeout, 1 to 100 ms) cancels those
-        past their deadline: arming and cancelling a timer per request (``asyncio.timeout``)
-        cost as much of the loop thread as decoding the request (py-spy, concurrency 8).
-        """
-        task = self._running_loop.current_task()
-        assert task is not None
-        loop = self._running_loop()
-        self._deadlines[task] = loop.time() + self.request_timeout_s
-        if self._sweep is None:
-            self._sweep = loop.call_later(self._sweep_period, self._expire)
+    async def infer(self, request: InferRequest, start_ns: int | None = None) -> InferResponse:
+        """:meth:`start`, awaited; cancelling the caller gives the request up."""
+        start = time.perf_counter_ns() if start_ns is None else start_ns
+        future: asyncio.Future[InferResponse] = self._running_loop().create_future()
+        accepted = self.start(request, start, functools.partial(_settle, future))
         try:
-            return await infer
-        except asyncio.CancelledError:
-            if task not in self._expired:
-                raise  # the client went away, or the server is stopping
-            task.uncancel()
-            raise Unavailable(
-                f"Request timeout expired: model '{model}' did not answer "
-                f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
-            ) from None
-        finally:
-            del self._deadlines[task]
-            self._expired.discard(task)
+            return await future
+        except asyncio.CancelledError as err:
+            accepted.cancel(err)
+            raise
+
+    def _release(self, size: int, accepted: Accepted | None = None) -> None:
+        if accepted is not None:
+            self._deadlines.pop(accepted, None)
+        self.inflight.end()
+        self.inflight_bytes -= size
+        self.busy_poll.touch()
 
     def _expire(self) -> None:
-        """The sweep: cancel the requests past their deadline (see :meth:`_bounded`)."""
+        """UNAVAILABLE for the requests past ``--request-timeout-ms``.
+
+        One sweep for all requests (every twentieth of the timeout, 1 to 100 ms): arming and
+        cancelling a timer per request (``asyncio.timeout``) cost as much of the loop thread
+        as decoding the request (py-spy, concurrency 8).
+        """
         loop = self._running_loop()
         now = loop.time()
-        for task, deadline in self._deadlines.items():
-            if deadline <= now and task not in self._expired and not task.done():
-                self._expired.add(task)
-                task.cancel()
+        for accepted in [a for a, deadline in self._deadlines.items() if deadline <= now]:
+            why = Unavailable(
+                f"Request timeout expired: model '{accepted.model.name}' did not answer "
+                f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
+            )
+            if accepted.cancel(why):
+                accepted.answer(why)
         self._sweep = loop.call_later(self._sweep_period, self._expire) if self._deadlines else None
 
     def _admit_bytes(self, request: InferRequest) -> int:

@@ -20,8 +20,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.errors import InvalidArgument, ModelConfigError
 from sonic.protocol.tensors import InferRequest, InferResponse, RequestedOutput, Tensor
-from sonic.server.model import LoadedModel
-from sonic.server.statistics import ModelStatistics, RequestTiming, failure_reason
+from sonic.server.model import LoadedModel, Pending
+from sonic.server.statistics import ModelStatistics, RequestTiming
 
 Resolver = Callable[[str, str], LoadedModel]
 
@@ -87,27 +87,45 @@ class EnsembleModel(LoadedModel):
         self.steps = parse_steps(config, name)
         self.resolve = resolve
         super().__init__(name, version, config, _NoScheduler(), ModelStatistics(name, str(version)))
+        self._running: set[asyncio.Task[dict[str, Tensor]]] = set()
 
-    async def infer(self, req: InferRequest, start_ns: int) -> InferResponse:
+    def submit(self, req: InferRequest, start_ns: int) -> Pending:
+        """Validate, then run the steps in a task (``pending.future``)."""
         self.inflight.begin()
         try:
             feed, batch = self._validate(req)
             requested = self._requested_outputs(req)
-            tensors = {name: Tensor(name, self.inputs[name].datatype, a.shape, a)
-                       for name, a in feed.items()}  # fmt: skip
-            await self._run_steps(tensors, req)
-            outputs = self._build_outputs(requested, {n: tensors[n].data for n, _ in requested})
         except BaseException as err:
-            self.stats.record_failure(time.perf_counter_ns() - start_ns, failure_reason(err))
+            self._failed(start_ns, err)
             raise
-        finally:
-            self.inflight.end()
-        elapsed = time.perf_counter_ns() - start_ns
-        self.stats.record_success(RequestTiming(elapsed, 0, 0, 0, 0), batch)
-        self.stats.record_execution(batch, 0, 0, 0)
-        return InferResponse(self.name, self.version_str, req.id, outputs=outputs)
+        tensors = {name: Tensor(name, self.inputs[name].datatype, a.shape, a)
+                   for name, a in feed.items()}  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._run_steps(tensors, req))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return Pending(req, requested, batch, start_ns, task)
 
-    async def _run_steps(self, tensors: dict[str, Tensor], req: InferRequest) -> None:
+    def complete(self, pending: Pending) -> InferResponse:
+        try:
+            tensors = pending.future.result()
+            results = {n: tensors[n].data for n, _ in pending.requested}
+            outputs = self._build_outputs(pending.requested, results)
+        except BaseException as err:
+            self._failed(pending.start_ns, err)
+            raise
+        self.inflight.end()
+        elapsed = time.perf_counter_ns() - pending.start_ns
+        self.stats.record_success(RequestTiming(elapsed, 0, 0, 0, 0), pending.rows)
+        self.stats.record_execution(pending.rows, 0, 0, 0)
+        return InferResponse(self.name, self.version_str, pending.request.id, outputs=outputs)
+
+    def withdraw(self, pending: Pending, why: BaseException) -> None:
+        pending.future.cancel()
+        self._failed(pending.start_ns, why)
+
+    async def _run_steps(
+        self, tensors: dict[str, Tensor], req: InferRequest
+    ) -> dict[str, Tensor]:
         remaining = list(self.steps)
         while remaining:
             ready = [s for s in remaining if all(t in tensors for t in s.inputs.values())]
@@ -117,6 +135,7 @@ class EnsembleModel(LoadedModel):
             for step, produced in zip(ready, results, strict=True):
                 tensors.update(produced)
                 remaining.remove(step)
+        return tensors
 
     async def _run_step(
         self, step: Step, tensors: dict[str, Tensor], req: InferRequest

@@ -9,6 +9,7 @@ can wait for them and no accepted request is lost.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from sonic.protocol.tensors import InferRequest, InferResponse, Tensor, dims_mat
 from sonic.repository.layout import file_inside
 from sonic.server import tracing
 from sonic.server.inflight import InFlight
-from sonic.server.scheduling.scheduler import Scheduler
+from sonic.server.scheduling.scheduler import Scheduler, WorkItem
 from sonic.server.statistics import ModelStatistics, RequestTiming, failure_reason
 
 
@@ -90,6 +91,19 @@ def _int_param(req: InferRequest, key: str) -> int:
         raise InvalidArgument(
             f"request parameter '{key}' must be an integer, got {value!r}"
         ) from None
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request a model version accepted and queued (:meth:`LoadedModel.submit`)."""
+
+    request: InferRequest
+    requested: list[tuple[str, dict[str, Any]]]
+    rows: int
+    start_ns: int
+    #: Done once the request ran: its scheduler work item's future (an ensemble: its steps' task).
+    future: asyncio.Future[Any]
+    item: WorkItem | None = None
 
 
 class LoadedModel:
@@ -199,40 +213,66 @@ class LoadedModel:
             out.append((o.name, o.parameters))
         return out
 
-    async def infer(self, req: InferRequest, start_ns: int) -> InferResponse:
-        """Validate, execute and build the response; record statistics either way."""
+    def submit(self, req: InferRequest, start_ns: int) -> Pending:
+        """Validate and queue the request; :meth:`complete` answers it once
+        ``pending.future`` is done, :meth:`withdraw` gives it up.  Refusals raise here,
+        with the failure recorded."""
         self.inflight.begin()
         try:
-            try:
-                feed, batch = self._validate(req)
-                requested = self._requested_outputs(req)
-                execution = await self.scheduler.execute(
-                    feed,
-                    [n for n, _ in requested],
-                    batch,
-                    _int_param(req, "priority"),
-                    _int_param(req, "timeout"),
-                )
-                t_out = time.perf_counter_ns()
-                outputs = self._build_outputs(requested, execution.outputs)
-                end = time.perf_counter_ns()
-            except BaseException as err:
-                self.stats.record_failure(time.perf_counter_ns() - start_ns, failure_reason(err))
-                raise
-            timing = RequestTiming(
-                request_ns=end - start_ns,
-                queue_ns=execution.queue_ns,
-                compute_input_ns=execution.compute_input_ns,
-                compute_infer_ns=execution.compute_infer_ns,
-                compute_output_ns=execution.compute_output_ns + end - t_out,
-            )
-            self.stats.record_success(timing, batch)
-            tracing.record(self.name, self.version_str, req.id, start_ns, timing, end)
-            return InferResponse(
-                model_name=self.name, model_version=self.version_str, id=req.id, outputs=outputs
-            )
-        finally:
-            self.inflight.end()
+            feed, batch = self._validate(req)
+            requested = self._requested_outputs(req)
+            priority, timeout = _int_param(req, "priority"), _int_param(req, "timeout")
+            item = self.scheduler.submit(feed, [n for n, _ in requested], batch, priority, timeout)
+        except BaseException as err:
+            self._failed(start_ns, err)
+            raise
+        return Pending(req, requested, batch, start_ns, item.future, item)
+
+    def complete(self, pending: Pending) -> InferResponse:
+        """The response of a request whose execution is done (or its error, raised)."""
+        try:
+            execution = pending.future.result()
+            t_out = time.perf_counter_ns()
+            outputs = self._build_outputs(pending.requested, execution.outputs)
+            end = time.perf_counter_ns()
+        except BaseException as err:
+            self._failed(pending.start_ns, err)
+            raise
+        self.inflight.end()
+        timing = RequestTiming(
+            request_ns=end - pending.start_ns,
+            queue_ns=execution.queue_ns,
+            compute_input_ns=execution.compute_input_ns,
+            compute_infer_ns=execution.compute_infer_ns,
+            compute_output_ns=execution.compute_output_ns + end - t_out,
+        )
+        self.stats.record_success(timing, pending.rows)
+        tracing.record(self.name, self.version_str, pending.request.id, pending.start_ns, timing,
+                       end)  # fmt: skip
+        return InferResponse(model_name=self.name, model_version=self.version_str,
+                             id=pending.request.id, outputs=outputs)  # fmt: skip
+
+    def withdraw(self, pending: Pending, why: BaseException) -> None:
+        """Give up a request not yet answered (its client went away, or it timed out)."""
+        assert pending.item is not None
+        self.scheduler.withdraw(pending.item)
+        self._failed(pending.start_ns, why)
+
+    def _failed(self, start_ns: int, err: BaseException) -> None:
+        self.stats.record_failure(time.perf_counter_ns() - start_ns, failure_reason(err))
+        self.inflight.end()
+
+    async def infer(self, req: InferRequest, start_ns: int) -> InferResponse:
+        """Validate, execute and build the response; record statistics either way."""
+        pending = self.submit(req, start_ns)
+        try:
+            await pending.future
+        except asyncio.CancelledError as err:
+            self.withdraw(pending, err)
+            raise
+        except BaseException:
+            pass  # complete() raises it and records the failure
+        return self.complete(pending)
 
     def _build_outputs(
         self, requested: list[tuple[str, dict[str, Any]]], results: dict[str, np.ndarray]

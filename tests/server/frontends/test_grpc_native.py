@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,7 @@ MISSING = "import sys; sys.modules['sonic.server.frontends._grpc_native'] = None
 
 SLEEPY = """
 import time
+import urllib.request
 import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
@@ -148,3 +150,30 @@ def test_gzip_requests_and_deadlines(repo: Path, transport: str) -> None:
                 stub.ModelInfer(request, timeout=0.01)
             assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - t0 < 1.0
+
+
+@pytest.mark.parametrize("transport", ["native", "python"])
+def test_a_call_cancelled_while_queued_is_withdrawn(repo: Path, transport: str) -> None:
+    """A ModelInfer whose client goes away while it waits for the instance never runs: it
+    counts as a failure, the pending gauge comes back to 0, and the server answers on."""
+    request = pb.ModelInferRequest(model_name="sleepy")
+    request.inputs.add(name="X", datatype="FP32", shape=[1])
+    request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
+    with LocalServer(repo, f"--grpc-transport={transport}") as server:
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            running = stub.ModelInfer.future(request)
+            time.sleep(0.01)
+            queued = stub.ModelInfer.future(request)
+            time.sleep(0.01)
+            queued.cancel()
+            assert running.result(timeout=10).model_name == "sleepy"
+        time.sleep(0.2)
+        stats = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics(
+            "sleepy", as_json=True)["model_stats"][0]  # fmt: skip
+        assert stats["inference_stats"]["success"]["count"] == "1"
+        assert stats["inference_stats"]["fail"]["count"] == "1"
+        assert stats["execution_count"] == "1"  # the withdrawn call never reached the model
+        metrics = urllib.request.urlopen(server.metrics_url).read().decode()
+        assert 'nv_inference_pending_request_count{model="sleepy",version="1"} 0.0' in metrics
+        assert "Traceback" not in server.log()

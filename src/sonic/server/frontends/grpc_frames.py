@@ -10,23 +10,31 @@ the body) and the native transport in-process (:mod:`sonic.server.frontends.grpc
 The argument is the method's index in :func:`relay_methods` for CALL and OPEN,
 the gRPC status code for ERROR.  :class:`ServerSide` turns frames into calls of
 the servicers (:func:`sonic.server.frontends.grpc_servicers.servicers`), so every transport
-gives the same statuses and messages.
+gives the same statuses and messages; a ModelInfer CALL is queued without a task
+(``InferenceServicer.start_infer``) and answered from the scheduler's callback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 from tritonclient.grpc import service_pb2 as pb
+
+from sonic.server.frontends.grpc_status import status_of
+
+if TYPE_CHECKING:
+    from sonic.server.dataplane import Accepted
+    from sonic.server.frontends.grpc_servicers import Reply
 
 log = logging.getLogger("sonic.server.relay")
 
@@ -150,6 +158,8 @@ class ServerSide(FrameReader):
         #: Each open stream's request queue and method (its MSG frames carry no method).
         self.streams: dict[int, tuple[asyncio.Queue[Any], int]] = {}
         self.metadata: dict[int, CallContext] = {}
+        #: ModelInfer calls queued without a task (:meth:`_start_infer`).
+        self.accepted: dict[int, Accepted] = {}
 
     def frame(self, kind: int, call: int, arg: int, body: bytes) -> None:
         loop = self.hub.loop
@@ -161,8 +171,11 @@ class ServerSide(FrameReader):
             ctx = self.metadata.pop(call, _NO_METADATA)
             if kind == CALL:
                 request = self._decode(call, arg, body)
-                if request is not None:
-                    self.tasks[call] = loop.create_task(self._unary(call, arg, request, ctx))
+                if request is None:
+                    return
+                if arg == self.hub.infer_index and self._start_infer(call, request, ctx):
+                    return
+                self.tasks[call] = loop.create_task(self._unary(call, arg, request, ctx))
             else:
                 queue: asyncio.Queue[Any] = asyncio.Queue()
                 self.streams[call] = (queue, arg)
@@ -180,12 +193,34 @@ class ServerSide(FrameReader):
         elif kind == CANCEL:
             if (task := self.tasks.get(call)) is not None:
                 task.cancel()
+            elif (accepted := self.accepted.pop(call, None)) is not None:
+                accepted.cancel(asyncio.CancelledError())
         elif kind == META:
             meta = json.loads(body)
             self.metadata[call] = CallContext(tuple(tuple(p) for p in meta["metadata"]),
                                            meta["peer"])  # fmt: skip
         elif kind == HELLO:
             self.hub.hello(json.loads(body))
+
+    def _start_infer(self, call: int, request: Any, ctx: CallContext) -> bool:
+        """ModelInfer without a task (InferenceServicer.start_infer); False where it needs the
+        awaited path."""
+        try:
+            accepted = self.hub.start_infer(request, ctx, functools.partial(self._inferred, call))
+        except Exception as err:
+            self.send(ERROR, call, *_details(err))
+            return True
+        if accepted is None:
+            return False
+        self.accepted[call] = accepted
+        return True
+
+    def _inferred(self, call: int, outcome: bytes | BaseException) -> None:
+        self.accepted.pop(call, None)
+        if isinstance(outcome, BaseException):
+            self.send(ERROR, call, *_details(outcome))
+        else:
+            self.send(REPLY, call, 0, outcome)
 
     def _decode(self, call: int, index: int, body: bytes) -> Any:
         method = self.hub.methods[index]
@@ -235,6 +270,15 @@ class ServerSide(FrameReader):
     def connection_lost(self, exc: Exception | None) -> None:
         for task in self.tasks.values():
             task.cancel()
+        for accepted in self.accepted.values():
+            accepted.cancel(asyncio.CancelledError())
+        self.accepted.clear()
+
+
+def _details(err: BaseException) -> tuple[int, bytes]:
+    """An ERROR frame's argument and body for ModelInfer ending with ``err``."""
+    code, details = status_of(err, "ModelInfer")
+    return code.value[0], details.encode()
 
 
 def _unimplemented(request: Any, context: Any) -> Any:
@@ -257,6 +301,10 @@ class Dispatch:
             getattr(services[m.service], m.name) if m.name in vars(type(services[m.service]))
             else _unimplemented for m in self.methods
         ]
+        inference = services[pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
+        #: ModelInfer's number, and its path without a task (InferenceServicer.start_infer).
+        self.infer_index = next(i for i, m in enumerate(self.methods) if m.name == "ModelInfer")
+        self.start_infer: Callable[[Any, Any, Reply], Accepted | None] = inference.start_infer
         self.loop = asyncio.get_running_loop()
 
     def hello(self, info: dict[str, int]) -> None:

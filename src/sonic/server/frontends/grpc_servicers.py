@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from sonic.errors import SonicError, Status, Unauthenticated
+from sonic.errors import SonicError, Unauthenticated
 from sonic.protocol.grpc_codec import (
     decode_cost,
     decode_request,
@@ -31,27 +31,19 @@ from sonic.protocol.grpc_codec import (
     params_from_proto,
 )
 from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
-from sonic.server.dataplane import OFF_LOOP_BYTES, DataPlane
+from sonic.server.dataplane import OFF_LOOP_BYTES, Accepted, DataPlane
 from sonic.server.frontends.auth import Authenticator, Category
+from sonic.server.frontends.grpc_status import STATUS_CODES, status_of
 
 log = logging.getLogger("sonic.server.grpc")
-
-STATUS_CODES: dict[Status, grpc.StatusCode] = {
-    Status.INVALID_ARG: grpc.StatusCode.INVALID_ARGUMENT,
-    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
-    Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-    Status.INTERNAL: grpc.StatusCode.INTERNAL,
-    Status.CANCELLED: grpc.StatusCode.CANCELLED,
-    Status.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
-    Status.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
-}
 
 R = TypeVar("R")
 
 
 Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+#: Where :meth:`InferenceServicer.start_infer` sends a call's outcome: the serialized
+#: response, or the error that ends the call.
+Reply = Callable[[bytes | BaseException], None]
 
 
 def _authorization(context: grpc.aio.ServicerContext) -> str | None:
@@ -86,13 +78,10 @@ def _rpc(category: Category) -> Callable[[Method[R]], Method[R]]:
                     self.auth.check(category, _authorization(context), method.__name__,
                                     peer(context))  # fmt: skip
                 return await method(self, request, context)
-            except SonicError as err:
-                await context.abort(STATUS_CODES[err.status], err.message)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as err:
-                log.exception("internal error in %s", method.__name__)
-                await context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+                await context.abort(*status_of(err, method.__name__))
             raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
         wrapper.category = category  # type: ignore[attr-defined]  # read by method_categories
@@ -113,6 +102,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, auth: Authenticator) -> None:
         self.dp = dataplane
         self.auth = auth
+        #: Large responses being encoded on a worker thread (start_infer's path).
+        self._encoding: set[asyncio.Task[pb.ModelInferResponse]] = set()
 
     @_rpc(Category.HEALTH)
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
@@ -168,6 +159,44 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         start = time.perf_counter_ns()
         return await self._encode(await self.dp.infer(await self._decode(request), start))
+
+    def start_infer(self, request: Any, context: Any, reply: Reply) -> Accepted | None:
+        """ModelInfer without a task, for the transports that hand calls over as frames
+        (:class:`sonic.server.frontends.grpc_frames.ServerSide`): ``reply`` gets the
+        serialized response or the error; errors before the request was queued raise here.
+        None where the request is big enough to be decoded on a worker thread: then the
+        caller runs :meth:`ModelInfer`."""
+        start = time.perf_counter_ns()
+        if self.auth.enabled:
+            self.auth.check(Category.INFERENCE, _authorization(context), "ModelInfer",
+                            peer(context))  # fmt: skip
+        self.dp.check_model(request.model_name, request.model_version)
+        if decode_cost(request) > OFF_LOOP_BYTES:
+            return None
+        return self.dp.start(decode_request(request), start,
+                             functools.partial(self._answered, reply))  # fmt: skip
+
+    def _answered(self, reply: Reply, outcome: InferResponse | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            reply(outcome)
+        elif walk_cost(outcome.outputs) > OFF_LOOP_BYTES:
+            task = asyncio.get_running_loop().create_task(self._encode(outcome))
+            self._encoding.add(task)
+            task.add_done_callback(functools.partial(self._encoded, reply))
+        else:
+            try:
+                reply(encode_response(outcome).SerializeToString())
+            except Exception as err:
+                reply(err)
+
+    def _encoded(self, reply: Reply, task: asyncio.Task[pb.ModelInferResponse]) -> None:
+        self._encoding.discard(task)
+        if task.cancelled():
+            reply(asyncio.CancelledError())
+        elif (err := task.exception()) is not None:
+            reply(err)
+        else:
+            reply(task.result().SerializeToString())
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any

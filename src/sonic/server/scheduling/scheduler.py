@@ -83,10 +83,17 @@ class _Scheduler:
         #: Requests accepted and not yet executing (nv_inference_pending_request_count).
         self.pending = 0
         self._running_loop = RunningLoop()
+        #: Executions in progress (tasks are kept referenced until done).
+        self._running: set[asyncio.Task[None]] = set()
 
     async def _run_batch(
-        self, inst: BackendInstance, items: list[WorkItem]
+        self, inst: BackendInstance, items: list[WorkItem], alone: bool
     ) -> list[Execution | BaseException]:
+        """``alone``: no other request was waiting when this batch was taken (then a short
+        execution may run inline: :meth:`InstancePool.run`).  Judged when the batch is taken,
+        not when its task starts: where ModelInfer is queued without a task, the requests read
+        in between already count as pending, and judging then sent most batches to the
+        instance thread at batch 64, concurrency 4 (-35% requests/s, perf_analyzer)."""
         t_start = time.perf_counter_ns()
         names = list(dict.fromkeys(n for it in items for n in it.outputs))
         shape = self.shape
@@ -108,14 +115,28 @@ class _Scheduler:
             return parts, 0, time.perf_counter_ns() - t0, 0
 
         work = one_by_one if inst.per_request else merged
-        # pending: requests accepted and not yet in an execution (both schedulers)
-        parts, input_ns, infer_ns, output_ns = await self.pool.run(inst, work, self.pending == 0)
+        parts, input_ns, infer_ns, output_ns = await self.pool.run(inst, work, alone)
         self.stats.record_execution(sum(it.rows for it in items), input_ns, infer_ns, output_ns)
         return [
             p if isinstance(p, BaseException)
             else Execution(p, t_start - it.enqueued_ns, input_ns, infer_ns, output_ns)
             for p, it in zip(parts, items, strict=True)
         ]  # fmt: skip
+
+    def submit(
+        self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
+        priority: int = 0, timeout_us: int = 0,
+    ) -> WorkItem:  # fmt: skip
+        """Queue one request; its ``future`` resolves once its execution ran (the model
+        version awaits it, or calls back: :meth:`sonic.server.model.LoadedModel.submit`).
+        Refusals (a full queue, a bad priority) raise here, before anything was queued."""
+        raise NotImplementedError
+
+    def withdraw(self, item: WorkItem) -> None:
+        """The client went away (or the request timed out): cancel the request, and drop it
+        from the queue if it is still there; an execution already running is not stopped,
+        its result is dropped."""
+        item.future.cancel()
 
     def close(self) -> None:
         self.pool.close()
@@ -124,10 +145,10 @@ class _Scheduler:
 class DirectScheduler(_Scheduler):
     """One execution per request, on the first idle instance (Triton's default)."""
 
-    async def execute(
+    def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0,
-    ) -> Execution:  # fmt: skip
+    ) -> WorkItem:  # fmt: skip
         if self.max_queue_size and self.pending >= self.max_queue_size:
             raise Unavailable(
                 f"Exceeds maximum queue size: model '{self.pool.model}' already has "
@@ -137,17 +158,28 @@ class DirectScheduler(_Scheduler):
         loop = self._running_loop()
         item = WorkItem(inputs, outputs, rows, time.perf_counter_ns(), loop.create_future())
         self.pending += 1
+        task = loop.create_task(self._run(item))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return item
+
+    async def _run(self, item: WorkItem) -> None:
         try:
             inst = await self.pool.acquire()
+        except BaseException:
+            item.future.cancel()
+            raise
         finally:
             self.pending -= 1
+        alone = self.pending == 0
         try:
-            (result,) = await self._run_batch(inst, [item])
+            if not item.future.done():  # else withdrawn while it waited
+                results = await self._run_batch(inst, [item], alone)
+                _deliver(list(zip([item], results, strict=True)))
+        except BaseException as err:
+            _deliver([(item, err)])
         finally:
             self.pool.release(inst)
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +228,6 @@ class DynamicBatcher(_Scheduler):
         # Only timeouts and cancelled clients remove requests from the queue.
         self._may_expire = any(p.timeout_ns for p in self.policies.values())
         self._loop_task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
         self._next_seq = 0
         self._done_seq = 0
         self._finished: dict[int, list[tuple[WorkItem, Execution | BaseException]]] = {}
@@ -205,10 +236,10 @@ class DynamicBatcher(_Scheduler):
         self.clock: Callable[[], int] = time.perf_counter_ns
 
     # -- admission ---------------------------------------------------------------
-    async def execute(
+    def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0,
-    ) -> Execution:  # fmt: skip
+    ) -> WorkItem:  # fmt: skip
         level = priority or self.default_level
         if not 1 <= level <= self.levels:
             raise InvalidArgument(
@@ -236,13 +267,14 @@ class DynamicBatcher(_Scheduler):
         queue.append(item)
         self.pending += 1
         self._ensure_loop().set()
-        try:
-            return await item.future
-        except asyncio.CancelledError:  # the client went away: drop its request if still queued
-            if item in queue:
-                queue.remove(item)
-                self.pending -= 1
-            raise
+        return item
+
+    def withdraw(self, item: WorkItem) -> None:
+        item.future.cancel()
+        queue = self.queues[item.priority]
+        if item in queue:
+            queue.remove(item)
+            self.pending -= 1
 
     def _ensure_loop(self) -> asyncio.Event:
         if self._wake is None:
@@ -325,7 +357,7 @@ class DynamicBatcher(_Scheduler):
             for it in batch:
                 self.queues[it.priority].remove(it)
             self.pending -= len(batch)
-            task = self._running_loop().create_task(self._execute(inst, batch))
+            task = self._running_loop().create_task(self._execute(inst, batch, self.pending == 0))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -352,12 +384,12 @@ class DynamicBatcher(_Scheduler):
             finally:
                 timer.cancel()
 
-    async def _execute(self, inst: BackendInstance, batch: list[WorkItem]) -> None:
+    async def _execute(self, inst: BackendInstance, batch: list[WorkItem], alone: bool) -> None:
         seq = self._next_seq
         self._next_seq += 1
         results: list[tuple[WorkItem, Execution | BaseException]]
         try:
-            executions: list[Execution | BaseException] = await self._run_batch(inst, batch)
+            executions = await self._run_batch(inst, batch, alone)
             results = list(zip(batch, executions, strict=True))
         except BaseException as err:  # every request of a failed batch gets the error
             results = [(it, err) for it in batch]
