@@ -24,7 +24,9 @@ collisions, and the fit sigma^2 = sigma_0^2 + n_PU s^2 per estimator::
     .venv/bin/python benchmarks/met_performance.py --events 600 --pileup 55 0 20 80
 
 Writes ``benchmarks/results/met_performance.json`` and ``met_performance_<process>.png``
-(the first pileup's tables), and with a scan ``met_performance_pileup.png``.
+(the first pileup's tables), and with a scan ``met_performance_pileup.png``.  The high-q_T
+bins come from Z plus a jet at high pT-hat (``znunu_highpt``, ``zmumu_highpt``;
+``--highpt-events``), where the inclusive samples leave a few dozen events.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ PROCESSES = {"zmumu": r"Z$\to\mu\mu$: hadronic recoil against the dimuon",
              "znunu": r"Z$\to\nu\nu$: MET against the neutrinos"}  # fmt: skip
 #: The q_T range of the pileup scan (the bulk of the Z->nunu sample).
 SCAN_BINS = (50.0, 150.0)
+#: Z plus a jet at high pT-hat (sonic.workflow.generate), for the q_T bins the inclusive samples
+#: barely fill; each one's bins start well above its pT-hat cut (160 and 70 GeV).
+HIGHPT_BINS = {"znunu_highpt": (250.0, 350.0, float("inf")),
+               "zmumu_highpt": (100.0, 150.0, 250.0, float("inf"))}  # fmt: skip
 #: CMS's published versions (cms-data RecoMET/METPUSubtraction models/deepmet).
 CMS_VERSIONS = {"1": "CMS v1 (resolution, 2018)", "2": "CMS v2 (response, 2018)",
                 "3": "CMS v3 (response, 2016)"}  # fmt: skip
@@ -92,10 +98,11 @@ class CmsDeepMET:
         return {label: np.concatenate(m) for label, m in out.items()}
 
 
-def _sample(process: str, pileup: float, args: Any, truth_vertexing: bool = False) -> Path:
+def _sample(process: str, pileup: float, args: Any, truth_vertexing: bool = False,
+            events: int | None = None) -> Path:  # fmt: skip
     name = f"{process}-pu{pileup:g}-seed{args.seed}" + ("-truthpv" if truth_vertexing else "")
-    return cached_sample(name, args.events, processes=[process], pileup=pileup, seed=args.seed,
-                         truth_vertexing=truth_vertexing)  # fmt: skip
+    return cached_sample(name, events or args.events, processes=[process], pileup=pileup,
+                         seed=args.seed, truth_vertexing=truth_vertexing)  # fmt: skip
 
 
 def _outputs(sample: Path) -> dict[str, Any]:
@@ -107,9 +114,9 @@ def _outputs(sample: Path) -> dict[str, Any]:
 
 
 def _measure(process: str, pileup: float, args: Any, cms: CmsDeepMET | None,
-             bins: tuple[float, ...] | None = None,
-             truth_vertexing: bool = False) -> dict[str, list[BinResult]]:  # fmt: skip
-    sample = _sample(process, pileup, args, truth_vertexing)
+             bins: tuple[float, ...] | None = None, truth_vertexing: bool = False,
+             events: int | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
+    sample = _sample(process, pileup, args, truth_vertexing, events)
     extra = cms.met(sample) if cms else {}
     return study(sample, _outputs(sample), process, bootstrap=args.bootstrap, extra=extra,
                  **({"bins": bins} if bins else {}))  # fmt: skip
@@ -167,6 +174,16 @@ def _scan(args: Any, out_dir: Path) -> dict[str, object]:
     return record
 
 
+def _highpt(pileup: float, args: Any, cms: CmsDeepMET | None) -> dict[str, Any]:
+    """The high-q_T samples' bins (``--highpt-events`` each)."""
+    out: dict[str, Any] = {}
+    for process, bins in HIGHPT_BINS.items() if args.highpt_events > 0 else ():
+        results = _measure(process, pileup, args, cms, bins, events=args.highpt_events)
+        out[process] = {k: [b.as_dict() for b in v] for k, v in results.items()}
+        _print_bins(process, pileup, results)
+    return out
+
+
 def _print_bins(process: str, pileup: float, results: dict[str, list[BinResult]]) -> None:
     print(f"\n{process} (pileup {pileup:g})")
     print("| estimator | q_T bin | events | response | sigma_par/R | sigma_perp/R |")
@@ -208,6 +225,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=2000)
     ap.add_argument("--pileup", type=float, nargs="+", default=[DEFAULT_PILEUP])
     ap.add_argument("--seed", type=int, default=4004)
+    ap.add_argument("--highpt-events", type=int, default=2000,
+                    help="events of each high-q_T sample (0: none)")  # fmt: skip
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--cms-deepmet", type=Path, default=None,
                     help="CMS's deepmet model directory, served to run its graphdefs")  # fmt: skip
@@ -226,6 +245,7 @@ def main() -> None:
             png(recoil_figure(results, f"{title}, pileup {pileup:g}"),
                 out_dir / f"met_performance_{process}.png")  # fmt: skip
         widths = _widths("qcd", pileup, args, cms)
+        record["highpt"] = _highpt(pileup, args, cms)
     record["qcd_widths"] = widths
     print(f"\nqcd (pileup {pileup:g}): MET - GenMET, x and y\n| estimator | std | sigma68 |"
           "\n|---|---|---|")  # fmt: skip

@@ -16,7 +16,7 @@ from sonic.zoo.examples import write_model
 from tests.conftest import SIMPLE_CONFIG, write_mlp
 from tests.fixtures.perf_analyzer import run_perf_analyzer
 
-FAST = ["-p", "300", "-s", "100", "-r", "6"]  # short windows; a loose bound on a busy machine
+FAST = ["-p", "300", "-s", "100", "-r", "10"]  # short windows; a loose bound on a busy machine
 
 
 @pytest.fixture(scope="module")

@@ -115,3 +115,21 @@ def test_pileup_fit_recovers_the_per_vertex_term() -> None:
     s0, s, ds0, ds = fit_pileup(n_pu, sigma, 0.01 * sigma)
     assert s0 == pytest.approx(12.0, rel=1e-6) and s == pytest.approx(1.5, rel=1e-6)
     assert 0 < ds0 < 1 and 0 < ds < 1
+
+
+def test_a_high_qt_sample_fills_the_high_bins(tmp_path: Path) -> None:
+    """``znunu_highpt`` is Z -> nu nu above its pT-hat cut of 160 GeV, and the study counts its
+    events as Z -> nu nu: all of them land in the bins above 100 GeV."""
+    import uproot
+
+    from sonic.workflow.generate import generate_sample
+    from sonic.workflow.met_performance import study
+
+    sample = generate_sample(tmp_path / "hi.root", 8, processes=["znunu_highpt"], pileup=2,
+                             pool_size=10, seed=3)  # fmt: skip
+    with uproot.open(sample) as f:
+        gen = f["Events"]["GenMET_pt"].array(library="np")
+    assert gen.min() > 100.0
+    results = study(sample, {}, "znunu_highpt", bootstrap=5, bins=(0.0, 100.0, math.inf))
+    assert [b.events for b in results["PF (raw)"]] == [8]  # none below 100 GeV (left out)
+    assert results["PF (raw)"][0].lo == 100.0

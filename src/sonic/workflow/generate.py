@@ -2,8 +2,9 @@
 
 Processes at 13.6 TeV: ``ttbar`` (gg/qqbar -> ttbar), ``znunu`` (Z -> nu nu
 plus a jet, pT-hat > 50 GeV), ``zmumu`` (Drell-Yan Z -> mu mu, 60-120 GeV) and
-``qcd`` (multijet, pT-hat > 30 GeV), and ``ttbar_boosted`` / ``qcd_boosted``
-(pT-hat > 400 GeV, for AK8 tagging); a sample holds ``ttbar`` and ``znunu``
+``qcd`` (multijet, pT-hat > 30 GeV), ``ttbar_boosted`` / ``qcd_boosted``
+(pT-hat > 400 GeV, for AK8 tagging), and ``znunu_highpt`` / ``zmumu_highpt`` (Z plus a
+jet, pT-hat > 160 / 70 GeV, for MET performance at high q_T); a sample holds ``ttbar`` and ``znunu``
 unless told otherwise.  Several processes alternate event by event,
 so any chunk of the file mixes them.  Pileup is a Poisson number (mean
 ``pileup``) of minimum-bias collisions overlaid on each event.  They are drawn
@@ -54,10 +55,23 @@ PROCESSES: dict[str, list[str]] = {
     # Boosted: tops above ~400 GeV decay inside one AK8 jet (2 m / pT < 0.8); QCD alike.
     "ttbar_boosted": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "PhaseSpace:pTHatMin = 400."],
     "qcd_boosted": ["HardQCD:all = on", "PhaseSpace:pTHatMin = 400."],
+    # High q_T: the Z recoiling against a parton, for the MET-performance bins an inclusive
+    # sample barely fills (its q_T bins start well above pT-hat's cut: no turn-on inside them).
+    "znunu_highpt": [
+        "WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on",
+        "WeakZ0:gmZmode = 2", "23:onMode = off", "23:onIfAny = 12 14 16",
+        "PhaseSpace:pTHatMin = 160.",
+    ],
+    "zmumu_highpt": [
+        "WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on",
+        "WeakZ0:gmZmode = 2", "23:onMode = off", "23:onIfAny = 13",
+        "PhaseSpace:pTHatMin = 70.",
+    ],
     # Pileup: all inelastic collisions, diffractive ones included, as CMS's premixing library.
     "minbias": ["SoftQCD:inelastic = on"],
 }
-HARD_PROCESSES = ("ttbar", "znunu", "zmumu", "qcd", "ttbar_boosted", "qcd_boosted")
+HARD_PROCESSES = ("ttbar", "znunu", "zmumu", "qcd", "ttbar_boosted", "qcd_boosted",
+                  "znunu_highpt", "zmumu_highpt")
 #: What a sample holds when no process is named: DeepMET's demo mix.
 DEFAULT_PROCESSES = ("ttbar", "znunu")
 #: Run 3: a mean of 55 pileup collisions, drawn from a pool of this many minimum-bias events

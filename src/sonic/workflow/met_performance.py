@@ -151,14 +151,16 @@ def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 2
     file (candidates, MET columns), ``outputs`` the workflow's columns for the same events
     (``DeepMET*Tune_*``; an estimator whose columns are missing is left out); ``extra`` more
     estimators as [n, 2] MET vectors per event.  ``process`` is ``zmumu`` (recoil against the
-    dimuon) or ``znunu`` (MET against the neutrinos); in a file that mixes processes only that
-    process's events count."""
+    dimuon) or ``znunu`` (MET against the neutrinos), or their ``_highpt`` samples; in a file
+    that mixes processes only that process's events count."""
     import uproot
 
     from sonic.workflow.generate import HARD_PROCESSES
 
-    if process not in ("zmumu", "znunu"):
-        raise ValueError(f"process must be 'zmumu' or 'znunu', not {process!r}")
+    kind = process.removesuffix("_highpt")
+    if kind not in ("zmumu", "znunu"):
+        raise ValueError("process must be 'zmumu' or 'znunu' (or their '_highpt' samples), "
+                         f"not {process!r}")  # fmt: skip
     in_file = [c for label, cols in ESTIMATORS.items() if cols and label not in FROM_OUTPUTS
                for c in cols]  # fmt: skip
     with uproot.open(sample) as f:
@@ -177,10 +179,10 @@ def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 2
         c = {k: a[f"PFCands_{k}"][ev] for k in PF_COLUMNS}
         met["CHS"][ev] = chs_met(c["pt"] * np.cos(c["phi"]), c["pt"] * np.sin(c["phi"]),
                                  c["charge"], c["fromPV"])  # fmt: skip
-        if process == "zmumu" and (pair := dimuon(c["pt"], c["eta"], c["phi"], c["pdgId"],
+        if kind == "zmumu" and (pair := dimuon(c["pt"], c["eta"], c["phi"], c["pdgId"],
                                                   c["charge"])) is not None:  # fmt: skip
             q[ev] = pair
-    if process == "znunu":
+    if kind == "znunu":
         q = met_vectors(a, "GenMET_pt", "GenMET_phi")
     ok = np.isfinite(q[:, 0])
     if "GenProcess_id" in a:
@@ -189,7 +191,7 @@ def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 2
     out = {}
     for label in sorted(met, key=_order):
         m = met[label][ok]
-        if process == "zmumu":
+        if kind == "zmumu":
             u_par, perp = recoil(m[:, 0], m[:, 1], qx, qy)
             par = -u_par
         else:
