@@ -33,6 +33,7 @@ from sonic.errors import InvalidArgument, Unavailable
 from sonic.server.loops import RunningLoop
 from sonic.server.scheduling.batching import BatchInputSpec, merge, split
 from sonic.server.scheduling.instances import InstancePool
+from sonic.server.scheduling.timer import PreciseTimer
 from sonic.server.statistics import ModelStatistics
 
 
@@ -228,6 +229,7 @@ class DynamicBatcher(_Scheduler):
         # Only timeouts and cancelled clients remove requests from the queue.
         self._may_expire = any(p.timeout_ns for p in self.policies.values())
         self._loop_task: asyncio.Task[None] | None = None
+        self._timer: PreciseTimer | None = None
         self._next_seq = 0
         self._done_seq = 0
         self._finished: dict[int, list[tuple[WorkItem, Execution | BaseException]]] = {}
@@ -377,12 +379,15 @@ class DynamicBatcher(_Scheduler):
             if deadlines:
                 wait_s = min(wait_s, max(0.0, (min(deadlines) - self.clock()) / 1e9))
             self._wake.clear()
-            # A timer that sets the event is far cheaper than wait_for's extra task.
-            timer = self._running_loop().call_later(wait_s, self._wake.set)
+            # A timer that sets the event is far cheaper than wait_for's extra task; a precise
+            # one, as the loop's own count whole milliseconds (sonic.server.scheduling.timer).
+            if self._timer is None:
+                self._timer = PreciseTimer(self._running_loop(), self._wake.set)
+            self._timer.arm(wait_s)
             try:
                 await self._wake.wait()
             finally:
-                timer.cancel()
+                self._timer.cancel()
 
     async def _execute(self, inst: BackendInstance, batch: list[WorkItem], alone: bool) -> None:
         seq = self._next_seq
@@ -411,6 +416,8 @@ class DynamicBatcher(_Scheduler):
     def close(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
+        if self._timer is not None:
+            self._timer.close()
         for queue in self.queues.values():
             for item in queue:
                 if not item.future.done():
