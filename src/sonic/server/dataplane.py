@@ -108,10 +108,8 @@ class Accepted:
 
     def ran(self, _: Any) -> None:
         """The request's execution is over: answer it (unless it was given up meanwhile)."""
-        if not self.open:
+        if not self._close():
             return
-        self.open = False
-        self.dp._release(self.size, self)
         try:
             response = self.model.complete(self.pending)
             for t in response.outputs:
@@ -125,11 +123,17 @@ class Accepted:
     def cancel(self, why: BaseException) -> bool:
         """Give the request up (its client went away, or it timed out); False if it was
         answered already."""
+        if not self._close():
+            return False
+        self.model.withdraw(self.pending, why)
+        return True
+
+    def _close(self) -> bool:
+        """Release the request's share of the data plane, once: False if it was released."""
         if not self.open:
             return False
         self.open = False
         self.dp._release(self.size, self)
-        self.model.withdraw(self.pending, why)
         return True
 
 

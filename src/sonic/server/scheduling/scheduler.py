@@ -272,7 +272,7 @@ class DynamicBatcher(_Scheduler):
         return item
 
     def withdraw(self, item: WorkItem) -> None:
-        item.future.cancel()
+        super().withdraw(item)
         queue = self.queues[item.priority]
         if item in queue:
             queue.remove(item)
