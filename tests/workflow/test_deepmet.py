@@ -69,6 +69,46 @@ def test_response_term_balances_each_true_pt_bin() -> None:
         deepmet.loss(shrunk, target, "tight")
 
 
+def test_response_term_balances_the_recoil_against_a_dimuon() -> None:
+    """With the event's dimuon added to both sides, a Z -> mu mu event (GenMET 0) counts: MET
+    from muons taken at 0.96 of their pT against a recoil measured in full leaves the dimuon's
+    4.8 GeV shortfall of 120; without it, or for a balanced event, the term is 0.  Recoil and
+    genuine-MET events balance apart."""
+    gev = 1 / 50
+    q = torch.tensor([[120.0, 0]]) * gev
+    genmet = torch.zeros(1, 2)
+    undercounted = -(0.96 * q - q)  # -(muons + recoil), the recoil being -q
+    np.testing.assert_allclose(deepmet.response_term(undercounted, genmet, q).item(), 4.8 / 120,
+                               rtol=1e-5)  # fmt: skip
+    assert deepmet.response_term(undercounted, genmet).item() == 0.0
+    assert deepmet.response_term(genmet, genmet, q).item() == 0.0
+    # A Z -> nu nu event 4.8 GeV short in the same bin does not hide the recoil's excess.
+    pred = torch.cat([undercounted, q - 4.8 * gev])
+    both = deepmet.response_term(pred, torch.cat([genmet, q]), torch.cat([q, genmet]))
+    np.testing.assert_allclose(both.item(), 9.6 / 240, rtol=1e-5)
+
+
+def test_dimuons_select_the_z_candidate_from_the_tensors() -> None:
+    """The training's dimuon is the MET study's (two opposite-charge muons in the Z window),
+    read back from the model tensors; other events get (0, 0)."""
+    import awkward as ak
+
+    from sonic.workflow.inputs import PF_BRANCHES, build_inputs
+
+    events = {  # a Z -> mu mu event with a pion, same-charge muons, a single muon
+        "pt": [[45.0, 50.0, 5.0], [45.0, 50.0], [45.0]],
+        "eta": [[0.3, -0.4, 1.0], [0.3, -0.4], [0]],
+        "phi": [[0.2, 2.9, 1.0], [0.2, 2.9], [0]], "pdgId": [[13, -13, 211], [13, 13], [13]],
+        "charge": [[-1, 1, 1], [-1, -1], [-1]],
+    }  # fmt: skip
+    pf = {b: ak.Array(events[b]) if b in events else ak.zeros_like(ak.Array(events["pt"]))
+          for b in PF_BRANCHES}  # fmt: skip
+    got = deepmet.dimuons(build_inputs(pf, max_n_pf=4))
+    want = [45 * np.cos(0.2) + 50 * np.cos(2.9), 45 * np.sin(0.2) + 50 * np.sin(2.9)]
+    np.testing.assert_allclose(got[0], want, rtol=1e-5)
+    np.testing.assert_array_equal(got[1:], 0.0)
+
+
 def test_batchnorm_statistics_ignore_padding(samples: list[Path]) -> None:
     """Training-mode BatchNorm sees real candidates only: the same events padded wider leave
     the same running statistics, and in evaluation padding changes no output."""
