@@ -169,19 +169,19 @@ def dimuons(inputs: DeepMETInputs) -> np.ndarray:
     """Each event's Z -> mu mu candidate (q_x, q_y) in GeV from its tensors, as the MET study
     selects it (:func:`sonic.workflow.met_performance.dimuon`); (0, 0) where there is none."""
     x = inputs.tensors["input"]
-    pdg_of = {v: k for k, v in PDGID_INDEX.items()}
-    charge_of = {v: k for k, v in CHARGE_INDEX.items()}
+    pdg_class = inputs.tensors["input_cat1"][..., 0]
+    real = np.arange(pdg_class.shape[1])[None, :] < inputs.n_candidates[:, None]
+    muon = real & np.isin(pdg_class, (PDGID_INDEX[-MUON], PDGID_INDEX[MUON]))
+    charge_of = np.array(sorted(CHARGE_INDEX, key=CHARGE_INDEX.__getitem__))
+    eta, px, py = (FEATURES.index(name) for name in ("eta", "px", "py"))
     out = np.zeros((len(inputs), 2))
-    feature = {name: FEATURES.index(name) for name in ("eta", "px", "py")}
-    for ev in range(len(inputs)):
-        n = inputs.n_candidates[ev]
-        pdg = np.array([pdg_of[int(c)] for c in inputs.tensors["input_cat1"][ev, :n, 0]])
-        if np.count_nonzero(np.abs(pdg) == MUON) < 2:
-            continue
-        charge = np.array([charge_of[int(c)] for c in inputs.tensors["input_cat0"][ev, :n, 0]])
-        px, py = (x[ev, :n, feature[c]].astype(np.float64) * NORM_FACTOR for c in ("px", "py"))
-        pair = dimuon(np.hypot(px, py), x[ev, :n, feature["eta"]].astype(np.float64),
-                      np.arctan2(py, px), pdg, charge)  # fmt: skip
+    for ev in np.flatnonzero(muon.sum(axis=1) >= 2):
+        rows = np.flatnonzero(muon[ev])
+        mx, my = (x[ev, rows, c].astype(np.float64) * NORM_FACTOR for c in (px, py))
+        pdg = np.where(pdg_class[ev, rows] == PDGID_INDEX[MUON], MUON, -MUON)
+        charge = charge_of[inputs.tensors["input_cat0"][ev, rows, 0].astype(np.int64)]
+        pair = dimuon(np.hypot(mx, my), x[ev, rows, eta].astype(np.float64),
+                      np.arctan2(my, mx), pdg, charge)  # fmt: skip
         if pair is not None:
             out[ev] = pair
     return out
