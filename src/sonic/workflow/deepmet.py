@@ -138,17 +138,16 @@ def response_term(pred: object, target: object, visible: object | None = None) -
     at 1.04-1.05 above q_T 100 GeV; with it, and Z -> mu mu events at high q_T to train on
     (the inclusive sample has about 50 above 50 GeV), 1.01-1.02 (docs/workflow.md)."""
     torch = _torch()
-    recoil = None
+    recoil = torch.zeros(len(pred), dtype=torch.bool)  # type: ignore[arg-type,attr-defined]
     if visible is not None:
         pred, target = pred + visible, target + visible  # type: ignore[operator]
         recoil = (visible != 0).any(dim=1)  # type: ignore[attr-defined]
     pt_true = torch.linalg.vector_norm(target, dim=1)  # type: ignore[attr-defined]
     par = (pred * target).sum(dim=1) / pt_true.clamp(min=1e-6)  # type: ignore[operator]
     total = pt_true.new_zeros(())
-    kinds = [torch.ones_like(pt_true, dtype=torch.bool)] if recoil is None else [recoil, ~recoil]
     for lo, hi in itertools.pairwise(RESPONSE_BINS):
         inside = (pt_true >= lo / NORM_FACTOR) & (pt_true < hi / NORM_FACTOR)
-        for kind in kinds:
+        for kind in (recoil, ~recoil):
             total = total + ((par - pt_true) * (inside & kind)).sum().abs()
     return total / pt_true.sum().clamp(min=1e-6)
 
