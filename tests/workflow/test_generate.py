@@ -113,6 +113,21 @@ def test_hadron_response_rises_to_one() -> None:
     assert (np.diff(r) > 0).all() and r[0] < 0.7 and 0.75 < r[3] < r[4] < 1
 
 
+def test_forward_calorimeter_responds_less_to_hadrons() -> None:
+    """100 GeV neutrons: about 0.79 of their energy in the central calorimeters (PF-calibrated
+    but non-compensating), about 0.63 in HF (e/h about 5, uncalibrated); photons at 1 in HF too."""
+
+    def mean_response(pdg: int, eta: float) -> float:
+        pt = 100.0 / np.cosh(eta)
+        parts = _particles([pdg] * 400, [0] * 400, [pt] * 400, [pt * np.sinh(eta)] * 400)
+        c = detector.reconstruct(parts, *_hard(400), np.random.default_rng(3)).candidates
+        return float(np.sum(c.pt * np.cosh(c.eta)) / (400 * 100.0))
+
+    assert 0.75 < mean_response(2112, 0.0) < 0.83
+    assert 0.58 < mean_response(2112, 4.0) < 0.68
+    assert 0.97 < mean_response(22, 4.0) < 1.03
+
+
 def test_particle_flow_merges_a_neutral_into_a_track_cluster() -> None:
     """A 3 GeV neutral hadron inside a 50 GeV pion's calorimeter cell is lost in its cluster
     (its energy is below the cluster's spread); 0.5 units of eta away it is its own candidate."""

@@ -20,8 +20,13 @@ Energy and momentum
     Tracks: sigma(pT)/pT = 1% (+) 0.015% x pT.  Photons and electrons in the
     ECAL: sigma(E)/E = 3%/sqrt(E) (+) 0.5%.  Hadrons in the calorimeters
     respond below 1 at low energy (non-compensation, :func:`hadron_response`:
-    0.55 at 1 GeV, 0.73 at 20, 0.86 at 1 TeV) with 100%/sqrt(E) (+) 5%; the
-    forward calorimeter smears by 180%/sqrt(E) (+) 10%.  Thresholds: photons
+    0.55 at 1 GeV, 0.73 at 20, 0.86 at 1 TeV) with 100%/sqrt(E) (+) 5%.  The
+    forward calorimeter (HF) sees only Cherenkov light, mostly from the EM part of
+    a shower (e/h about 5), and PF leaves its hadron clusters uncalibrated
+    (``calibHF_use = False``): hadrons respond at 0.46 at 10 GeV and 0.63 at
+    100 GeV, smeared by 180%/sqrt(E) (+) 10%.  So soft pileup in HF no longer
+    balances the pileup the tracker sees, as in CMS, where removing charged
+    pileup (CHS) therefore helps MET.  Thresholds: photons
     0.5 GeV, neutral hadrons 1 GeV, forward 10 GeV.  Masses are those PF assigns
     (pion mass for charged hadrons, 0 for neutrals).
 Particle-flow confusion
@@ -69,6 +74,9 @@ LOOPER_PT = 0.7
 #: of Groom's pi/e = 1 - (1 - h/e) (E / 1 GeV)^(m - 1).
 H_OVER_E = 0.55
 HADRON_M = 0.83
+#: The forward calorimeter's h/e (e/h about 5: quartz fibres see Cherenkov light), which PF
+#: does not calibrate away.
+HF_H_OVER_E = 0.2
 #: Calorimeter cell sizes (dR): a neutral this close to a track shares its cluster.
 ECAL_CELL, HCAL_CELL = 0.0174, 0.087
 #: PF makes no neutral hadron below this energy (GeV).
@@ -144,10 +152,10 @@ def sigma_dz(pt: np.ndarray) -> np.ndarray:
     return _quad(0.003, 0.015 / np.maximum(pt, 0.1))
 
 
-def hadron_response(e: np.ndarray) -> np.ndarray:
+def hadron_response(e: np.ndarray, h_over_e: float = H_OVER_E) -> np.ndarray:
     """Mean calorimeter response to a hadron of energy ``e`` GeV, relative to an electron's
     (Groom's pi/e = 1 - (1 - h/e) (E / 1 GeV)^(m - 1)): below 1, rising with energy."""
-    return 1.0 - (1.0 - H_OVER_E) * np.power(np.maximum(e, 0.1), HADRON_M - 1.0)
+    return 1.0 - (1.0 - h_over_e) * np.power(np.maximum(e, 0.1), HADRON_M - 1.0)
 
 
 def sigma_hadron(e: np.ndarray) -> np.ndarray:
@@ -197,7 +205,8 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
     sel = calo & ~forward & em
     sigma[sel] = _quad(0.03 / np.sqrt(p[sel]), 0.005)
     sel = calo & ~em
-    response[sel] = hadron_response(p[sel])
+    response[sel] = np.where(forward[sel], hadron_response(p[sel], HF_H_OVER_E),
+                             hadron_response(p[sel]))  # fmt: skip
     sigma[sel] = np.where(forward[sel], _quad(1.8 / np.sqrt(p[sel]), 0.10), sigma_hadron(p[sel]))
     sel = forward & em
     sigma[sel] = _quad(1.8 / np.sqrt(p[sel]), 0.10)

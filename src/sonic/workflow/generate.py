@@ -80,8 +80,9 @@ DEFAULT_PILEUP = 55.0
 DEFAULT_POOL_SIZE = 2000
 #: Bumped whenever the same options give other events (caches of samples name it): 3 is the
 #: detector with non-compensation, PF confusion and loopers, the vertex fit and CMS's PUPPI;
-#: 4 gives fromPV as pat::PackedCandidate does (NoPV only for tracks in another vertex's fit).
-SAMPLE_VERSION = 4
+#: 4 gives fromPV as pat::PackedCandidate does (NoPV only for tracks in another vertex's fit);
+#: 5 the forward calorimeter's own, uncalibrated hadron response.
+SAMPLE_VERSION = 5
 #: Pythia's seeds must be below 900 000 000.
 _SEED_RANGE = 900_000_000
 
