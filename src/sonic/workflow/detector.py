@@ -152,7 +152,7 @@ def sigma_dz(pt: np.ndarray) -> np.ndarray:
     return _quad(0.003, 0.015 / np.maximum(pt, 0.1))
 
 
-def hadron_response(e: np.ndarray, h_over_e: float = H_OVER_E) -> np.ndarray:
+def hadron_response(e: np.ndarray, h_over_e: float | np.ndarray = H_OVER_E) -> np.ndarray:
     """Mean calorimeter response to a hadron of energy ``e`` GeV, relative to an electron's
     (Groom's pi/e = 1 - (1 - h/e) (E / 1 GeV)^(m - 1)): below 1, rising with energy."""
     return 1.0 - (1.0 - h_over_e) * np.power(np.maximum(e, 0.1), HADRON_M - 1.0)
@@ -205,8 +205,7 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
     sel = calo & ~forward & em
     sigma[sel] = _quad(0.03 / np.sqrt(p[sel]), 0.005)
     sel = calo & ~em
-    response[sel] = np.where(forward[sel], hadron_response(p[sel], HF_H_OVER_E),
-                             hadron_response(p[sel]))  # fmt: skip
+    response[sel] = hadron_response(p[sel], np.where(forward[sel], HF_H_OVER_E, H_OVER_E))
     sigma[sel] = np.where(forward[sel], _quad(1.8 / np.sqrt(p[sel]), 0.10), sigma_hadron(p[sel]))
     sel = forward & em
     sigma[sel] = _quad(1.8 / np.sqrt(p[sel]), 0.10)
