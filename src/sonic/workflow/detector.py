@@ -70,6 +70,10 @@ CHARGED_HADRON_MASS = 0.13957
 LEPTON_MASS = {11: 0.000511, 13: 0.10566}
 #: Charged particles below this pT (GeV) curl up in CMS's 3.8 T field before the calorimeters.
 LOOPER_PT = 0.7
+#: Tracking efficiency: muons and electrons; hadrons above and below 1 GeV (nuclear
+#: interactions in the tracker's material stop some, soft ones more).
+LEPTON_TRACKING_EFFICIENCY = 0.98
+HADRON_TRACKING_EFFICIENCY = (0.90, 0.80)
 #: The hadron calorimeter's non-compensation after PF's calibration: the h/e and the exponent
 #: of Groom's pi/e = 1 - (1 - h/e) (E / 1 GeV)^(m - 1).
 H_OVER_E = 0.55
@@ -192,7 +196,8 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
     lepton_id = np.isin(apdg, (11, 13))
     n = len(apdg)
 
-    eff = np.where(lepton_id, 0.98, np.where(pt_true > 1.0, 0.90, 0.80))
+    hard, soft = HADRON_TRACKING_EFFICIENCY
+    eff = np.where(lepton_id, LEPTON_TRACKING_EFFICIENCY, np.where(pt_true > 1.0, hard, soft))
     tracked = visible & charged & (aeta < 2.5) & (pt_true > 0.3) & (rng.random(n) < eff)
     looper = charged & ~tracked & (pt_true < LOOPER_PT) & (aeta < 3.0)
     em = (apdg == 22) | (apdg == 11)
