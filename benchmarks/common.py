@@ -1,12 +1,19 @@
-"""What the benchmark scripts share: a command line whose --help is the script's docstring, and
-generated samples cached between runs."""
+"""What the benchmark scripts share: a command line whose --help is the script's docstring,
+generated samples cached between runs, and DeepMET served to run on their events."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+#: CMS's published versions (cms-data RecoMET/METPUSubtraction models/deepmet).
+CMS_VERSIONS = {"1": "CMS v1 (resolution, 2018)", "2": "CMS v2 (response, 2018)",
+                "3": "CMS v3 (response, 2016)"}  # fmt: skip
 #: Where generated samples are kept between runs.
 SAMPLES = Path(__file__).resolve().parents[1] / "build" / "bench"
 
@@ -29,3 +36,38 @@ def cached_sample(name: str, events: int, **options: Any) -> Path:
         print(f"generating {path}", flush=True)
         generate_sample(path, events, **options)
     return path
+
+
+def serve_deepmet(model_dir: Path, stack: contextlib.ExitStack) -> str:
+    """A sonic server (gRPC URL) on a repository holding ``model_dir`` as ``deepmet``, linked
+    rather than copied: CMS's published graphdefs stay outside this repository."""
+    from sonic.launcher import LocalServer
+
+    repo = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    (repo / "deepmet").symlink_to(model_dir.resolve())
+    server = LocalServer(repo).start()
+    stack.callback(server.stop)
+    return server.grpc_url
+
+
+def deepmet_met(url: str, versions: dict[str, str], cands: Any,
+                chunk: int = 100) -> dict[str, np.ndarray]:  # fmt: skip
+    """MET (px, py) per event from each served ``deepmet`` version (version -> label), on
+    ``cands``, the ``PFCands_*`` columns of some events; ``chunk`` events per request (the
+    configs' max_batch_size)."""
+    from sonic.client import Client
+    from sonic.workflow.inputs import INPUT_NAMES, OUTPUT_NAME, PF_BRANCHES, build_inputs
+
+    out: dict[str, list[np.ndarray]] = {label: [] for label in versions.values()}
+    clients = {v: Client("deepmet", [url], version=v) for v in versions}
+    try:
+        for lo in range(0, len(cands), chunk):
+            part = cands[lo:lo + chunk]
+            inputs = build_inputs({b: part[f"PFCands_{b}"] for b in PF_BRANCHES})
+            tensors = {k: inputs.tensors[k] for k in INPUT_NAMES}
+            for v, client in clients.items():
+                out[versions[v]].append(inputs.met(client.infer(tensors)[OUTPUT_NAME]))
+    finally:
+        for client in clients.values():
+            client.close()
+    return {label: np.concatenate(m) for label, m in out.items()}

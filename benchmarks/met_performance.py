@@ -44,7 +44,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import arguments, cached_sample  # noqa: E402  (benchmarks/, the script's own folder)
+from common import (  # noqa: E402  (benchmarks/, the script's own folder)
+    CMS_VERSIONS,
+    arguments,
+    cached_sample,
+    deepmet_met,
+    serve_deepmet,
+)
 
 from sonic.plots import png, pyplot  # noqa: E402
 from sonic.workflow.met_performance import BinResult, fit_pileup, study  # noqa: E402
@@ -59,9 +65,6 @@ SCAN_BINS = (50.0, 150.0)
 #: barely fill; each one's bins start well above its pT-hat cut (160 and 70 GeV).
 HIGHPT_BINS = {"znunu_highpt": (250.0, 350.0, float("inf")),
                "zmumu_highpt": (100.0, 150.0, 250.0, float("inf"))}  # fmt: skip
-#: CMS's published versions (cms-data RecoMET/METPUSubtraction models/deepmet).
-CMS_VERSIONS = {"1": "CMS v1 (resolution, 2018)", "2": "CMS v2 (response, 2018)",
-                "3": "CMS v3 (response, 2016)"}  # fmt: skip
 
 
 class CmsDeepMET:
@@ -69,33 +72,15 @@ class CmsDeepMET:
     version on a sample's events, through the SONIC client."""
 
     def __init__(self, model_dir: Path, stack: contextlib.ExitStack) -> None:
-        from sonic.launcher import LocalServer
-
-        repo = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        (repo / "deepmet").symlink_to(model_dir.resolve())  # served as it is, not copied
-        server = LocalServer(repo).start()
-        stack.callback(server.stop)
-        self.url = server.grpc_url
+        self.url = serve_deepmet(model_dir, stack)
 
     def met(self, sample: Path) -> dict[str, np.ndarray]:
         import uproot
 
-        from sonic.client import Client
-        from sonic.workflow.inputs import INPUT_NAMES, OUTPUT_NAME, PF_BRANCHES, build_inputs
+        from sonic.workflow.inputs import PF_BRANCHES
 
-        out: dict[str, list[np.ndarray]] = {label: [] for label in CMS_VERSIONS.values()}
-        clients = {v: Client("deepmet", [self.url], version=v) for v in CMS_VERSIONS}
-        try:
-            for chunk in uproot.open(sample)["Events"].iterate(
-                    [f"PFCands_{b}" for b in PF_BRANCHES], step_size=100):  # fmt: skip
-                inputs = build_inputs({b: chunk[f"PFCands_{b}"] for b in PF_BRANCHES})
-                tensors = {k: inputs.tensors[k] for k in INPUT_NAMES}
-                for v, client in clients.items():
-                    out[CMS_VERSIONS[v]].append(inputs.met(client.infer(tensors)[OUTPUT_NAME]))
-        finally:
-            for client in clients.values():
-                client.close()
-        return {label: np.concatenate(m) for label, m in out.items()}
+        cands = uproot.open(sample)["Events"].arrays([f"PFCands_{b}" for b in PF_BRANCHES])
+        return deepmet_met(self.url, CMS_VERSIONS, cands)
 
 
 def _sample(process: str, pileup: float, args: Any, truth_vertexing: bool = False,
