@@ -2,8 +2,8 @@
 
 On the Z->nunu events of one q_T bin (by default the high-q_T sample's 250-350 GeV,
 where CMS's response tunes overshoot most), MET_par / q_T summed over the bin is
-split by candidate class: charged hadrons from the primary vertex (fromPV >= 2)
-and from pileup, leptons, photons, neutral hadrons, and the forward calorimeter's
+split by candidate class: charged hadrons from pileup (what CHS removes) and the
+others, leptons, photons, neutral hadrons, and the forward calorimeter's
 candidates.  For raw PF MET a class's share is its own -sum p_par / q_T.  For a
 DeepMET model it is how much MET_par drops when the class is taken out of the
 events: DeepMET weighs each candidate from that candidate's features alone, so the
@@ -40,7 +40,7 @@ from common import (  # noqa: E402  (benchmarks/, the script's own folder)
     serve_deepmet,
 )
 
-#: Candidate classes, from pdgId, charge and fromPV.
+#: Candidate classes, from pdgId, charge and fromPV (pileup as CHS has it).
 CLASSES = ("charged, PV", "charged, pileup", "leptons", "photons", "neutral hadrons", "forward")
 #: The project's two tunes (versions of examples/model_repository/deepmet).
 OWN = {"1": "DeepMET, resolution tune", "2": "DeepMET, response tune"}
@@ -48,16 +48,20 @@ OWN = {"1": "DeepMET, resolution tune", "2": "DeepMET, response tune"}
 
 def classes(pdg: Any, charge: Any, from_pv: Any) -> dict[str, Any]:
     """Per class, a jagged mask over the candidates."""
+    from sonic.workflow.primary_vertex import charged_pileup
+
     apdg = abs(pdg)
     hadron = (charge != 0) & (apdg == 211)
-    return {"charged, PV": hadron & (from_pv >= 2), "charged, pileup": hadron & (from_pv < 2),
+    pileup = charged_pileup(charge, from_pv)
+    return {"charged, PV": hadron & ~pileup, "charged, pileup": hadron & pileup,
             "leptons": (apdg == 11) | (apdg == 13), "photons": apdg == 22,
             "neutral hadrons": apdg == 130, "forward": (apdg == 1) | (apdg == 2)}  # fmt: skip
 
 
 def composition(sample: Path, lo: float, hi: float,
                 models: list[tuple[str, dict[str, str]]]) -> dict[str, Any]:  # fmt: skip
-    """Shares of MET_par / q_T per class for raw PF and each served model (url, versions)."""
+    """Shares of MET_par / q_T per class for raw PF and each served model (url, versions), with
+    each model's scale per class against raw PF's."""
     import awkward as ak
     import uproot
 
@@ -79,18 +83,17 @@ def composition(sample: Path, lo: float, hi: float,
     raw = {c: response(-np.stack([ak.to_numpy(ak.sum(px[m], axis=1)),
                                   ak.to_numpy(ak.sum(py[m], axis=1))], axis=1))
            for c, m in masks.items()}  # fmt: skip
-    result: dict[str, Any] = {"events": len(a), "q_T": [lo, hi]}
-    result["PF (raw)"] = {"response": sum(raw.values()), "shares": raw}
+    estimators: dict[str, Any] = {"PF (raw)": {"response": sum(raw.values()), "shares": raw}}
     for url, versions in models:
         full = deepmet_met(url, versions, cands)
         without = {c: deepmet_met(url, versions, cands[~m]) for c, m in masks.items()}
         for label, met in full.items():
             total = response(met)
             shares = {c: total - response(without[c][label]) for c in CLASSES}
-            result[label] = {"response": total, "shares": shares,
-                             "scale": {c: shares[c] / raw[c] if abs(raw[c]) > 1e-3 else None
-                                       for c in CLASSES}}  # fmt: skip
-    return result
+            estimators[label] = {"response": total, "shares": shares,
+                                 "scale": {c: shares[c] / raw[c] if abs(raw[c]) > 1e-3
+                                           else None for c in CLASSES}}  # fmt: skip
+    return {"events": len(a), "q_T": [lo, hi], "estimators": estimators}
 
 
 def main() -> None:
@@ -114,9 +117,7 @@ def main() -> None:
           "share of MET_par / q_T per class (x its scale against raw PF)")
     print("| estimator | response | " + " | ".join(CLASSES) + " |")
     print("|---" * (len(CLASSES) + 2) + "|")
-    for label, r in result.items():
-        if not isinstance(r, dict) or "shares" not in r:
-            continue
+    for label, r in result["estimators"].items():
         scale = r.get("scale", {})
         cells = [f"{r['shares'][c]:+.3f}" + (f" (x{scale[c]:.2f})" if scale.get(c) else "")
                  for c in CLASSES]  # fmt: skip
