@@ -28,11 +28,14 @@ from sonic.client import Client
 
 class DelayProxy:
     """TCP proxy on 127.0.0.1 that holds every chunk ``delay_s`` before passing it on (order
-    kept): latency emulation where the kernel has no netem."""
+    kept): latency emulation where the kernel has no netem.  With ``hold_s``, nothing passes
+    before that long after the proxy started: a path whose first packets are lost and
+    retransmitted later, as a TCP connection over a lossy network sees."""
 
-    def __init__(self, target: tuple[str, int], delay_s: float) -> None:
+    def __init__(self, target: tuple[str, int], delay_s: float, hold_s: float = 0.0) -> None:
         self.target = target
         self.delay_s = delay_s
+        self.released = time.monotonic() + hold_s
         self.loop = asyncio.new_event_loop()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -49,6 +52,9 @@ class DelayProxy:
         r2, w2 = await asyncio.open_connection(*self.target)
         await asyncio.gather(self._pipe(r1, w2), self._pipe(r2, w1), return_exceptions=True)
 
+    def _due(self) -> float:
+        return max(time.monotonic() + self.delay_s, self.released)
+
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -64,8 +70,8 @@ class DelayProxy:
 
         sender = asyncio.create_task(later())
         while data := await reader.read(1 << 16):
-            queue.put_nowait((time.monotonic() + self.delay_s, data))
-        queue.put_nowait((time.monotonic() + self.delay_s, b""))
+            queue.put_nowait((self._due(), data))
+        queue.put_nowait((self._due(), b""))
         await sender
 
 

@@ -139,10 +139,12 @@ class Client:
         self.timings: list[CallTiming] = []
         self._lock = threading.Lock()
         self._info: ModelInfo | None = None
+        same_server_attempts = 1 + sum(n for kind, n in retries if kind == "same")
         self.router = Router(model, version, protocol, self.endpoints, preferred=preferred_server,
                              fallback_repository=fallback_repository,
                              control_timeout_s=self.control_timeout_s,
-                             wake_timeout_s=wake_timeout * UNITS[timeout_unit])  # fmt: skip
+                             wake_timeout_s=wake_timeout * UNITS[timeout_unit],
+                             control_attempts=same_server_attempts)  # fmt: skip
         if self.requested_outputs:
             self.info()  # an output the model does not have is an error now, not per call
         if model_config_path is not None and verify_checksums:
@@ -157,7 +159,8 @@ class Client:
         """The model's inputs, outputs and max_batch_size, read once from a server."""
         if self._info is None:
             ep = self.best_server()
-            meta = ep.sync().get_model_metadata(self.model, self.version, **self.router.json(ep))
+            meta = self.router.ask(
+                ep, lambda c, kw: c.get_model_metadata(self.model, self.version, **kw))
             cfg = self._config(ep)
             mbs = int(cfg.get("max_batch_size", 0))
             skip = 1 if mbs > 0 else 0
@@ -294,7 +297,8 @@ class Client:
         return kw
 
     def _stats(self, ep: Endpoint) -> tuple[int, int, int]:
-        s = ep.sync().get_inference_statistics(self.model, self.version, **self.router.json(ep))
+        s = self.router.ask(
+            ep, lambda c, kw: c.get_inference_statistics(self.model, self.version, **kw))
         st = s["model_stats"][0]["inference_stats"]
         ns = lambda k: int(st.get(k, {}).get("ns", 0))  # noqa: E731
         return (
@@ -304,7 +308,8 @@ class Client:
         )
 
     def _config(self, ep: Endpoint) -> dict[str, Any]:
-        cfg = ep.sync().get_model_config(self.model, self.version, **self.router.json(ep))
+        cfg = self.router.ask(
+            ep, lambda c, kw: c.get_model_config(self.model, self.version, **kw))
         return cfg.get("config", cfg)  # gRPC wraps it in a ModelConfigResponse
 
     def model_config(self) -> dict[str, Any]:

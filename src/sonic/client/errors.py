@@ -68,6 +68,13 @@ def describe_failure(server: Any, err: Exception) -> str:
     return f"{server.name} ({server.url}): {status_of(err)}: {text}"
 
 
+def timed_out(err: Exception) -> bool:
+    """True for a call that ran out of time rather than being answered: on a lossy network one
+    dropped packet costs a TCP retransmission (a second or more), which a short control-call
+    deadline does not cover, so the same call is worth asking again."""
+    return isinstance(err, TimeoutError) or _code(err) == "StatusCode.DEADLINE_EXCEEDED"
+
+
 def retryable(err: Exception) -> bool:
     """True for failures another attempt (or another server) may not have."""
     transport = isinstance(err, ConnectionError | OSError | TimeoutError)

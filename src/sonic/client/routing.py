@@ -16,14 +16,16 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sonic.client.endpoint import Endpoint
-from sonic.client.errors import NoServerError, describe_failure, retryable
+from sonic.client.errors import NoServerError, describe_failure, retryable, timed_out
 from sonic.client.servers import Server
 
 log = logging.getLogger("sonic.client")
+T = TypeVar("T")
 
 
 class Router:
@@ -31,7 +33,10 @@ class Router:
 
     def __init__(self, model: str, version: str, protocol: str, endpoints: list[Endpoint], *,
                  preferred: str | None, fallback_repository: Path | None,
-                 control_timeout_s: float, wake_timeout_s: float = 0.0) -> None:  # fmt: skip
+                 control_timeout_s: float, wake_timeout_s: float = 0.0,
+                 control_attempts: int = 1) -> None:  # fmt: skip
+        """``control_attempts``: how many times a control call (discovery, health, metadata)
+        that timed out is asked, the job's own count of same-server attempts."""
         self.model = model
         self.version = version
         self.protocol = protocol
@@ -39,6 +44,7 @@ class Router:
         self.preferred = preferred
         self.fallback_repository = fallback_repository
         self.control_timeout_s = control_timeout_s
+        self.control_attempts = max(1, control_attempts)
         self.current: Endpoint | None = None
         self.fallback: Any = None
         self.fallback_endpoint: Endpoint | None = None
@@ -59,7 +65,7 @@ class Router:
             failed = []
             for ep in pending:
                 try:
-                    index = ep.sync().get_model_repository_index(**self.json(ep))
+                    index = self.ask(ep, lambda c, kw: c.get_model_repository_index(**kw))
                 except Exception as err:
                     failed.append((ep, err))
                     continue
@@ -79,6 +85,24 @@ class Router:
             ep.failures += 1
             self.refusals.append(describe_failure(ep.server, err))
 
+    def ask(self, ep: Endpoint, call: Callable[[Any, dict[str, Any]], T], *,
+            as_json: bool = True) -> T:  # fmt: skip
+        """``call(client, keywords)`` on ``ep``'s synchronous client, asked again while it
+        times out, up to ``control_attempts`` times.  A lost packet must not cost a job its
+        only server before its first event, when its inference calls would be retried; a
+        call that was answered (a refusal too) is not asked again."""
+        kw = self.json(ep) if as_json else self.control(ep)
+        attempt = 1
+        while True:
+            try:
+                return call(ep.sync(), kw)
+            except Exception as err:
+                if attempt >= self.control_attempts or not timed_out(err):
+                    raise
+                log.info("server %s: control call timed out (attempt %d of %d); asking again",
+                         ep.server.name, attempt, self.control_attempts)  # fmt: skip
+                attempt += 1
+
     def control(self, ep: Endpoint) -> dict[str, Any]:
         """Keyword arguments of every control call: the server's token and, over gRPC, a
         deadline (HTTP clients carry theirs, Endpoint.timeout_s)."""
@@ -96,7 +120,7 @@ class Router:
 
     def queue_ns(self, ep: Endpoint) -> float:
         try:
-            stats = ep.sync().get_inference_statistics(self.model, **self.json(ep))
+            stats = self.ask(ep, lambda c, kw: c.get_inference_statistics(self.model, **kw))
             q = stats["model_stats"][0]["inference_stats"]["queue"]
             return int(q.get("ns", 0)) / max(int(q.get("count", 0)), 1)
         except Exception:
@@ -109,9 +133,9 @@ class Router:
         live = []
         for ep in hosts:
             try:
-                kw = self.control(ep)
-                if ep.sync().is_server_live(**kw) and ep.sync().is_model_ready(
-                    self.model, self.version, **kw
+                if self.ask(ep, lambda c, kw: c.is_server_live(**kw), as_json=False) and self.ask(
+                    ep, lambda c, kw: c.is_model_ready(self.model, self.version, **kw),
+                    as_json=False,
                 ):
                     live.append(ep)
             except Exception:
