@@ -50,7 +50,8 @@ BN_MOMENTUM = 0.05
 #: here swamps the squared error with the term's noise (it stayed at its starting value over
 #: four epochs); 20 balances the response (in a 600-event trial: 0.81 without the term, 0.97
 #: at q_T 50-100 GeV with it, resolution unchanged; 200 gave the same as 20; on the full sample
-#: version 5, 40 gave 0.966 against 0.961 at Z->nunu q_T 50-100 GeV and 0.5 GeV more sigma_perp).
+#: version 5, 40, 100 and 300 gave 0.966, 0.969 and 0.971 against 0.961 at Z->nunu q_T 50-100
+#: GeV, each with 0.3-0.6 GeV more sigma_perp; docs/workflow.md).
 RESPONSE_WEIGHT = 20.0
 RESPONSE_BINS = (50.0, 100.0, 200.0, 300.0, 400.0, float("inf"))
 #: The tunes, and the version each is in the model directory (as CMS numbers them).
