@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 import uproot
 
 from sonic.workflow import deepmet
+from sonic.workflow.generate import HARD_PROCESSES
 from sonic.workflow.inputs import INPUT_NAMES, MAX_N_PF, OUTPUT_NAME
 
 
@@ -127,3 +130,36 @@ def test_batchnorm_statistics_ignore_padding(samples: list[Path]) -> None:
     net.eval()
     with torch.no_grad():
         torch.testing.assert_close(net(*tensors), net(*wider))
+
+
+def test_response_term_balances_each_process_apart() -> None:
+    """A ttbar event 5% over and a Z -> nu nu event 5% under in the same true-pT bin cancel in
+    one sum; with their processes as groups each counts, and a group that balances adds 0."""
+    gev = 1 / 50
+    target = torch.tensor([[80.0, 0], [80, 0]]) * gev
+    pred = target * torch.tensor([[1.05], [0.95]])
+    assert deepmet.response_term(pred, target).item() == pytest.approx(0.0, abs=1e-6)
+    ttbar, znunu = (HARD_PROCESSES.index(p) for p in ("ttbar", "znunu"))
+    groups = torch.tensor([ttbar, znunu])
+    np.testing.assert_allclose(deepmet.response_term(pred, target, groups=groups).item(),
+                               8 / 160, rtol=1e-5)  # fmt: skip
+    assert deepmet.response_term(target, target, groups=groups).item() == 0.0
+
+
+def test_process_ids_are_read_from_the_samples(samples: list[Path]) -> None:
+    ids = deepmet.process_ids(samples)
+    assert len(ids) == sum(len(deepmet.load_training_data([s])[1]) for s in samples)
+    assert set(ids.tolist()) <= set(range(len(HARD_PROCESSES))) and len(set(ids.tolist())) > 1
+
+
+def test_the_cli_trains_the_response_tune(samples: list[Path], tmp_path: Path) -> None:
+    """``sonic workflow train --tune response`` reads the samples' processes and writes an ONNX
+    model with CMSSW's interface."""
+    out = tmp_path / "model.onnx"
+    cmd = [sys.executable, "-m", "sonic.cli", "workflow", "train", *map(str, samples),
+           "--tune", "response", "--epochs", "1", "--out", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"wrote {out}" in run.stdout
+    names = [i.name for i in ort.InferenceSession(str(out)).get_inputs()]
+    assert names == list(INPUT_NAMES)

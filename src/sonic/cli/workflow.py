@@ -164,11 +164,12 @@ def workflow_train(files: tuple[Path, ...], tune: str, out: Path | None, epochs:
     out = out or Path("examples/model_repository/deepmet", deepmet.TUNE_VERSIONS[tune],
                       "model.onnx")  # fmt: skip
     inputs, target = deepmet.load_training_data(list(files))
+    processes = deepmet.process_ids(list(files))
     click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates")
     bar, report = _epochs(epochs)
     with bar:  # type: ignore[attr-defined]
         net, result = deepmet.train(inputs, target, tune=tune, epochs=epochs, seed=seed,
-                                    progress=report)  # fmt: skip
+                                    progress=report, groups=processes)  # fmt: skip
     deepmet.export_onnx(net, out)
     click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")
 
