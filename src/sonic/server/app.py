@@ -97,6 +97,7 @@ class Server:
                 default_max_batch_size=settings.default_max_batch_size,
                 max_batch_size=limits.max_batch_size,
                 max_queue_size=limits.max_queue_size,
+                adaptive_batch_delay=settings.adaptive_batch_delay,
                 gpus=tuple(g.index for g in self.gpus),
                 cpu_fallback=settings.allow_cpu_fallback,
             ),

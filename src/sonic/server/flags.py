@@ -146,6 +146,10 @@ FLAGS: tuple[Flag, ...] = (
          "Keep the event loop polling this long after each request, instead of sleeping: lower "
          "latency for clients that send one request after another, at the price of spinning "
          "one core in gaps shorter than this (0: off).", minimum=0),
+    Flag("--adaptive-batch-delay", "adaptive_batch_delay", "bool",
+         "Send a dynamic batcher's partial batch without waiting max_queue_delay_microseconds "
+         "while such waits keep gathering no other request (one request in flight at a time); "
+         "false: hold every delay, as Triton does (sonic.server.scheduling.delay)."),
     Flag("--grpc-transport", "grpc_transport", "choice",
          "gRPC server: 'native' (grpc++ carries the bytes, sonic.server.frontends.grpc_native; "
          "the default where it is built) or 'python' (grpc.aio).", choices=GRPC_TRANSPORTS,

@@ -47,6 +47,8 @@ class LoadOptions:
     max_batch_size: int = 0
     #: Queue bound for models whose config sets none (``--max-queue-size``; 0: none).
     max_queue_size: int = 0
+    #: Stop holding partial batches whose waits gather nothing (``--adaptive-batch-delay``).
+    adaptive_batch_delay: bool = True
 
 
 def _gpu_devices(
@@ -188,7 +190,8 @@ def load_model(
             pool = InstancePool([first, *rest], name)
             scheduler: DirectScheduler | DynamicBatcher
             if config.max_batch_size > 0 and config.HasField("dynamic_batching"):
-                scheduler = DynamicBatcher(pool, stats, shape, config, options.max_queue_size)
+                scheduler = DynamicBatcher(pool, stats, shape, config, options.max_queue_size,
+                                           options.adaptive_batch_delay)
             else:
                 scheduler = DirectScheduler(pool, stats, shape, options.max_queue_size)
             loaded[v] = LoadedModel(name, v, config, scheduler, stats, model_dir)

@@ -179,6 +179,8 @@ class ServerSettings:
     worker_peers: list[int] = field(default_factory=list)
     #: Microseconds the event loop keeps polling after each request (0: sleep at once).
     busy_poll_us: int = DEFAULT_BUSY_POLL_US
+    #: Partial batches go at once while waiting gathers nothing (sonic.server.scheduling.delay).
+    adaptive_batch_delay: bool = True
     #: grpc's HTTP/2 bandwidth-delay-product probing (off: a static 16 MiB window instead).
     grpc_bdp_probe: bool = False
     #: gRPC front-end processes relaying to the data plane (0: gRPC in-process); grpc_relay.

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from sonic.launcher import LocalServer
+from sonic.server.scheduling.delay import FUTILE_TO_SKIP, PROBE_EVERY
 from sonic.zoo.examples import IR_VERSION, OPSET, mlp_model, write_model
 from tests.conftest import slow_model
 from tests.fixtures.metrics import metric
@@ -35,6 +36,8 @@ CONFIGS = {
              "max_queue_delay_microseconds: 5000000 }" + MLP_IO),
     "delay": ("mlp", "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 400000 }"
               + MLP_IO),
+    "lone": ("mlp", "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 20000 }"
+             + MLP_IO),
     "shared": ("mlp", "max_batch_size: 64\ndynamic_batching { max_queue_delay_microseconds: 20000 }"
                + MLP_IO.replace(
         "count: 1", "count: 2")),
@@ -157,6 +160,42 @@ def test_queue_delay_is_honoured(batching_server: LocalServer) -> None:
         assert await _batch_sizes(c, "delay") == {1: 1, 8: 1}
 
     run(batching_server, scenario)
+
+
+async def _queued_ms(client: Any, model: str) -> float:
+    stats = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]
+    return int(stats["inference_stats"]["queue"].get("ns", 0)) / 1e6
+
+
+async def _one_after_another(client: Any, model: str, n: int) -> float:
+    """Milliseconds that ``n`` requests sent one at a time spent in the queue."""
+    x = np.ones((1, 64), dtype=np.float32)
+    before = await _queued_ms(client, model)
+    for _ in range(n):
+        await client.infer(model, [_mlp_input(x)])
+    return await _queued_ms(client, model) - before
+
+
+def test_a_delay_that_gathers_nothing_stops_being_held(batching_server: LocalServer) -> None:
+    """One request at a time never gets company: after FUTILE_TO_SKIP futile 20 ms waits only
+    the probes wait, and requests arriving together bring the delay back."""
+
+    async def scenario(c: Any) -> None:
+        assert await _one_after_another(c, "lone", FUTILE_TO_SKIP) >= FUTILE_TO_SKIP * 20
+        skipping = await _one_after_another(c, "lone", 2 * PROBE_EVERY)
+        assert 2 * 20 <= skipping < 2 * PROBE_EVERY * 20 / 4, skipping  # two probes waited
+        x = np.ones((1, 64), dtype=np.float32)
+        await asyncio.gather(*(c.infer("lone", [_mlp_input(x)]) for _ in range(3)))
+        assert await _one_after_another(c, "lone", 1) >= 20
+
+    run(batching_server, scenario)
+
+
+def test_a_fixed_delay_is_always_held(tmp_path: Any) -> None:
+    write_model(mlp_model(), tmp_path, "lone", config=CONFIGS["lone"][1])
+    with LocalServer(tmp_path, "--adaptive-batch-delay=false") as srv:
+        n = FUTILE_TO_SKIP + PROBE_EVERY
+        assert run(srv, lambda c: _one_after_another(c, "lone", n)) >= n * 20
 
 
 def test_requests_split_back_without_cross_talk(batching_server: LocalServer) -> None:

@@ -11,7 +11,8 @@ Triton's semantics: when an instance is free it gathers queued requests in
 priority then arrival order into the largest batch up to ``max_batch_size``;
 it prefers the largest ``preferred_batch_size`` it can form; it holds a
 partial batch until the oldest request has waited ``max_queue_delay_
-microseconds`` unless a preferred or full batch forms first; it applies the
+microseconds`` unless a preferred or full batch forms first (and stops holding
+it while such waits gather nothing: :mod:`~sonic.server.scheduling.delay`); it applies the
 queue policy (``max_queue_size``, timeouts with REJECT or DELAY, per-priority
 overrides) and can preserve response order across instances.
 """
@@ -32,6 +33,7 @@ from sonic.backends.base import BackendInstance
 from sonic.errors import InvalidArgument, Unavailable
 from sonic.server.loops import RunningLoop
 from sonic.server.scheduling.batching import BatchInputSpec, merge, split
+from sonic.server.scheduling.delay import DelayWatch
 from sonic.server.scheduling.instances import InstancePool
 from sonic.server.scheduling.timer import PreciseTimer
 from sonic.server.statistics import ModelStatistics
@@ -205,7 +207,7 @@ class DynamicBatcher(_Scheduler):
 
     def __init__(
         self, pool: InstancePool, stats: ModelStatistics, shape: BatchShape,
-        config: mc.ModelConfig, max_queue_size: int = 0,
+        config: mc.ModelConfig, max_queue_size: int = 0, adaptive_delay: bool = True,
     ) -> None:  # fmt: skip
         super().__init__(pool, stats, shape, max_queue_size)
         db = config.dynamic_batching
@@ -213,6 +215,7 @@ class DynamicBatcher(_Scheduler):
         self.max_batch = max(config.max_batch_size, 1)
         self.preferred = sorted(s for s in db.preferred_batch_size if s <= self.max_batch)
         self.delay_ns = db.max_queue_delay_microseconds * 1000
+        self.delay_watch = DelayWatch(adaptive_delay)
         self.preserve_ordering = db.preserve_ordering
         self.levels = max(int(db.priority_levels), 1)
         self.default_level = int(db.default_priority_level) or self.levels
@@ -229,6 +232,7 @@ class DynamicBatcher(_Scheduler):
         # Only timeouts and cancelled clients remove requests from the queue.
         self._may_expire = any(p.timeout_ns for p in self.policies.values())
         self._loop_task: asyncio.Task[None] | None = None
+        self._closed = False
         self._timer: PreciseTimer | None = None
         self._next_seq = 0
         self._done_seq = 0
@@ -320,12 +324,13 @@ class DynamicBatcher(_Scheduler):
                 rows += item.rows
         return batch
 
-    def _cut(self, batch: list[WorkItem]) -> list[WorkItem] | None:
-        """The batch to send now, or None to keep waiting for more requests."""
+    def _cut(self, batch: list[WorkItem], hold: bool = True) -> list[WorkItem] | None:
+        """The batch to send now, or None to keep waiting for more requests (``hold``
+        False: the delay is not worth waiting, :class:`DelayWatch`)."""
         rows = sum(it.rows for it in batch)
         now = self.clock()
         oldest = min(it.enqueued_ns for it in batch)
-        delay_over = self.delay_ns == 0 or now - oldest >= self.delay_ns
+        delay_over = not hold or self.delay_ns == 0 or now - oldest >= self.delay_ns
         if self.preferred:
             best: list[WorkItem] | None = None
             total = 0
@@ -359,20 +364,36 @@ class DynamicBatcher(_Scheduler):
             for it in batch:
                 self.queues[it.priority].remove(it)
             self.pending -= len(batch)
-            task = self._running_loop().create_task(self._execute(inst, batch, self.pending == 0))
+            alone = self.pending == 0
+            if len(self.pool.instances) == 1:
+                # One instance: nothing else could be formed while it runs, so run it here
+                # and save the event-loop pass that starting a task of its own costs.
+                await self._execute(inst, batch, alone)
+                if self._closed:
+                    return
+                continue
+            task = self._running_loop().create_task(self._execute(inst, batch, alone))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
     async def _form(self) -> list[WorkItem]:
         assert self._wake is not None
+        waited_with = 0  # requests in the batch when it started to wait (0: has not waited)
         while True:
             self._expire(self.clock())
             batch = self._candidates()
             if not batch:
                 return []
             cut = self._cut(batch)
+            if not waited_with:
+                self.delay_watch.looked(len(batch))
+                if cut is None and not self.delay_watch.worth_waiting():
+                    cut = self._cut(batch, hold=False)
             if cut is not None:
+                if waited_with:
+                    self.delay_watch.waited(gathered=len(batch) > waited_with)
                 return cut
+            waited_with = waited_with or len(batch)
             oldest = min(it.enqueued_ns for it in batch)
             wait_s = max(0.0, (oldest + self.delay_ns - self.clock()) / 1e9)
             deadlines = [it.deadline_ns for q in self.queues.values() for it in q if it.deadline_ns]
@@ -414,6 +435,7 @@ class DynamicBatcher(_Scheduler):
             self._wake.set()
 
     def close(self) -> None:
+        self._closed = True  # an execution that swallowed the cancellation ends the loop
         if self._loop_task is not None:
             self._loop_task.cancel()
         if self._timer is not None:
