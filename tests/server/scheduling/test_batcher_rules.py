@@ -8,10 +8,14 @@ the exact nanosecond where it changes its answer, whatever the machine's load.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from sonic.backends.base import BackendInstance, IOSpec
 from sonic.errors import Unavailable
 from sonic.repository.config import parse_config
 from sonic.server.scheduling.instances import InstancePool
@@ -139,3 +143,34 @@ def test_delay_on_timeout_moves_the_request_behind_the_others(
     b._expire(b.clock())
     assert list(b.queues[1]) == [other, late] and late.deadline_ns == 0
     assert not late.future.done()
+
+
+class _Sleepy(BackendInstance):
+    """An instance whose one call takes 0.3 s on its thread."""
+
+    def signature(self) -> tuple[list[IOSpec], list[IOSpec]]:
+        return [], []
+
+    def execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        time.sleep(0.3)
+        return {"y": inputs["x"] * 2}
+
+
+def test_closing_during_an_execution_lets_its_requests_finish() -> None:
+    """A single-instance batcher runs each batch in its own loop task; closing the model then
+    must not cancel the batch running, only end the loop after it."""
+    config = parse_config('name: "m"\nmax_batch_size: 8\ndynamic_batching { }', "m")
+    inst = _Sleepy("m", config, Path("."), None)  # type: ignore[arg-type]
+    b = DynamicBatcher(InstancePool([inst], "m"), ModelStatistics("m", "1"), BatchShape(), config)
+
+    async def scenario() -> np.ndarray:
+        running = b.submit({"x": np.ones((1, 1), np.float32)}, ["y"], 1)
+        await asyncio.sleep(0.1)  # executing
+        queued = b.submit({"x": np.ones((1, 1), np.float32)}, ["y"], 1)  # waits for the instance
+        b.close()
+        with pytest.raises(Unavailable, match="unloaded"):
+            await queued.future
+        return (await running.future).outputs["y"]
+
+    assert asyncio.run(scenario()).tolist() == [[2.0]]
+    assert b._loop_task is not None and b._loop_task.done()

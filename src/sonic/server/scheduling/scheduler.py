@@ -233,6 +233,7 @@ class DynamicBatcher(_Scheduler):
         self._may_expire = any(p.timeout_ns for p in self.policies.values())
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._executing = False  # the loop task is running an execution itself
         self._timer: PreciseTimer | None = None
         self._next_seq = 0
         self._done_seq = 0
@@ -368,7 +369,11 @@ class DynamicBatcher(_Scheduler):
             if len(self.pool.instances) == 1:
                 # One instance: nothing else could be formed while it runs, so run it here
                 # and save the event-loop pass that starting a task of its own costs.
-                await self._execute(inst, batch, alone)
+                self._executing = True
+                try:
+                    await self._execute(inst, batch, alone)
+                finally:
+                    self._executing = False
                 if self._closed:
                     return
                 continue
@@ -435,8 +440,10 @@ class DynamicBatcher(_Scheduler):
             self._wake.set()
 
     def close(self) -> None:
-        self._closed = True  # an execution that swallowed the cancellation ends the loop
-        if self._loop_task is not None:
+        self._closed = True
+        if self._loop_task is not None and not self._executing:
+            # A running execution is not cancelled (its requests get their answers, as
+            # on a task of its own); the loop ends after it.
             self._loop_task.cancel()
         if self._timer is not None:
             self._timer.close()
