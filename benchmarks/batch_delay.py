@@ -17,17 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from busy_poll import POINTS, ab_table, measure, medians  # noqa: E402
-
-from sonic.launcher import LocalServer  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from busy_poll import POINTS, ab_table, alternate, medians  # noqa: E402
 
 SETTINGS = {"held (Triton's rule)": "false", "adaptive (default)": "true"}
 
@@ -40,21 +35,8 @@ def main() -> None:
                     default=ROOT / "benchmarks" / "results" / "batch_delay.json")
     args = ap.parse_args()
 
-    runs: dict[str, dict[str, list[dict]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp",
-                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
-        servers = {name: LocalServer(repo, f"--adaptive-batch-delay={flag}").start()
-                   for name, flag in SETTINGS.items()}  # fmt: skip
-        try:
-            for rep in range(args.repeats):
-                order = list(servers) if rep % 2 == 0 else list(reversed(servers))
-                measure(servers, order, POINTS, args.window_ms, runs, rep)
-        finally:
-            for s in servers.values():
-                s.stop()
-
+    runs = alternate({name: f"--adaptive-batch-delay={flag}" for name, flag in SETTINGS.items()},
+                     POINTS, args.repeats, args.window_ms)
     summary = medians(runs)
     held, adaptive = list(SETTINGS)
     print("\n".join(ab_table(summary, (held, "held"), (adaptive, "adaptive"))))

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -117,6 +118,29 @@ def idle_cpu(pid: int, seconds: float = 3.0) -> float:
     return (cpu(pid) - c0) / seconds
 
 
+def alternate(flags: dict[str, str], points: list[tuple], repeats: int, window_ms: int,
+              after: Callable[[dict[str, LocalServer], list[str]], None] | None = None,
+              ) -> dict[str, dict[str, list[dict]]]:  # fmt: skip
+    """``sonic serve`` on the benchmark MLP once per entry of ``flags`` (name: one extra flag),
+    measured in turns, the order reversed every repetition; ``after`` runs after each one."""
+    runs: dict[str, dict[str, list[dict]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        write_model(mlp_model(), repo, "mlp",
+                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
+        servers = {name: LocalServer(repo, flag).start() for name, flag in flags.items()}
+        try:
+            for rep in range(repeats):
+                order = list(servers) if rep % 2 == 0 else list(reversed(servers))
+                measure(servers, order, points, window_ms, runs, rep)
+                if after is not None:
+                    after(servers, order)
+        finally:
+            for s in servers.values():
+                s.stop()
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
@@ -124,25 +148,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "busy_poll.json")
     args = ap.parse_args()
 
-    runs: dict[str, dict[str, list[dict]]] = {}
     idle: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp",
-                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
-        servers = {name: LocalServer(repo, f"--busy-poll-us={us}").start()
-                   for name, us in SETTINGS.items()}  # fmt: skip
-        try:
-            for rep in range(args.repeats):
-                order = list(servers) if rep % 2 == 0 else list(reversed(servers))
-                measure(servers, order, POINTS, args.window_ms, runs, rep)
-                for name in order:
-                    assert servers[name].proc is not None
-                    idle.setdefault(name, []).append(idle_cpu(servers[name].proc.pid))  # type: ignore[union-attr]
-        finally:
-            for s in servers.values():
-                s.stop()
 
+    def read_idle(servers: dict[str, LocalServer], order: list[str]) -> None:
+        for name in order:
+            assert servers[name].proc is not None
+            idle.setdefault(name, []).append(idle_cpu(servers[name].proc.pid))  # type: ignore[union-attr]
+
+    runs = alternate({name: f"--busy-poll-us={us}" for name, us in SETTINGS.items()}, POINTS,
+                     args.repeats, args.window_ms, read_idle)  # fmt: skip
     summary = medians(runs)
     idle_median = {name: statistics.median(v) for name, v in idle.items()}
     off, on = list(SETTINGS)
