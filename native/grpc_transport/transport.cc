@@ -22,6 +22,7 @@
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -139,6 +140,9 @@ class Server {
         running_ = true;
         for (int i = 0; i < kAcceptors; ++i) Accept();
         thread_ = std::thread([this] { Loop(); });
+        // Named, so that top -H and the CPU-per-thread benchmark (benchmarks/dataplane_cost.py)
+        // tell it from Python's threads.
+        pthread_setname_np(thread_.native_handle(), "sonic-grpc-cq");
       }
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);

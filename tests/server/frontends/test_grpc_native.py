@@ -67,6 +67,16 @@ def test_native_is_the_default_where_it_is_built(repo: Path) -> None:
         assert "(native transport, grpc++)" in server.log()
 
 
+def test_grpc_threads_are_named(repo: Path) -> None:
+    """top -H (and benchmarks/dataplane_cost.py) tell grpc++'s completion-queue thread from
+    Python's by its name."""
+    with LocalServer(repo) as server:
+        assert server.proc is not None
+        names = [Path(f"/proc/{server.proc.pid}/task/{t.id}/comm").read_text().strip()
+                 for t in psutil.Process(server.proc.pid).threads()]  # fmt: skip
+        assert names.count("sonic-grpc-cq") == 1, names
+
+
 def _serve(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     code = (MISSING + "from sonic.cli import main; "
             f"main(['serve', '--model-repository={repo}', '--http-port=0', '--grpc-port=0', "
