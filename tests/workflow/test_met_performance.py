@@ -15,6 +15,7 @@ from sonic.workflow.met_performance import (
     chs_met,
     components,
     dimuon,
+    paired,
     recoil,
 )
 
@@ -46,6 +47,25 @@ def test_response_and_corrected_resolution_per_bin() -> None:
         assert b.sigma_perp == pytest.approx(12.5, abs=4 * b.sigma_perp_err)
         assert b.sigma_par == pytest.approx(12.5, abs=4 * b.sigma_par_err)
         assert 0 < b.response_err < 0.01 and b.events > 1000
+
+
+def test_paired_difference_sees_what_independent_errors_hide() -> None:
+    """Two estimators of the same events, the second with 0.4 GeV more spread on top of a shared
+    20 GeV: their own errors overlap, the paired difference does not; an estimator against
+    itself differs by exactly nothing."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    qt = rng.uniform(50, 100, n)
+    shared = rng.normal(0, 20, n)
+    a = (qt + rng.normal(0, 5, n), shared)
+    b = (a[0], shared + rng.normal(0, 4, n))  # sqrt(20^2 + 4^2) = 20.4
+    alone = [binned(*x, qt, bins=(50.0, 100.0), bootstrap=100)[0] for x in (a, b)]
+    diff = paired(a, b, qt, bins=(50.0, 100.0), bootstrap=100)[0]
+    assert alone[1].sigma_perp - alone[0].sigma_perp < 2 * alone[0].sigma_perp_err  # overlap
+    assert diff.difference == pytest.approx(alone[0].sigma_perp - alone[1].sigma_perp)
+    assert diff.difference < -4 * diff.error < 0
+    same = paired(a, a, qt, bins=(50.0, 100.0), bootstrap=20)[0]
+    assert (same.difference, same.error, same.events) == (0.0, 0.0, n)
 
 
 def test_a_shrinking_estimator_gains_nothing() -> None:

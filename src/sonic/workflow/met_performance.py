@@ -17,8 +17,9 @@ estimator against a boson of known transverse momentum q_T, in bins of q_T:
 Both reduce to one computation, :func:`binned`, on the component that ideally
 equals q_T (``-u_par`` or ``MET_par``) and the perpendicular one; sigma is the
 standard deviation, and every number has a bootstrap error (resampling the
-events of each bin).  :func:`dimuon` selects the Z from the PF candidates and
-:func:`chs_met` gives CHS MET (charged candidates from pileup vertices removed).
+events of each bin); :func:`paired` compares two estimators on the same events.
+:func:`dimuon` selects the Z from the PF candidates and :func:`chs_met` gives CHS MET
+(charged candidates from pileup vertices removed).
 """
 
 from __future__ import annotations
@@ -102,6 +103,44 @@ def binned(par: np.ndarray, perp: np.ndarray, qt: np.ndarray,
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class PairedBin:
+    """One q_T bin: sigma_perp/R of one estimator minus another's on the same events (GeV),
+    with its bootstrap error."""
+
+    lo: float
+    hi: float
+    events: int
+    difference: float
+    error: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], qt: np.ndarray,
+           bins: tuple[float, ...] = QT_BINS, bootstrap: int = 200, seed: int = 0,
+           min_events: int = 5) -> list[PairedBin]:  # fmt: skip
+    """sigma_perp/R of estimator ``a`` minus ``b`` (each ``(par, perp)`` as :func:`binned`
+    takes them) per q_T bin, resampling the same events for both: what the two share (the
+    hard scatter, most of the pileup) cancels in the error, which two independent bootstrap
+    errors would count twice.  Two estimators that differ by a few per cent only show
+    their order this way."""
+    rng = np.random.default_rng(seed)
+
+    def diff(s: np.ndarray) -> float:
+        return _stats(a[0][s], a[1][s], qt[s])[2] - _stats(b[0][s], b[1][s], qt[s])[2]
+
+    out = []
+    for lo, hi in itertools.pairwise(bins):
+        idx = np.flatnonzero((qt >= lo) & (qt < hi))
+        if len(idx) < min_events:
+            continue
+        draws = [diff(s) for s in rng.choice(idx, size=(bootstrap, len(idx)))]
+        out.append(PairedBin(lo, hi, len(idx), diff(idx), float(np.nanstd(draws))))
+    return out
+
+
 def chs_met(px: np.ndarray, py: np.ndarray, charge: np.ndarray,
             from_pv: np.ndarray) -> tuple[float, float]:  # fmt: skip
     """One event's CHS MET: minus the sum over candidates without the charged ones that come
@@ -144,11 +183,12 @@ def met_vectors(table: dict[str, Any], pt: str, phi: str) -> np.ndarray:
     return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
 
 
-def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 200,
-          seed: int = 0, bins: tuple[float, ...] = QT_BINS,
-          extra: dict[str, np.ndarray] | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
-    """Each estimator's performance on one process's events: ``sample`` is the generated ROOT
-    file (candidates, MET columns), ``outputs`` the workflow's columns for the same events
+def measured(sample: Any, outputs: dict[str, Any], process: str,
+             extra: dict[str, np.ndarray] | None = None,
+             ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:  # fmt: skip
+    """Each estimator's ``(par, perp)`` per event of one process, and the events' q_T: what
+    :func:`binned` and :func:`paired` take.  ``sample`` is the generated ROOT file
+    (candidates, MET columns), ``outputs`` the workflow's columns for the same events
     (``DeepMET*Tune_*``; an estimator whose columns are missing is left out); ``extra`` more
     estimators as [n, 2] MET vectors per event.  ``process`` is ``zmumu`` (recoil against the
     dimuon) or ``znunu`` (MET against the neutrinos), or their ``_highpt`` samples; in a file
@@ -193,11 +233,20 @@ def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 2
         m = met[label][ok]
         if kind == "zmumu":
             u_par, perp = recoil(m[:, 0], m[:, 1], qx, qy)
-            par = -u_par
+            out[label] = (-u_par, perp)
         else:
-            par, perp = components(m[:, 0], m[:, 1], qx, qy)
-        out[label] = binned(par, perp, np.hypot(qx, qy), bins, bootstrap=bootstrap, seed=seed)
-    return out
+            out[label] = components(m[:, 0], m[:, 1], qx, qy)
+    return out, np.hypot(qx, qy)
+
+
+def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 200,
+          seed: int = 0, bins: tuple[float, ...] = QT_BINS,
+          extra: dict[str, np.ndarray] | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
+    """Each estimator's performance on one process's events (:func:`measured`, then
+    :func:`binned`)."""
+    per_event, qt = measured(sample, outputs, process, extra)
+    return {label: binned(par, perp, qt, bins, bootstrap=bootstrap, seed=seed)
+            for label, (par, perp) in per_event.items()}  # fmt: skip
 
 
 def _order(label: str) -> int:
