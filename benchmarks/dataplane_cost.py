@@ -61,8 +61,9 @@ POINTS = [(1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (64, 1), (64, 2), (64, 4)]
 #: The live server's perf_analyzer points (benchmarks/server_vs_triton.py): (batch, concurrency)
 LIVE_POINTS = [(1, 1), (1, 8), (64, 4)]
 THREADS = ("event loop", "grpc++ completion queue", "other threads")
-CONFIG = MLP_BENCHMARK_CONFIG.replace("max_queue_delay_microseconds: 100",
-                                      "max_queue_delay_microseconds: 0")  # fmt: skip
+DELAY = "max_queue_delay_microseconds: 100"
+assert DELAY in MLP_BENCHMARK_CONFIG, "the benchmark config's batch delay changed"
+CONFIG = MLP_BENCHMARK_CONFIG.replace(DELAY, "max_queue_delay_microseconds: 0")
 
 
 class Transport:

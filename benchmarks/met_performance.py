@@ -61,11 +61,12 @@ from common import (  # noqa: E402  (benchmarks/, the script's own folder)
 
 from sonic.plots import png, pyplot  # noqa: E402
 from sonic.workflow.met_performance import (  # noqa: E402
+    QT_BINS,
     BinResult,
+    binned_each,
     fit_pileup,
     measured,
     paired,
-    study,
 )
 from sonic.workflow.report import read_outputs, recoil_figure, sigma68  # noqa: E402
 from sonic.workflow.runner import JobConfig, run_files  # noqa: E402
@@ -111,25 +112,30 @@ def _outputs(sample: Path) -> dict[str, Any]:
         return read_outputs(run_files([sample], cfg, Path(tmp)).outputs)
 
 
-def _measure(process: str, pileup: float, args: Any, cms: CmsDeepMET | None,
-             bins: tuple[float, ...] | None = None, truth_vertexing: bool = False,
-             events: int | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
+def _per_event(process: str, pileup: float, args: Any, cms: CmsDeepMET | None,
+               truth_vertexing: bool = False, events: int | None = None,
+               ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:  # fmt: skip
+    """Every estimator's components per event of the process's sample, and q_T (measured)."""
     sample = _sample(process, pileup, args, truth_vertexing, events)
-    extra = cms.met(sample) if cms else {}
-    return study(sample, _outputs(sample), process, bootstrap=args.bootstrap, extra=extra,
-                 **({"bins": bins} if bins else {}))  # fmt: skip
+    return measured(sample, _outputs(sample), process, cms.met(sample) if cms else {})
+
+
+def _measure(process: str, pileup: float, args: Any, cms: CmsDeepMET | None,
+             bins: tuple[float, ...] = QT_BINS, truth_vertexing: bool = False,
+             events: int | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
+    return binned_each(*_per_event(process, pileup, args, cms, truth_vertexing, events), bins,
+                       args.bootstrap)  # fmt: skip
 
 
 #: The ordering CMS sees, as neighbours: each first estimator should be below the second.
 ORDERING = (("PUPPI", "CHS"), ("CHS", "PF (raw)"))
 
 
-def _ordering(process: str, pileup: float, args: Any, events: int | None = None,
-              ) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+def _ordering(process: str, pileup: float, per_event: dict[str, tuple[np.ndarray, np.ndarray]],
+              qt: np.ndarray, bootstrap: int) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
     """sigma_perp/R of each pair in ORDERING subtracted on the same events (paired bootstrap):
     raw PF and CHS differ by a few per cent, less than each one's own error."""
-    per_event, qt = measured(_sample(process, pileup, args, events=events), {}, process)
-    out = {f"{a} - {b}": paired(per_event[a], per_event[b], qt, bootstrap=args.bootstrap)
+    out = {f"{a} - {b}": paired(per_event[a], per_event[b], qt, bootstrap=bootstrap)
            for a, b in ORDERING}  # fmt: skip
     print(f"\n{process} (pileup {pileup:g}): sigma_perp/R differences on the same events\n"
           "| difference | q_T bin | events | GeV |\n|---|---|---|---|")  # fmt: skip
@@ -258,18 +264,20 @@ def main() -> None:
     pileup = args.pileup[0]
     record: dict[str, Any] = {"events": args.events, "recoil_events": args.recoil_events,
                               "pileup": pileup, "seed": args.seed,
-                              "cms_deepmet": bool(args.cms_deepmet), "processes": {}}  # fmt: skip
+                              "cms_deepmet": bool(args.cms_deepmet), "processes": {},
+                              "ordering": {}}  # fmt: skip
     with _cms(args.cms_deepmet) as cms:
         for process, title in PROCESSES.items():
-            results = _measure(process, pileup, args, cms,
-                               events=args.recoil_events if process == "zmumu" else None)
+            per_event, qt = _per_event(process, pileup, args, cms, events=args.recoil_events
+                                       if process == "zmumu" else None)  # fmt: skip
+            results = binned_each(per_event, qt, bootstrap=args.bootstrap)
             record["processes"][process] = {k: [b.as_dict() for b in v]
                                             for k, v in results.items()}  # fmt: skip
             _print_bins(process, pileup, results)
+            record["ordering"][process] = _ordering(process, pileup, per_event, qt,
+                                                    args.bootstrap)  # fmt: skip
             png(recoil_figure(results, f"{title}, pileup {pileup:g}"),
                 out_dir / f"met_performance_{process}.png")  # fmt: skip
-        record["ordering"] = {"zmumu": _ordering("zmumu", pileup, args, args.recoil_events),
-                              "znunu": _ordering("znunu", pileup, args)}  # fmt: skip
         widths = _widths("qcd", pileup, args, cms)
         record["highpt"] = _highpt(pileup, args, cms)
     record["qcd_widths"] = widths

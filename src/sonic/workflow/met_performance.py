@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -81,6 +82,15 @@ def _stats(par: np.ndarray, perp: np.ndarray, qt: np.ndarray) -> tuple[float, fl
     return response, float(np.std(par - response * qt)) / scale, float(np.std(perp)) / scale
 
 
+def _populated(qt: np.ndarray, bins: tuple[float, ...],
+               min_events: int) -> Iterator[tuple[float, float, np.ndarray]]:  # fmt: skip
+    """(lo, hi, the events' indices) of each q_T bin with at least ``min_events`` events."""
+    for lo, hi in itertools.pairwise(bins):
+        idx = np.flatnonzero((qt >= lo) & (qt < hi))
+        if len(idx) >= min_events:
+            yield lo, hi, idx
+
+
 def binned(par: np.ndarray, perp: np.ndarray, qt: np.ndarray,
            bins: tuple[float, ...] = QT_BINS, bootstrap: int = 200, seed: int = 0,
            min_events: int = 5) -> list[BinResult]:  # fmt: skip
@@ -89,10 +99,7 @@ def binned(par: np.ndarray, perp: np.ndarray, qt: np.ndarray,
     than ``min_events`` events are left out."""
     rng = np.random.default_rng(seed)
     out = []
-    for lo, hi in itertools.pairwise(bins):
-        idx = np.flatnonzero((qt >= lo) & (qt < hi))
-        if len(idx) < min_events:
-            continue
+    for lo, hi, idx in _populated(qt, bins, min_events):
         value = _stats(par[idx], perp[idx], qt[idx])
         draws = np.array([_stats(par[s], perp[s], qt[s])
                           for s in rng.choice(idx, size=(bootstrap, len(idx)))])  # fmt: skip
@@ -132,10 +139,7 @@ def paired(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], q
         return _stats(a[0][s], a[1][s], qt[s])[2] - _stats(b[0][s], b[1][s], qt[s])[2]
 
     out = []
-    for lo, hi in itertools.pairwise(bins):
-        idx = np.flatnonzero((qt >= lo) & (qt < hi))
-        if len(idx) < min_events:
-            continue
+    for lo, hi, idx in _populated(qt, bins, min_events):
         draws = [diff(s) for s in rng.choice(idx, size=(bootstrap, len(idx)))]
         out.append(PairedBin(lo, hi, len(idx), diff(idx), float(np.nanstd(draws))))
     return out
@@ -243,8 +247,14 @@ def study(sample: Any, outputs: dict[str, Any], process: str, bootstrap: int = 2
           seed: int = 0, bins: tuple[float, ...] = QT_BINS,
           extra: dict[str, np.ndarray] | None = None) -> dict[str, list[BinResult]]:  # fmt: skip
     """Each estimator's performance on one process's events (:func:`measured`, then
-    :func:`binned`)."""
-    per_event, qt = measured(sample, outputs, process, extra)
+    :func:`binned_each`)."""
+    return binned_each(*measured(sample, outputs, process, extra), bins, bootstrap, seed)
+
+
+def binned_each(per_event: dict[str, tuple[np.ndarray, np.ndarray]], qt: np.ndarray,
+                bins: tuple[float, ...] = QT_BINS, bootstrap: int = 200,
+                seed: int = 0) -> dict[str, list[BinResult]]:  # fmt: skip
+    """:func:`binned` for each estimator of :func:`measured`'s result."""
     return {label: binned(par, perp, qt, bins, bootstrap=bootstrap, seed=seed)
             for label, (par, perp) in per_event.items()}  # fmt: skip
 
