@@ -20,7 +20,6 @@ Prints a markdown table and writes ``benchmarks/results/busy_poll.json``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -35,16 +34,17 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import PERF_ANALYZER, load_options, report_row, write_mlp  # noqa: E402
+
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.server.settings import DEFAULT_BUSY_POLL_US  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
-#: (label, batch, perf_analyzer load flags)
+#: (label, batch, concurrency, perf_analyzer's other load flags)
 POINTS = [
-    ("batch 1, concurrency 1", 1, ["--concurrency-range", "1"]),
-    ("batch 1, concurrency 8", 1, ["--concurrency-range", "8"]),
-    ("batch 64, concurrency 4", 64, ["--concurrency-range", "4"]),
-    ("batch 1, paced 500 req/s", 1, ["--request-rate-range", "500"]),
+    ("batch 1, concurrency 1", 1, 1, []),
+    ("batch 1, concurrency 8", 1, 8, []),
+    ("batch 64, concurrency 4", 64, 4, []),
+    ("batch 1, paced 500 req/s", 1, None, ["--request-rate-range", "500"]),
 ]
 KEYS = ("requests_per_s", "p50_us", "p99_us", "server_cpu_us_per_request")
 SETTINGS = {"off (0)": 0, f"default ({DEFAULT_BUSY_POLL_US} µs)": DEFAULT_BUSY_POLL_US}
@@ -55,18 +55,17 @@ def cpu(pid: int) -> float:
     return t.user + t.system
 
 
-def perf_analyzer(url: str, pid: int, batch: int, load: list[str], window_ms: int) -> dict:
+def perf_analyzer(url: str, pid: int, batch: int, concurrency: int | None, load: list[str],
+                  window_ms: int) -> dict:  # fmt: skip
     out = Path(tempfile.mktemp(suffix=".csv"))
-    cmd = [str(ROOT / ".venv" / "bin" / "perf_analyzer"), "-m", "mlp", "-u", url, "-i", "grpc",
-           "-b", str(batch), *load, "--measurement-interval", str(window_ms), "-s", "50",
-           "-r", "8", "-f", str(out)]  # fmt: skip
+    cmd = [PERF_ANALYZER, *load_options(url, window_ms, batch=batch, concurrency=concurrency,
+                                        extra=load, report=out)]  # fmt: skip
     c0, t0 = cpu(pid), time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     cores = (cpu(pid) - c0) / (time.monotonic() - t0)
     if not out.exists():
         raise RuntimeError(proc.stdout + proc.stderr)
-    with out.open() as f:
-        row = next(csv.DictReader(f))
+    row = report_row(out)
     out.unlink()
     rps = float(row["Inferences/Second"]) / batch
     return {"requests_per_s": rps, "p50_us": float(row["p50 latency"]),
@@ -77,11 +76,11 @@ def perf_analyzer(url: str, pid: int, batch: int, load: list[str], window_ms: in
 def measure(servers: dict[str, LocalServer], order: list[str], points: list[tuple],
             window_ms: int, runs: dict[str, dict[str, list[dict]]], rep: int) -> None:
     """One repetition of ``points`` on each server, in ``order``; appends to runs[point][server]."""
-    for label, batch, load in points:
+    for label, batch, concurrency, load in points:
         for name in order:
             s = servers[name]
             assert s.proc is not None
-            r = perf_analyzer(s.grpc_url, s.proc.pid, batch, load, window_ms)
+            r = perf_analyzer(s.grpc_url, s.proc.pid, batch, concurrency, load, window_ms)
             runs.setdefault(label, {}).setdefault(name, []).append(r)
             print(f"rep {rep} {label:26s} {name:30s} {r['requests_per_s']:7.0f} req/s "
                   f"p50 {r['p50_us']:6.0f} p99 {r['p99_us']:6.0f} µs "
@@ -126,8 +125,7 @@ def alternate(flags: dict[str, str], points: list[tuple], repeats: int, window_m
     runs: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp",
-                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
+        write_mlp(repo)
         servers = {name: LocalServer(repo, flag).start() for name, flag in flags.items()}
         try:
             for rep in range(repeats):

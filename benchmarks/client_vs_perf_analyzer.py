@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import statistics
 import subprocess
 import sys
@@ -25,18 +24,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import PERF_ANALYZER, load_options, report_row, write_mlp  # noqa: E402
+
 from sonic.client import Client  # noqa: E402
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 
 def perf_analyzer(url: str, concurrency: int, window_ms: int, out: Path) -> float:
-    exe = ROOT / ".venv" / "bin" / "perf_analyzer"
-    subprocess.run([str(exe), "-m", "mlp", "-u", url, "-i", "grpc", "--concurrency-range",
-                    str(concurrency), "-p", str(window_ms), "-s", "25", "-r", "8", "-f", str(out)],
+    subprocess.run([PERF_ANALYZER, *load_options(url, window_ms, concurrency=concurrency,
+                                                 stability=25, report=out)],
                    capture_output=True, check=True, timeout=600)  # fmt: skip
-    with out.open() as f:
-        return float(next(csv.DictReader(f))["Inferences/Second"])
+    return float(report_row(out)["Inferences/Second"])
 
 
 def client_async(url: str, concurrency: int, window_ms: int) -> float:
@@ -78,7 +76,7 @@ def main() -> None:
     cl: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp", config=MLP_BENCHMARK_CONFIG)
+        write_mlp(repo)
         with LocalServer(repo) as srv:
             for rep in range(args.repeats):
                 jobs = [("perf_analyzer", lambda: perf_analyzer(

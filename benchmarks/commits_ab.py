@@ -31,10 +31,14 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+from common import (  # noqa: E402  (benchmarks/, the script's own folder)
+    PERF_ANALYZER,
+    arguments,
+    load_options,
+    write_mlp,
+)
 
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
 NATIVE = Path("src/sonic/server/frontends")
@@ -74,9 +78,8 @@ def measure(repo: Path, src: str, extra: list[str], batch: int, concurrency: int
         assert server.proc is not None
         c0, t0 = tree_cpu(server.proc.pid), time.monotonic()
         out = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "perf_analyzer"), "-m", "mlp", "-u", server.grpc_url,
-             "-i", "grpc", "-b", str(batch), "--concurrency-range", str(concurrency),
-             "-p", str(window_ms), "-r", "8", "-s", "25"],
+            [PERF_ANALYZER, *load_options(server.grpc_url, window_ms, batch=batch,
+                                          concurrency=concurrency, stability=25)],
             capture_output=True, text=True, timeout=600).stdout  # fmt: skip
         cpu_s, wall_s = tree_cpu(server.proc.pid) - c0, time.monotonic() - t0
     m = re.search(r"Throughput: ([\d.]+) infer/sec", out)
@@ -96,8 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp",
-                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
+        write_mlp(repo)
         sides = {"base": worktree(args.base, Path(tmp) / "base"), "tree": str(ROOT / "src")}
         try:
             runs: dict[tuple[int, int, str], list[tuple[float, float]]] = {}

@@ -1,11 +1,14 @@
 """What the benchmark scripts share: a command line whose --help is the script's docstring,
-generated samples cached between runs, and DeepMET served to run on their events."""
+the benchmark MLP and perf_analyzer's load on it, generated samples cached between runs, and
+DeepMET served to run on their events."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,11 @@ import numpy as np
 #: CMS's published versions (cms-data RecoMET/METPUSubtraction models/deepmet).
 CMS_VERSIONS = {"1": "CMS v1 (resolution, 2018)", "2": "CMS v2 (response, 2018)",
                 "3": "CMS v3 (response, 2016)"}  # fmt: skip
+ROOT = Path(__file__).resolve().parents[1]
 #: Where generated samples are kept between runs.
-SAMPLES = Path(__file__).resolve().parents[1] / "build" / "bench"
+SAMPLES = ROOT / "build" / "bench"
+#: NVIDIA's perf_analyzer, as ``make setup`` installs it (from the tritonclient wheel).
+PERF_ANALYZER = str(ROOT / ".venv" / "bin" / "perf_analyzer")
 
 
 def arguments(doc: str | None) -> argparse.ArgumentParser:
@@ -23,6 +29,37 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
     as written, line breaks included."""
     return argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def write_mlp(repo: Path, config: str | None = None) -> None:
+    """The benchmark MLP (``sonic.zoo.examples``) as model ``mlp`` in ``repo``, its config
+    ``MLP_BENCHMARK_CONFIG`` unless given, with the name and platform that Triton's repositories
+    carry (so both servers read the same file)."""
+    from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model
+
+    write_model(mlp_model(), repo, "mlp", config='name: "mlp"\nplatform: "onnxruntime_onnx"\n'
+                + (MLP_BENCHMARK_CONFIG if config is None else config))  # fmt: skip
+
+
+def load_options(url: str, window_ms: int, *, batch: int = 1, concurrency: int | None = 1,
+                 stability: int = 50, trials: int = 8, report: Path | None = None,
+                 extra: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    """perf_analyzer's options for one load point on ``mlp`` over gRPC (``sonic perf`` takes
+    the same): ``concurrency`` (None: the load is in ``extra``, e.g. a request rate), windows of
+    ``window_ms``, stable within ``stability`` per cent over three, at most ``trials`` windows;
+    ``report``: the CSV file it writes (:func:`report_row`)."""
+    out = ["-m", "mlp", "-u", url, "-i", "grpc", "-b", str(batch)]
+    if concurrency is not None:
+        out += ["--concurrency-range", str(concurrency)]
+    out += ["-p", str(window_ms), "-s", str(stability), "-r", str(trials), *extra]
+    return out + (["-f", str(report)] if report is not None else [])
+
+
+def report_row(report: Path) -> dict[str, str]:
+    """The load point's numbers from perf_analyzer's CSV report (``-f``): Inferences/Second,
+    and latencies in µs ("p50 latency", "p99 latency", "Avg latency")."""
+    with report.open() as f:
+        return next(csv.DictReader(f))
 
 
 def cached_sample(name: str, events: int, **options: Any) -> Path:

@@ -25,7 +25,6 @@ Medians of ``--repeats`` runs of each point.  Prints markdown tables and writes
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import os
 import platform
@@ -45,7 +44,13 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+from common import (  # noqa: E402  (benchmarks/, the script's own folder)
+    PERF_ANALYZER,
+    arguments,
+    load_options,
+    report_row,
+    write_mlp,
+)
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 
 from sonic.launcher import LocalServer  # noqa: E402
@@ -54,7 +59,7 @@ from sonic.server.frontends.grpc_frames import CALL, REPLY, Dispatch, relay_meth
 from sonic.server.frontends.grpc_native import NativeSide  # noqa: E402
 from sonic.server.frontends.grpc_servicers import servicers  # noqa: E402
 from sonic.server.settings import ServerSettings  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG  # noqa: E402
 
 #: (rows per request, requests per hand-over)
 POINTS = [(1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (64, 1), (64, 2), (64, 4)]
@@ -153,10 +158,8 @@ def live(repo: Path, batch: int, concurrency: int, window_ms: int) -> dict[str, 
     with LocalServer(repo) as server, tempfile.TemporaryDirectory() as tmp:
         assert server.proc is not None
         report = Path(tmp) / "pa.csv"
-        cmd = [str(ROOT / ".venv" / "bin" / "perf_analyzer"), "-m", "mlp", "-u", server.grpc_url,
-               "-i", "grpc", "-b", str(batch), "--concurrency-range", str(concurrency),
-               "--measurement-interval", str(window_ms), "-s", "50", "-r", "4",
-               "-f", str(report)]  # fmt: skip
+        cmd = [PERF_ANALYZER, *load_options(server.grpc_url, window_ms, batch=batch,
+                                            concurrency=concurrency, trials=4, report=report)]
         with (Path(tmp) / "pa.log").open("w") as log:
             pa = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
             before, t0 = thread_cpu(server.proc.pid), time.monotonic()
@@ -165,8 +168,7 @@ def live(repo: Path, batch: int, concurrency: int, window_ms: int) -> dict[str, 
             after, seconds = thread_cpu(server.proc.pid), time.monotonic() - t0
         if pa.returncode != 0 or not report.exists():
             raise RuntimeError((Path(tmp) / "pa.log").read_text())
-        with report.open() as f:
-            rps = float(next(csv.DictReader(f))["Inferences/Second"]) / batch
+        rps = float(report_row(report)["Inferences/Second"]) / batch
     per_request = {k: (after[k] - before[k]) / seconds / rps * 1e6 for k in THREADS}
     client = (usage.ru_utime + usage.ru_stime) / seconds / rps * 1e6
     return {"batch": batch, "concurrency": concurrency, "requests_per_s": rps,
@@ -199,8 +201,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp",
-                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + CONFIG)  # fmt: skip
+        write_mlp(repo, CONFIG)
         print("| rows per request | requests per hand-over | requests per execution | "
               "CPU µs per request | wall µs per request |\n|---|---|---|---|---|")
         for rows, per_pump in POINTS:
@@ -209,8 +210,7 @@ def main() -> None:
             results.append(r)
             print(f"| {rows} | {per_pump} | {r['requests_per_execution']:.1f} | "
                   f"{r['cpu_us_per_request']:.1f} | {r['wall_us_per_request']:.1f} |", flush=True)
-        write_model(mlp_model(), repo, "mlp",
-                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
+        write_mlp(repo)
         print("\n| point | requests/s | CPU µs per request: " + " / ".join(THREADS)
               + " | server | perf_analyzer |\n|---|---|---|---|---|")
         served = []

@@ -37,9 +37,10 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from busy_poll import POINTS, ab_table, measure, medians  # noqa: E402
+from common import write_mlp  # noqa: E402
 
 from sonic.launcher import LocalServer, free_ports  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.zoo.examples import write_model  # noqa: E402
 
 SETTINGS = {"BDP probing (grpc's default)": "true", "static 16 MiB window (sonic's)": "false"}
 ONE_WAY_DELAYS_MS = (0, 2, 10)
@@ -125,8 +126,7 @@ def main() -> None:
     large: dict[int, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp",
-                    config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG)
+        write_mlp(repo)
         write_model(sum_model(), repo, "sum", config=SUM_CONFIG)  # type: ignore[arg-type]
         servers = {name: LocalServer(repo, f"--grpc-http2-bdp-probe={v}").start()
                    for name, v in SETTINGS.items()}  # fmt: skip

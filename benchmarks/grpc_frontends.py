@@ -24,7 +24,6 @@ front end.  Run::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from common import PERF_ANALYZER, load_options, report_row  # noqa: E402
 
 from sonic.launcher import free_ports  # noqa: E402
 from sonic.server.settings import GRPC_EXPERIMENTS  # noqa: E402
@@ -144,17 +145,15 @@ MODES = {  # label: (server script mode, extra environment)
 def measure(port: int, pid: int, concurrency: int, window_ms: int,
             out: Path) -> tuple[float, float]:  # fmt: skip
     """Requests/s, and the server's CPU per request over the perf_analyzer run."""
-    exe = ROOT / ".venv" / "bin" / "perf_analyzer"
     server = psutil.Process(pid)
     cpu0, t0 = sum(server.cpu_times()[:2]), time.monotonic()
     subprocess.run(
-        [str(exe), "-m", "mlp", "-u", f"127.0.0.1:{port}", "-i", "grpc", "--concurrency-range",
-         str(concurrency), "-p", str(window_ms), "-s", "25", "-r", "8", "-f", str(out)],
+        [PERF_ANALYZER, *load_options(f"127.0.0.1:{port}", window_ms, concurrency=concurrency,
+                                      stability=25, report=out)],
         capture_output=True, check=True, timeout=300,
     )  # fmt: skip
     cores = (sum(server.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
-    with out.open() as f:
-        rps = float(next(csv.DictReader(f))["Inferences/Second"])
+    rps = float(report_row(out)["Inferences/Second"])
     return rps, cores / rps * 1e6
 
 

@@ -17,7 +17,6 @@ own threads.  This measures that choice, alternating at every repetition:
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import subprocess
@@ -31,11 +30,16 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+from common import (  # noqa: E402  (benchmarks/, the script's own folder)
+    PERF_ANALYZER,
+    arguments,
+    load_options,
+    report_row,
+    write_mlp,
+)
 
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.server.settings import GRPC_EXPERIMENTS  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
 TRANSPORTS = {"EventEngine (grpc's default)": "", "poller thread (sonic's)": GRPC_EXPERIMENTS}
@@ -69,9 +73,8 @@ def perf_analyzer(url: str, server_pid: int, batch: int, conc: int, out: Path) -
     server = psutil.Process(server_pid)
     out.unlink(missing_ok=True)
     s0, t0 = cpu(server), time.monotonic()
-    pa = psutil.Popen([str(ROOT / ".venv" / "bin" / "perf_analyzer"), "-m", "mlp", "-u", url,
-                       "-i", "grpc", "-b", str(batch), "--concurrency-range", str(conc),
-                       "-p", "2000", "-s", "50", "-r", "10", "-f", str(out)],
+    pa = psutil.Popen([PERF_ANALYZER, *load_options(url, 2000, batch=batch, concurrency=conc,
+                                                     trials=10, report=out)],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     client = 0.0
     while pa.poll() is None:  # its CPU just before it exits
@@ -82,8 +85,7 @@ def perf_analyzer(url: str, server_pid: int, batch: int, conc: int, out: Path) -
         time.sleep(0.05)
     seconds = time.monotonic() - t0
     server_cores = (cpu(server) - s0) / seconds
-    with out.open() as f:
-        rps = float(next(csv.DictReader(f))["Inferences/Second"]) / batch
+    rps = float(report_row(out)["Inferences/Second"]) / batch
     return {"rps": rps, "server_cpu_us": server_cores / rps * 1e6,
             "client_cpu_us": client / seconds / rps * 1e6}  # fmt: skip
 
@@ -97,8 +99,7 @@ def main() -> None:
     pa_client: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
-        write_model(mlp_model(), repo, "mlp", config=config)
+        write_mlp(repo)
         for rep in range(args.repeats):
             order = list(TRANSPORTS) if rep % 2 == 0 else list(reversed(TRANSPORTS))
             for name in order:

@@ -12,7 +12,6 @@ Writes ``benchmarks/results/perf_vs_perf_analyzer.json``.
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 import subprocess
@@ -23,14 +22,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+from common import (  # noqa: E402  (benchmarks/, the script's own folder)
+    PERF_ANALYZER,
+    arguments,
+    load_options,
+    report_row,
+    write_mlp,
+)
 
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
 TOOLS = {
-    "perf_analyzer": [str(ROOT / ".venv" / "bin" / "perf_analyzer")],
+    "perf_analyzer": [PERF_ANALYZER],
     "sonic perf": [sys.executable, "-m", "sonic.cli", "perf"],
 }
 
@@ -38,16 +42,14 @@ TOOLS = {
 def measure(cmd: list[str], url: str, batch: int, conc: int, window_ms: int, out: Path) -> dict:
     for stability in (25, 50, 100):  # a shared machine may need a looser bound
         out.unlink(missing_ok=True)
-        args = [*cmd, "-m", "mlp", "-u", url, "-i", "grpc", "-b", str(batch),
-                "--concurrency-range", str(conc), "-p", str(window_ms), "-s", str(stability),
-                "-r", "10", "-f", str(out)]  # fmt: skip
+        args = [*cmd, *load_options(url, window_ms, batch=batch, concurrency=conc,
+                                    stability=stability, trials=10, report=out)]  # fmt: skip
         subprocess.run(args, capture_output=True, text=True, timeout=600)
         if out.exists():
             break
     else:
         raise RuntimeError(f"no stable measurement: {' '.join(args)}")
-    with out.open() as f:
-        row = next(csv.DictReader(f))
+    row = report_row(out)
     return {"throughput": float(row["Inferences/Second"]), "p50_us": int(row["p50 latency"]),
             "p99_us": int(row["p99 latency"]), "stability_pct": stability}  # fmt: skip
 
@@ -60,8 +62,7 @@ def main() -> None:
     runs: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
-        write_model(mlp_model(), repo, "mlp", config=config)
+        write_mlp(repo)
         with LocalServer(repo) as server:
             for rep in range(args.repeats):
                 for batch, conc in POINTS:

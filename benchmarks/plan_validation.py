@@ -32,7 +32,6 @@ Writes ``benchmarks/results/plan_validation.json``.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import statistics
@@ -44,7 +43,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import arguments  # noqa: E402  (benchmarks/, the script's own folder)
+from common import (  # noqa: E402  (benchmarks/, the script's own folder)
+    arguments,
+    load_options,
+    report_row,
+    write_mlp,
+)
 
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.perf.inputs import build_inputs  # noqa: E402
@@ -52,7 +56,6 @@ from sonic.perf.plan import Workload, plan  # noqa: E402
 from sonic.perf.profiler import Profiler, Settings, payloads  # noqa: E402
 from sonic.perf.target import Target, model_spec  # noqa: E402
 from sonic.perf.tidy import from_level  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 BATCH = 64  # rows per request: e.g. the jets of one event, as ParticleNet's producer sends
 WORKLOADS = [(4, 50.0), (4, 150.0), (4, 240.0), (8, 120.0)]  # (jobs, events/s per job)
@@ -85,17 +88,15 @@ def run_jobs(url: str, jobs: int, rate: float, tmp: Path, window_ms: int) -> dic
         out.unlink(missing_ok=True)
         outs.append(out)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "sonic.cli", "perf", "-m", "mlp", "-u", url, "-i", "grpc",
-             "-b", str(BATCH), "--request-rate-range", f"{rate:g}",
-             "--request-distribution", "poisson",
-             "-p", str(window_ms), "-s", "100", "-r", "10", "--verbose-csv", "-f", str(out)],
+            [sys.executable, "-m", "sonic.cli", "perf",
+             *load_options(url, window_ms, batch=BATCH, concurrency=None, stability=100,
+                           trials=10, report=out,
+                           extra=["--request-rate-range", f"{rate:g}",
+                                  "--request-distribution", "poisson", "--verbose-csv"])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
     for p in procs:
         p.wait(600)
-    rows = []
-    for out in outs:
-        with out.open() as f:
-            rows.append(next(csv.DictReader(f)))
+    rows = [report_row(out) for out in outs]
     tput = sum(float(r["Inferences/Second"]) for r in rows)
     avg = sum(float(r["Avg latency"]) * float(r["Inferences/Second"]) for r in rows) / tput
     return {"throughput": tput, "avg_latency_us": avg,
@@ -118,8 +119,7 @@ def main() -> None:
         else (cpus, cpus)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        config = 'name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG
-        write_model(mlp_model(), repo, "mlp", config=config)
+        write_mlp(repo)
         os.sched_setaffinity(0, server_cpus)  # the server process and its threads inherit it
         with LocalServer(repo) as server:
             os.sched_setaffinity(0, client_cpus)  # this process and the job processes

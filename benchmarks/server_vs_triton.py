@@ -25,7 +25,6 @@ It prints a markdown table and writes ``benchmarks/results/server_vs_triton.json
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -48,10 +47,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import PERF_ANALYZER, load_options, report_row, write_mlp  # noqa: E402
+
 from sonic.launcher import LocalServer, free_ports  # noqa: E402
 from sonic.perf.loadgen import run_load  # noqa: E402
 from sonic.testing.triton import TritonServer, write_triton_onnx_model  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
+from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model  # noqa: E402
 
 POINTS = [(1, 1), (1, 8), (64, 4)]  # (batch, concurrency)
 #: perf_analyzer's CSV columns for the time outside what the server's statistics timed.
@@ -187,11 +188,9 @@ def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: P
     warm-up is counted too, alike for both servers); the same for sonic's gRPC
     front-end processes alone and for perf_analyzer itself.
     """
-    exe = ROOT / ".venv" / "bin" / "perf_analyzer"
     for stability in (25, 50, 100):
-        cmd = [str(exe), "-m", "mlp", "-u", url, "-i", "grpc", "-b", str(batch),
-               "--concurrency-range", str(concurrency), "--measurement-interval", str(window_ms),
-               "-s", str(stability), "-r", "8", "-f", str(out)]  # fmt: skip
+        cmd = [PERF_ANALYZER, *load_options(url, window_ms, batch=batch, concurrency=concurrency,
+                                            stability=stability, report=out)]  # fmt: skip
         out.unlink(missing_ok=True)  # never read the previous point's numbers
         (cpu0, front0), client0 = cpu_seconds(server_pid), children_cpu_seconds()
         t0 = time.monotonic()
@@ -204,8 +203,7 @@ def perf_analyzer(url: str, batch: int, concurrency: int, window_ms: int, out: P
             break
     else:
         raise RuntimeError(proc.stdout + proc.stderr)
-    with out.open() as f:
-        row = next(csv.DictReader(f))
+    row = report_row(out)
     throughput = float(row["Inferences/Second"])
     return {
         "throughput": throughput,
@@ -278,12 +276,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sonic_repo = work / "sonic"
-        write_model(
-            mlp_model(),
-            sonic_repo,
-            "mlp",
-            config='name: "mlp"\nplatform: "onnxruntime_onnx"\n' + MLP_BENCHMARK_CONFIG,
-        )
+        write_mlp(sonic_repo)
         peers: dict[str, object] = {}
         sonics = {name: LocalServer(sonic_repo, *extra).start()
                   for name, extra in SONIC_VARIANTS.items()}  # fmt: skip

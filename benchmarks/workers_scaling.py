@@ -14,7 +14,6 @@ as many grid jobs are.  The configurations alternate at every repetition.  Run::
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import subprocess
 import sys
@@ -24,28 +23,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import PERF_ANALYZER, load_options, report_row, write_mlp  # noqa: E402
+
 from sonic.launcher import LocalServer  # noqa: E402
-from sonic.zoo.examples import MLP_BENCHMARK_CONFIG, mlp_model, write_model  # noqa: E402
 
 #: One process; two whole servers; one data plane with one and two gRPC front ends.
 DEFAULT_CONFIGS = ["", "--workers=2", "--grpc-frontends=1", "--grpc-frontends=2"]
 
 
 def load(url: str, clients: int, concurrency: int, window_ms: int, tmp: Path) -> float:
-    exe = ROOT / ".venv" / "bin" / "perf_analyzer"
     procs = []
     for i in range(clients):
-        cmd = [str(exe), "-m", "mlp", "-u", url, "-i", "grpc", "--concurrency-range",
-               str(concurrency), "-p", str(window_ms), "-s", "50", "-r", "5",
-               "-f", str(tmp / f"c{i}.csv")]  # fmt: skip
+        cmd = [PERF_ANALYZER, *load_options(url, window_ms, concurrency=concurrency, trials=5,
+                                            report=tmp / f"c{i}.csv")]  # fmt: skip
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for p in procs:
         p.wait(600)
-    total = 0.0
-    for i in range(clients):
-        with (tmp / f"c{i}.csv").open() as f:
-            total += float(next(csv.DictReader(f))["Inferences/Second"])
-    return total
+    return sum(float(report_row(tmp / f"c{i}.csv")["Inferences/Second"])
+               for i in range(clients))  # fmt: skip
 
 
 def main() -> None:
@@ -61,7 +56,7 @@ def main() -> None:
     results: dict[str, list[float]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        write_model(mlp_model(), repo, "mlp", config=MLP_BENCHMARK_CONFIG)
+        write_mlp(repo)
         for rep in range(args.repeats):
             for config in configs if rep % 2 == 0 else list(reversed(configs)):
                 with LocalServer(repo, *config.split()) as srv:
