@@ -30,13 +30,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import (  # noqa: E402  (benchmarks/, the script's own folder)
-    PERF_ANALYZER,
-    arguments,
-    load_options,
-    report_row,
-    write_mlp,
-)
+from common import PERF_ANALYZER, arguments, load_options, report_row, write_mlp  # noqa: E402
 
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.server.settings import GRPC_EXPERIMENTS  # noqa: E402

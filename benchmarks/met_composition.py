@@ -32,13 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import (  # noqa: E402  (benchmarks/, the script's own folder)
-    CMS_VERSIONS,
-    arguments,
-    cached_sample,
-    deepmet_met,
-    serve_deepmet,
-)
+from common import CMS_VERSIONS, arguments, cached_sample, deepmet_met, serve_deepmet  # noqa: E402
 
 #: Candidate classes, from pdgId, charge and fromPV (pileup as CHS has it).
 CLASSES = ("charged, PV", "charged, pileup", "leptons", "photons", "neutral hadrons", "forward")

@@ -43,12 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import (  # noqa: E402  (benchmarks/, the script's own folder)
-    arguments,
-    load_options,
-    report_row,
-    write_mlp,
-)
+from common import arguments, load_options, report_row, write_mlp  # noqa: E402
 
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.perf.inputs import build_inputs  # noqa: E402
