@@ -16,8 +16,9 @@ same events through the SONIC client, and adds them as estimators: the closer
 their response is to 1 here, the more CMS-like the emulation.
 
 With several ``--pileup`` values it also scans the pileup: Z->nunu at each
-value, sigma_perp/R for q_T 50-150 GeV against the mean number of pileup
-collisions, and the fit sigma^2 = sigma_0^2 + n_PU s^2 per estimator::
+value, sigma_perp/R (and the response) for q_T 50-150 GeV against the mean number of pileup
+collisions, and the fit sigma^2 = sigma_0^2 + n_PU s^2 per estimator, CMS's models included
+(trained at 2018's pileup, about 35: does their response move with it?)::
 
     .venv/bin/python benchmarks/met_performance.py --events 2000 \\
         --cms-deepmet ../shared/reference/cms-deepmet
@@ -33,7 +34,9 @@ estimators that differ only in pileup (raw PF and CHS).
 Writes ``benchmarks/results/met_performance.json`` and ``met_performance_<process>.png``
 (the first pileup's tables), and with a scan ``met_performance_pileup.png``.  The high-q_T
 bins come from Z plus a jet at high pT-hat (``znunu_highpt``, ``zmumu_highpt``;
-``--highpt-events``), where the inclusive samples leave a few dozen events.
+``--highpt-events``), where the inclusive samples leave a few dozen events; the Z->mumu recoil
+at 50-100 GeV also from Z plus a jet above 30 GeV (``zmumu_midpt``), where the inclusive
+sample has 4% of its events.
 """
 
 from __future__ import annotations
@@ -51,13 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import (  # noqa: E402  (benchmarks/, the script's own folder)
-    CMS_VERSIONS,
-    arguments,
-    cached_sample,
-    deepmet_met,
-    serve_deepmet,
-)
+from common import CMS_VERSIONS, arguments, cached_sample, deepmet_met, serve_deepmet  # noqa: E402
 
 from sonic.plots import png, pyplot  # noqa: E402
 from sonic.workflow.met_performance import (  # noqa: E402
@@ -68,17 +65,23 @@ from sonic.workflow.met_performance import (  # noqa: E402
     measured,
     paired,
 )
-from sonic.workflow.report import read_outputs, recoil_figure, sigma68  # noqa: E402
+from sonic.workflow.report import (  # noqa: E402
+    estimator_style,
+    read_outputs,
+    recoil_figure,
+    sigma68,
+)
 from sonic.workflow.runner import JobConfig, run_files  # noqa: E402
 
 PROCESSES = {"zmumu": r"Z$\to\mu\mu$: hadronic recoil against the dimuon",
              "znunu": r"Z$\to\nu\nu$: MET against the neutrinos"}  # fmt: skip
 #: The q_T range of the pileup scan (the bulk of the Z->nunu sample).
 SCAN_BINS = (50.0, 150.0)
-#: Z plus a jet at high pT-hat (sonic.workflow.generate), for the q_T bins the inclusive samples
-#: barely fill; each one's bins start well above its pT-hat cut (160 and 70 GeV).
+#: Z plus a jet above a pT-hat cut (sonic.workflow.generate), for the q_T bins the inclusive
+#: samples barely fill; each one's bins start well above its cut (160, 70 and 30 GeV).
 HIGHPT_BINS = {"znunu_highpt": (250.0, 350.0, float("inf")),
-               "zmumu_highpt": (100.0, 150.0, 250.0, float("inf"))}  # fmt: skip
+               "zmumu_highpt": (100.0, 150.0, 250.0, float("inf")),
+               "zmumu_midpt": (50.0, 100.0)}  # fmt: skip
 
 
 class CmsDeepMET:
@@ -157,15 +160,20 @@ def _widths(process: str, pileup: float, args: Any, cms: CmsDeepMET | None) -> d
            if cols and cols[0] in outputs}  # fmt: skip
     met.update(cms.met(sample) if cms else {})
     gen = met_vectors(outputs, "GenMET_pt", "GenMET_phi")
-    return {label: {"std": float(np.std(m - gen)), "sigma68": sigma68((m - gen).ravel()),
-                    "events": len(m)} for label, m in met.items()}  # fmt: skip
+    widths = {label: {"std": float(np.std(m - gen)), "sigma68": sigma68((m - gen).ravel()),
+                      "events": len(m)} for label, m in met.items()}  # fmt: skip
+    print(f"\n{process} (pileup {pileup:g}): MET - GenMET, x and y\n| estimator | std | sigma68 |"
+          "\n|---|---|---|")  # fmt: skip
+    for name, w in widths.items():
+        print(f"| {name} | {w['std']:.1f} | {w['sigma68']:.1f} |")
+    return widths
 
 
-def _scan(args: Any, out_dir: Path) -> dict[str, object]:
+def _scan(args: Any, out_dir: Path, cms: CmsDeepMET | None) -> dict[str, object]:
     pileups = np.array(args.pileup, dtype=float)
     points: dict[str, list[BinResult]] = {}
     for pu in pileups:
-        for name, bins in _measure("znunu", float(pu), args, None, SCAN_BINS).items():
+        for name, bins in _measure("znunu", float(pu), args, cms, SCAN_BINS).items():
             points.setdefault(name, []).extend(bins)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 7))
@@ -174,7 +182,7 @@ def _scan(args: Any, out_dir: Path) -> dict[str, object]:
     print("| estimator | " + " | ".join(f"pileup {p:g}" for p in pileups)
           + " | sigma_0 (GeV) | s per collision (GeV) |")
     print("|---" * (len(pileups) + 3) + "|")
-    for name, bins in points.items():
+    for i, (name, bins) in enumerate(points.items()):
         sigma = np.array([b.sigma_perp for b in bins])
         err = np.array([b.sigma_perp_err for b in bins])
         s0, s, ds0, ds = fit_pileup(pileups, sigma, err)
@@ -182,10 +190,13 @@ def _scan(args: Any, out_dir: Path) -> dict[str, object]:
                         "sigma_perp_err": err.tolist(), "response": [b.response for b in bins],
                         "sigma0": s0, "sigma0_err": ds0, "per_collision": s,
                         "per_collision_err": ds}  # fmt: skip
-        line = ax.errorbar(pileups, sigma, yerr=err, marker="o", capsize=3, linestyle="none",
-                           label=f"{name}: s = {s:.2f} GeV per collision")  # fmt: skip
+        style = estimator_style(i, name)
+        line = style.pop("linestyle")
+        ax.errorbar(pileups, sigma, yerr=err, capsize=3, linestyle="none",
+                    label=f"{name}: s = {s:.2f} GeV per collision", **style)  # fmt: skip
         grid = np.linspace(0, pileups.max(), 50)
-        ax.plot(grid, np.sqrt(s0**2 + grid * s**2), color=line[0].get_color(), linewidth=1)
+        ax.plot(grid, np.sqrt(s0**2 + grid * s**2), color=style["color"], linestyle=line,
+                linewidth=1)  # fmt: skip
         print(f"| {name} | " + " | ".join(f"{v:.1f} ± {e:.1f}" for v, e in zip(sigma, err,
                                                                               strict=True))
               + f" | {s0:.1f} ± {ds0:.1f} | {s:.2f} ± {ds:.2f} |")  # fmt: skip
@@ -199,7 +210,7 @@ def _scan(args: Any, out_dir: Path) -> dict[str, object]:
 
 
 def _highpt(pileup: float, args: Any, cms: CmsDeepMET | None) -> dict[str, Any]:
-    """The high-q_T samples' bins (``--highpt-events`` each)."""
+    """The Z-plus-jet samples' bins (``--highpt-events`` each)."""
     out: dict[str, Any] = {}
     for process, bins in HIGHPT_BINS.items() if args.highpt_events > 0 else ():
         results = _measure(process, pileup, args, cms, bins, events=args.highpt_events)
@@ -278,16 +289,11 @@ def main() -> None:
                                                     args.bootstrap)  # fmt: skip
             png(recoil_figure(results, f"{title}, pileup {pileup:g}"),
                 out_dir / f"met_performance_{process}.png")  # fmt: skip
-        widths = _widths("qcd", pileup, args, cms)
+        record["qcd_widths"] = _widths("qcd", pileup, args, cms)
         record["highpt"] = _highpt(pileup, args, cms)
-    record["qcd_widths"] = widths
-    print(f"\nqcd (pileup {pileup:g}): MET - GenMET, x and y\n| estimator | std | sigma68 |"
-          "\n|---|---|---|")  # fmt: skip
-    for name, w in widths.items():
-        print(f"| {name} | {w['std']:.1f} | {w['sigma68']:.1f} |")
-    record["truth_vertexing"] = _truth_vertexing(args, pileup)
-    if len(args.pileup) > 1:
-        record["pileup_scan"] = _scan(args, out_dir)
+        record["truth_vertexing"] = _truth_vertexing(args, pileup)
+        if len(args.pileup) > 1:
+            record["pileup_scan"] = _scan(args, out_dir, cms)
     (out_dir / "met_performance.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {out_dir / 'met_performance.json'} and the plots")
 

@@ -20,11 +20,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "met_performance.json"
 #: The documentation's name of each estimator.
 LABELS = {"PF (raw)": "raw PF", "DeepMET": "DeepMET, resolution tune",
           "DeepMET (response tune)": "DeepMET, response tune"}  # fmt: skip
-TITLES = {"zmumu": "Z→μμ", "znunu": "Z→νν", "znunu_highpt": "Z→νν", "zmumu_highpt": "Z→μμ"}
+TITLES = {"zmumu": "Z→μμ", "znunu": "Z→νν", "znunu_highpt": "Z→νν", "zmumu_highpt": "Z→μμ",
+          "zmumu_midpt": "Z→μμ"}  # fmt: skip
 #: The bins each table shows: (sample, bin's lower edge).
 MAIN_BINS = (("zmumu", 0.0), ("zmumu", 50.0), ("znunu", 50.0), ("znunu", 100.0))
-HIGHPT_BINS = (("znunu_highpt", 250.0), ("znunu_highpt", 350.0), ("zmumu_highpt", 100.0),
-               ("zmumu_highpt", 150.0), ("zmumu_highpt", 250.0))  # fmt: skip
+HIGHPT_BINS = (("znunu_highpt", 250.0), ("znunu_highpt", 350.0), ("zmumu_midpt", 50.0),
+               ("zmumu_highpt", 100.0), ("zmumu_highpt", 150.0),
+               ("zmumu_highpt", 250.0))  # fmt: skip
 
 
 def _value(x: float, err: float, digits: int | None = None) -> str:

@@ -3,8 +3,9 @@
 Processes at 13.6 TeV: ``ttbar`` (gg/qqbar -> ttbar), ``znunu`` (Z -> nu nu
 plus a jet, pT-hat > 50 GeV), ``zmumu`` (Drell-Yan Z -> mu mu, 60-120 GeV) and
 ``qcd`` (multijet, pT-hat > 30 GeV), ``ttbar_boosted`` / ``qcd_boosted``
-(pT-hat > 400 GeV, for AK8 tagging), and ``znunu_highpt`` / ``zmumu_highpt`` (Z plus a
-jet, pT-hat > 160 / 70 GeV, for MET performance at high q_T); a sample holds ``ttbar`` and ``znunu``
+(pT-hat > 400 GeV, for AK8 tagging), and ``znunu_highpt`` / ``zmumu_highpt`` /
+``zmumu_midpt`` (Z plus a jet, pT-hat > 160 / 70 / 30 GeV, for MET performance at q_T
+the inclusive samples barely fill); a sample holds ``ttbar`` and ``znunu``
 unless told otherwise.  Several processes alternate event by event,
 so any chunk of the file mixes them.  Pileup is a Poisson number (mean
 ``pileup``) of minimum-bias collisions overlaid on each event.  They are drawn
@@ -67,11 +68,17 @@ PROCESSES: dict[str, list[str]] = {
         "WeakZ0:gmZmode = 2", "23:onMode = off", "23:onIfAny = 13",
         "PhaseSpace:pTHatMin = 70.",
     ],
+    # The Z->mumu recoil at q_T 50-100 GeV: the inclusive sample has 4% of its events there.
+    "zmumu_midpt": [
+        "WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on",
+        "WeakZ0:gmZmode = 2", "23:onMode = off", "23:onIfAny = 13",
+        "PhaseSpace:pTHatMin = 30.",
+    ],
     # Pileup: all inelastic collisions, diffractive ones included, as CMS's premixing library.
     "minbias": ["SoftQCD:inelastic = on"],
 }
 HARD_PROCESSES = ("ttbar", "znunu", "zmumu", "qcd", "ttbar_boosted", "qcd_boosted",
-                  "znunu_highpt", "zmumu_highpt")
+                  "znunu_highpt", "zmumu_highpt", "zmumu_midpt")
 #: What a sample holds when no process is named: DeepMET's demo mix.
 DEFAULT_PROCESSES = ("ttbar", "znunu")
 #: Run 3: a mean of 55 pileup collisions, drawn from a pool of this many minimum-bias events

@@ -195,15 +195,16 @@ def measured(sample: Any, outputs: dict[str, Any], process: str,
     (candidates, MET columns), ``outputs`` the workflow's columns for the same events
     (``DeepMET*Tune_*``; an estimator whose columns are missing is left out); ``extra`` more
     estimators as [n, 2] MET vectors per event.  ``process`` is ``zmumu`` (recoil against the
-    dimuon) or ``znunu`` (MET against the neutrinos), or their ``_highpt`` samples; in a file
+    dimuon) or ``znunu`` (MET against the neutrinos), or one of their Z-plus-jet samples
+    (``zmumu_highpt``, ``zmumu_midpt``, ``znunu_highpt``); in a file
     that mixes processes only that process's events count."""
     import uproot
 
     from sonic.workflow.generate import HARD_PROCESSES
 
-    kind = process.removesuffix("_highpt")
+    kind = process.split("_")[0]
     if kind not in ("zmumu", "znunu"):
-        raise ValueError("process must be 'zmumu' or 'znunu' (or their '_highpt' samples), "
+        raise ValueError("process must be 'zmumu' or 'znunu' (or their Z-plus-jet samples), "
                          f"not {process!r}")  # fmt: skip
     in_file = [c for label, cols in ESTIMATORS.items() if cols and label not in FROM_OUTPUTS
                for c in cols]  # fmt: skip

@@ -160,6 +160,16 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, str]],
     return fig
 
 
+def estimator_style(index: int, name: str) -> dict[str, Any]:
+    """The colour, marker and line of the ``index``-th MET estimator in every MET plot: ten
+    distinct colours (the style's own cycle repeats after six), and CMS's models, which no one
+    here trained, dashed with squares."""
+    reference = name.startswith("CMS")
+    colors = pyplot().get_cmap("tab10").colors
+    return {"color": colors[index % len(colors)], "marker": "s" if reference else "o",
+            "linestyle": "--" if reference else "-"}  # fmt: skip
+
+
 def recoil_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> Any:
     """Response and response-corrected resolutions against q_T, one line per estimator:
     ``results`` maps an estimator to its bins (sonic.workflow.met_performance.BinResult)."""
@@ -167,15 +177,11 @@ def recoil_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> Any:
     fig, axes = plt.subplots(1, 3, figsize=(24, 7))
     panels = (("response", "response R"), ("sigma_par", r"$\sigma_\parallel$ / R [GeV]"),
               ("sigma_perp", r"$\sigma_\perp$ / R [GeV]"))  # fmt: skip
-    colors = plt.get_cmap("tab10").colors  # ten distinct colours; the style's cycle repeats
     for ax, (key, ylabel) in zip(axes, panels, strict=True):
         for i, (name, bins) in enumerate(results.items()):
-            qt = [b.qt for b in bins]
-            reference = name.startswith("CMS")  # a model not trained here: dashed, squares
-            ax.errorbar(qt, [getattr(b, key) for b in bins],
-                        yerr=[getattr(b, f"{key}_err") for b in bins],
-                        marker="s" if reference else "o", linestyle="--" if reference else "-",
-                        color=colors[i % len(colors)], capsize=3, label=name)  # fmt: skip
+            ax.errorbar([b.qt for b in bins], [getattr(b, key) for b in bins],
+                        yerr=[getattr(b, f"{key}_err") for b in bins], capsize=3, label=name,
+                        **estimator_style(i, name))  # fmt: skip
         ax.set_xlabel(r"$q_T$ [GeV]")
         ax.set_ylabel(ylabel)
     axes[0].axhline(1.0, color="black", linestyle=":", linewidth=1)
