@@ -169,6 +169,10 @@ def test_gzip_json_bomb_is_refused_cheaply(server: LocalServer) -> None:
     for status, body in felt.result:
         assert status == 400, body
         assert b"lists nested" in body and b"the shape allows" in body
+    # The three were inflated and scanned one at a time, on the server's one thread for large
+    # decodes: with a thread each, their 64 MiB apiece grew the server by 270-350 MB (against
+    # about 120) and a health check waited up to 0.65 s for the GIL.
+    assert felt.memory_growth_mb < 200, felt
 
 
 def test_large_nested_json_still_works(server: LocalServer) -> None:

@@ -8,7 +8,6 @@ NOT_FOUND -> 404, UNAVAILABLE -> 503, UNSUPPORTED -> 501, anything else
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import gzip
@@ -29,7 +28,7 @@ from sonic.errors import InvalidArgument, SonicError, Status
 from sonic.protocol import http_codec
 from sonic.protocol.tensors import InferRequest, walk_cost
 from sonic.repository.config import config_to_dict
-from sonic.server.dataplane import OFF_LOOP_BYTES, DataPlane
+from sonic.server.dataplane import OFF_LOOP_BYTES, DataPlane, off_loop
 from sonic.server.frontends.auth import Authenticator, Category
 from sonic.server.settings import AuthSettings
 
@@ -249,12 +248,11 @@ class HttpFrontend:
         # Inflating and parsing a large body takes long enough to hold up every other client.
         big = len(body) > OFF_LOOP_BYTES or (encoding not in (None, "identity")
                                              and len(body) > OFF_LOOP_BYTES >> 6)  # fmt: skip
-        req = await asyncio.to_thread(decode) if big else decode()
+        req = await off_loop(decode) if big else decode()
         resp = await self.dp.infer(req, start)
         binary = http_codec.binary_outputs(req, [t.name for t in resp.outputs])
         if walk_cost(resp.outputs) > OFF_LOOP_BYTES:
-            payload, json_length = await asyncio.to_thread(http_codec.encode_response, resp,
-                                                           binary)  # fmt: skip
+            payload, json_length = await off_loop(http_codec.encode_response, resp, binary)
         else:
             payload, json_length = http_codec.encode_response(resp, binary)
         headers: dict[str, str] = {}
