@@ -75,9 +75,12 @@ OFF_LOOP_BYTES = 1 << 20
 _BULK = ThreadPoolExecutor(1, thread_name_prefix="sonic-bulk")
 
 
-async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on the thread for large decodes and encodes (:data:`OFF_LOOP_BYTES`)."""
-    return await asyncio.get_running_loop().run_in_executor(_BULK, fn, *args)
+async def run_by_cost(cost: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, a decode or encode that walks ``cost`` bytes: inline, or on the thread
+    above when ``cost`` is over :data:`OFF_LOOP_BYTES`."""
+    if cost > OFF_LOOP_BYTES:
+        return await asyncio.get_running_loop().run_in_executor(_BULK, fn, *args)
+    return fn(*args)
 
 
 #: What one BYTES element costs in memory, counted without walking the elements: a Python

@@ -31,7 +31,7 @@ from sonic.protocol.grpc_codec import (
     params_from_proto,
 )
 from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
-from sonic.server.dataplane import OFF_LOOP_BYTES, Accepted, DataPlane, off_loop
+from sonic.server.dataplane import OFF_LOOP_BYTES, Accepted, DataPlane, run_by_cost
 from sonic.server.frontends.auth import Authenticator, Category
 from sonic.server.frontends.grpc_status import STATUS_CODES, status_of
 
@@ -145,15 +145,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """The request, after its model was found (a request to no model costs no decoding),
         decoded on a worker thread when it is large enough to hold up other clients."""
         self.dp.check_model(msg.model_name, msg.model_version)
-        if decode_cost(msg) > OFF_LOOP_BYTES:
-            return await off_loop(decode_request, msg)
-        return decode_request(msg)
+        return await run_by_cost(decode_cost(msg), decode_request, msg)
 
     @staticmethod
     async def _encode(resp: InferResponse) -> pb.ModelInferResponse:
-        if walk_cost(resp.outputs) > OFF_LOOP_BYTES:
-            return await off_loop(encode_response, resp)
-        return encode_response(resp)
+        return await run_by_cost(walk_cost(resp.outputs), encode_response, resp)
 
     @_rpc(Category.INFERENCE)
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:

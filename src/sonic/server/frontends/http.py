@@ -28,7 +28,7 @@ from sonic.errors import InvalidArgument, SonicError, Status
 from sonic.protocol import http_codec
 from sonic.protocol.tensors import InferRequest, walk_cost
 from sonic.repository.config import config_to_dict
-from sonic.server.dataplane import OFF_LOOP_BYTES, DataPlane, off_loop
+from sonic.server.dataplane import DataPlane, run_by_cost
 from sonic.server.frontends.auth import Authenticator, Category
 from sonic.server.settings import AuthSettings
 
@@ -245,16 +245,14 @@ class HttpFrontend:
                 return http_codec.decode_raw_binary(data, name, version, *raw_input)
             return http_codec.decode_request(data, header_length, name, version)
 
-        # Inflating and parsing a large body takes long enough to hold up every other client.
-        big = len(body) > OFF_LOOP_BYTES or (encoding not in (None, "identity")
-                                             and len(body) > OFF_LOOP_BYTES >> 6)  # fmt: skip
-        req = await off_loop(decode) if big else decode()
+        # Inflating and parsing a large body takes long enough to hold up every other client;
+        # a compressed body counts for what it may inflate to (64 times its size).
+        compressed = encoding not in (None, "identity")
+        req = await run_by_cost(len(body) << 6 if compressed else len(body), decode)
         resp = await self.dp.infer(req, start)
         binary = http_codec.binary_outputs(req, [t.name for t in resp.outputs])
-        if walk_cost(resp.outputs) > OFF_LOOP_BYTES:
-            payload, json_length = await off_loop(http_codec.encode_response, resp, binary)
-        else:
-            payload, json_length = http_codec.encode_response(resp, binary)
+        payload, json_length = await run_by_cost(walk_cost(resp.outputs),
+                                                 http_codec.encode_response, resp, binary)
         headers: dict[str, str] = {}
         if json_length is not None:
             headers["Inference-Header-Content-Length"] = str(json_length)
