@@ -59,6 +59,22 @@ def bins_table(samples: dict[str, dict[str, list[dict[str, Any]]]],
     return "\n".join(rows)
 
 
+def seeds_table(seeds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    """The response per estimator (rows) in each bin measured on several samples (columns):
+    the samples' mean ± its error from their scatter, then one sample's bootstrap error."""
+    estimators = list(next(iter(seeds.values())))
+    header, cells = ["estimator"], {e: [] for e in estimators}
+    for sample, by_estimator in seeds.items():
+        for i, ref in enumerate(by_estimator["PF (raw)"]):
+            header.append(f"{TITLES[sample.split('_')[0]]} {_edge(ref['lo'])}–{_edge(ref['hi'])}")
+            for e in estimators:
+                b = by_estimator[e][i]
+                cells[e].append(f"{_value(b['mean'], b['error'])} ({b['bootstrap_err']:.3f})")
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows += [f"| {LABELS.get(e, e)} | " + " | ".join(c) + " |" for e, c in cells.items()]
+    return "\n".join(rows)
+
+
 def pileup_table(scan: dict[str, dict[str, Any]]) -> str:
     pileups = next(iter(scan.values()))["pileup"]
     order = sorted(range(len(pileups)), key=pileups.__getitem__)
@@ -81,6 +97,8 @@ def main() -> None:
                        record["qcd_widths"].items())  # fmt: skip
     print(f"QCD multijet (MET − GenMET, x and y together, GeV): {widths}.", end="\n\n")
     print(bins_table(record["highpt"], HIGHPT_BINS), end="\n\n")
+    if "seeds" in record:
+        print(seeds_table(record["seeds"]), end="\n\n")
     if "pileup_scan" in record:
         print(pileup_table(record["pileup_scan"]), end="\n\n")
     truth = ", ".join(f"{LABELS.get(e, e)} {r['fit']['sigma_perp']:.1f} → "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from sonic.workflow.met_performance import (
     dimuon,
     paired,
     recoil,
+    seed_spread,
 )
 
 
@@ -171,3 +173,37 @@ def test_a_mid_qt_zmumu_sample_counts_as_the_recoil(tmp_path: Path) -> None:
     assert len(par) == len(perp) == len(qt)
     with pytest.raises(ValueError, match="zmumu' or 'znunu'"):
         measured(sample, {}, "ttbar")
+
+
+def test_independent_samples_see_the_shared_pileup_that_the_bootstrap_misses() -> None:
+    """Samples whose events share a pool offset (each sample its own, spread 0.03 in response):
+    one sample's bootstrap error is a few thousandths, the scatter between samples is the
+    pool's 0.03, and seed_spread reports that scatter's error of the mean; without the offsets
+    the error is the bootstrap's over the samples, not a scatter that came out small; a bin
+    one sample left empty is left out, and one sample alone is refused."""
+    rng = np.random.default_rng(5)
+
+    def samples(pool: float, n: int) -> dict[int, dict[str, list[Any]]]:
+        out = {}
+        for seed in range(n):
+            qt = rng.uniform(50, 100, 4000)
+            par = (1 + rng.normal(0, pool)) * qt + rng.normal(0, 10, len(qt))
+            out[seed] = {"est": binned(par, rng.normal(0, 10, len(qt)), qt, (0.0, 50.0, 100.0),
+                                       bootstrap=50)}  # fmt: skip
+        return out
+
+    (alone,) = seed_spread(samples(0.0, 3))["est"]
+    assert alone.error >= alone.bootstrap_err / math.sqrt(3)
+    per_seed = samples(0.03, 12)
+    spread = seed_spread(per_seed)["est"]
+    assert [(b.lo, b.hi) for b in spread] == [(50.0, 100.0)]  # 0-50 is empty everywhere
+    (b,) = spread
+    assert b.seeds == list(range(12)) and len(b.response) == 12
+    assert b.bootstrap_err < 0.006
+    scatter = b.error * math.sqrt(12)
+    assert 0.015 < scatter < 0.05 and scatter > 4 * b.bootstrap_err
+    assert b.mean == pytest.approx(np.mean(b.response))
+    del per_seed[3]["est"][0]
+    assert seed_spread(per_seed)["est"] == []
+    with pytest.raises(ValueError, match="two seeds"):
+        seed_spread({1: per_seed[1]})

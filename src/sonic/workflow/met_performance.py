@@ -19,7 +19,9 @@ equals q_T (``-u_par`` or ``MET_par``) and the perpendicular one; sigma is the
 standard deviation, and every number has a bootstrap error (resampling the
 events of each bin); :func:`paired` compares two estimators on the same events.
 :func:`dimuon` selects the Z from the PF candidates and :func:`chs_met` gives CHS MET
-(charged candidates from pileup vertices removed).
+(charged candidates from pileup vertices removed).  :func:`seed_spread` takes the response's
+error from independent samples instead, which the bootstrap cannot see: a sample's events share
+one pool of pileup collisions.
 """
 
 from __future__ import annotations
@@ -258,6 +260,52 @@ def binned_each(per_event: dict[str, tuple[np.ndarray, np.ndarray]], qt: np.ndar
     """:func:`binned` for each estimator of :func:`measured`'s result."""
     return {label: binned(par, perp, qt, bins, bootstrap=bootstrap, seed=seed)
             for label, (par, perp) in per_event.items()}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SeedSpread:
+    """One q_T bin's response on independent samples (one per seed): each sample's value, their
+    mean and its error, beside the bootstrap's error of one sample (the samples' mean of it).
+
+    Every event of a sample draws its pileup from the same pool of collisions, so the events
+    are not independent and the bootstrap, which resamples events, cannot see the pool's share
+    of the error; the scatter between independent samples holds both.  A few samples estimate
+    that scatter only roughly (three: to about half its size), so the error of the mean takes
+    the larger of the two spreads, the samples' standard deviation or the bootstrap's error,
+    divided by the square root of the number of samples."""
+
+    lo: float
+    hi: float
+    seeds: list[int]
+    response: list[float]
+    mean: float
+    error: float
+    bootstrap_err: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_spread(per_seed: dict[int, dict[str, list[BinResult]]]) -> dict[str, list[SeedSpread]]:
+    """Each estimator's response per bin over samples of several seeds (:func:`binned_each` of
+    each); a bin counts where every sample filled it."""
+    seeds = list(per_seed)
+    if len(seeds) < 2:
+        raise ValueError("the scatter between samples needs two seeds or more")
+    first = per_seed[seeds[0]]
+    out: dict[str, list[SeedSpread]] = {}
+    for label, bins in first.items():
+        out[label] = []
+        for b in bins:
+            found = [next((x for x in per_seed[s][label] if x.lo == b.lo), None) for s in seeds]
+            if any(x is None for x in found):
+                continue
+            r = np.array([x.response for x in found if x is not None])
+            boot = float(np.mean([x.response_err for x in found if x is not None]))
+            error = max(float(r.std(ddof=1)), boot) / math.sqrt(len(r))
+            out[label].append(SeedSpread(b.lo, b.hi, seeds, r.tolist(), float(r.mean()), error,
+                                         boot))  # fmt: skip
+    return out
 
 
 def _order(label: str) -> int:
