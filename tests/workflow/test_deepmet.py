@@ -153,13 +153,14 @@ def test_process_ids_are_read_from_the_samples(samples: list[Path]) -> None:
 
 
 def test_the_cli_trains_the_response_tune(samples: list[Path], tmp_path: Path) -> None:
-    """``sonic workflow train --tune response`` reads the samples' processes and writes an ONNX
-    model with CMSSW's interface."""
+    """``sonic workflow train --tune response`` reads the samples' processes, takes the batch
+    size and learning rate it is given, and writes an ONNX model with CMSSW's interface."""
     out = tmp_path / "model.onnx"
     cmd = [sys.executable, "-m", "sonic.cli", "workflow", "train", *map(str, samples),
-           "--tune", "response", "--epochs", "1", "--out", str(out)]  # fmt: skip
+           "--tune", "response", "--epochs", "1", "--batch-size", "32", "--lr", "2e-3",
+           "--out", str(out)]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"wrote {out}" in run.stdout
+    assert f"wrote {out}" in run.stdout and "batches of 32, learning rate 0.002" in run.stdout
     names = [i.name for i in ort.InferenceSession(str(out)).get_inputs()]
     assert names == list(INPUT_NAMES)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from sonic.cli.options import progress
+from sonic.workflow.deepmet import BATCH_SIZE, LEARNING_RATE
 from sonic.workflow.generate import (
     DEFAULT_PILEUP,
     DEFAULT_POOL_SIZE,
@@ -155,9 +156,13 @@ def workflow_graphdef(repository: Path, onnx_path: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="[default: the tune's version in examples/model_repository/deepmet]")
 @click.option("--epochs", type=click.IntRange(min=1), default=25)
+@click.option("--batch-size", type=click.IntRange(min=1), default=BATCH_SIZE,
+              help="events per optimizer step; the response term balances each batch's sums")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=LEARNING_RATE,
+              help="Adam's initial learning rate (cosine schedule)")
 @click.option("--seed", type=int, default=0)
 def workflow_train(files: tuple[Path, ...], tune: str, out: Path | None, epochs: int,
-                   seed: int) -> None:  # fmt: skip
+                   batch_size: int, lr: float, seed: int) -> None:  # fmt: skip
     """Train DeepMET with PyTorch on generated FILES and export it to ONNX (--out)."""
     from sonic.workflow import deepmet
 
@@ -165,11 +170,13 @@ def workflow_train(files: tuple[Path, ...], tune: str, out: Path | None, epochs:
                       "model.onnx")  # fmt: skip
     inputs, target = deepmet.load_training_data(list(files))
     processes = deepmet.process_ids(list(files))
-    click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates")
+    click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates; "
+               f"batches of {batch_size}, learning rate {lr:g}")
     bar, report = _epochs(epochs)
     with bar:  # type: ignore[attr-defined]
         net, result = deepmet.train(inputs, target, tune=tune, epochs=epochs, seed=seed,
-                                    progress=report, groups=processes)  # fmt: skip
+                                    batch_size=batch_size, lr=lr, progress=report,
+                                    groups=processes)  # fmt: skip
     deepmet.export_onnx(net, out)
     click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")
 
