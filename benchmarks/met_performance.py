@@ -34,8 +34,9 @@ estimators that differ only in pileup (raw PF and CHS).
 The response in the bins issue #24's goals judge (Z->nunu 50-250 GeV, the Z->mumu recoil at
 50-100) is measured again on samples of ``--seeds`` (4005 and 4006; none to skip), each with
 its own pileup pool: a sample's events share its pool, which the bootstrap does not see, and
-the samples scatter by more than it says.  Their mean and its error from the scatter go beside
-the bootstrap's error of one sample.
+the samples scatter by more than it says.  Their mean and its error (the larger of their
+scatter and the bootstrap's spread, over the root of their number) go beside the bootstrap's
+error of one sample.
 
 Writes ``benchmarks/results/met_performance.json`` and ``met_performance_<process>.png``
 (the first pileup's tables), and with a scan ``met_performance_pileup.png``.  The high-q_T
@@ -259,7 +260,7 @@ def _truth_vertexing(args: Any, pileup: float) -> dict[str, Any]:
 
 def _seeds(pileup: float, args: Any, cms: CmsDeepMET | None) -> dict[str, Any]:
     """The response in SEED_BINS on samples of ``--seed`` and each of ``--seeds``, each sample
-    with its own pileup pool: their mean, and its error from their scatter
+    with its own pileup pool: their mean and its error
     (sonic.workflow.met_performance.seed_spread)."""
     out: dict[str, Any] = {}
     for process, bins in SEED_BINS.items():
@@ -271,7 +272,7 @@ def _seeds(pileup: float, args: Any, cms: CmsDeepMET | None) -> dict[str, Any]:
         spread = seed_spread(per_seed)
         out[process] = {k: [b.as_dict() for b in v] for k, v in spread.items()}
         print(f"\n{process} (pileup {pileup:g}): response over seeds {list(per_seed)}\n"
-              "| estimator | q_T bin | per seed | mean | error (scatter) | bootstrap |\n"
+              "| estimator | q_T bin | per seed | mean | error of the mean | bootstrap |\n"
               "|---|---|---|---|---|---|")  # fmt: skip
         for name, rows in spread.items():
             for b in rows:

@@ -61,7 +61,7 @@ def bins_table(samples: dict[str, dict[str, list[dict[str, Any]]]],
 
 def seeds_table(seeds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     """The response per estimator (rows) in each bin measured on several samples (columns):
-    the samples' mean ± its error from their scatter, then one sample's bootstrap error."""
+    the samples' mean ± its error (seed_spread), then one sample's bootstrap error."""
     estimators = list(next(iter(seeds.values())))
     header, cells = ["estimator"], {e: [] for e in estimators}
     for sample, by_estimator in seeds.items():

@@ -297,11 +297,11 @@ def seed_spread(per_seed: dict[int, dict[str, list[BinResult]]]) -> dict[str, li
     for label, bins in first.items():
         out[label] = []
         for b in bins:
-            found = [next((x for x in per_seed[s][label] if x.lo == b.lo), None) for s in seeds]
-            if any(x is None for x in found):
+            found = [x for s in seeds for x in per_seed[s][label] if x.lo == b.lo]
+            if len(found) < len(seeds):
                 continue
-            r = np.array([x.response for x in found if x is not None])
-            boot = float(np.mean([x.response_err for x in found if x is not None]))
+            r = np.array([x.response for x in found])
+            boot = float(np.mean([x.response_err for x in found]))
             error = max(float(r.std(ddof=1)), boot) / math.sqrt(len(r))
             out[label].append(SeedSpread(b.lo, b.hi, seeds, r.tolist(), float(r.mean()), error,
                                          boot))  # fmt: skip
