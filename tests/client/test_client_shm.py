@@ -5,6 +5,7 @@ the local fallback server takes shared memory."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,53 @@ def test_concurrent_first_requests_leave_no_region_behind(repo: Path) -> None:
         srv.stop()
     left = {f for f in os.listdir("/dev/shm") if f.startswith(mine)} - before
     assert not left, f"regions never freed: {sorted(left)}"
+
+
+#: Holds a request (and so the region its input is in) for HOLD_S.
+HOLD_S = 0.5
+HOLDING = f"""
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep({HOLD_S})
+        return [pb_utils.InferenceResponse(
+            [pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+            for r in requests]
+"""
+
+
+def test_closing_while_triton_holds_the_region_still_unregisters_it(tmp_path: Path) -> None:
+    """Real Triton refuses to unregister a region a request still holds, and lets go of it only
+    after the response is sent, so a close right after the last answer could leave the region
+    registered for good (a flaky CI failure). Here the request is still running when the pool
+    closes: the close waits for it and the region goes."""
+    import tritonclient.grpc as grpcclient
+
+    from sonic.client.shm import ShmPool
+    from sonic.testing.triton import TritonServer, triton_home
+    from tests.conftest import write_python_model
+
+    # Triton's python stub does not inherit PYTHONPATH: numpy comes from its site-packages.
+    prologue = f"import sys\nsys.path.insert(0, {str(triton_home()[1])!r})\n"
+    write_python_model(tmp_path, "holding", prologue + HOLDING)
+    with TritonServer(tmp_path) as srv:
+        triton = grpcclient.InferenceServerClient(srv.grpc_url)
+        pool = ShmPool(lambda: triton, None)
+        try:
+            region = pool.acquire(4)
+            [(offset, size)] = pool.write(region, [np.ones(1, np.float32)])
+            x = grpcclient.InferInput("X", [1], "FP32")
+            x.set_shared_memory(region.name, size, offset=offset)
+            answers: list[object] = []
+            triton.async_infer("holding", [x], lambda result, error: answers.append(error))
+            time.sleep(HOLD_S / 2)  # the request is in the model, holding the region
+            assert not answers
+            pool.close()
+            assert answers == [None]
+            assert triton.get_system_shared_memory_status(as_json=True).get("regions", {}) == {}
+        finally:
+            triton.close()

@@ -27,16 +27,21 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 _names = itertools.count()
+#: How long closing waits for a region the server still holds (see :meth:`ShmPool.close`).
+UNREGISTER_WAIT_S = 5.0
 
 
 def is_local(host: str) -> bool:
@@ -131,15 +136,32 @@ class ShmPool:
 
     def close(self) -> None:
         shm = self._module()
-        unregister = ("unregister_system_shared_memory" if self.cuda_device is None
-                      else "unregister_cuda_shared_memory")  # fmt: skip
         with self._lock:
             regions, self._all, self._free = self._all, [], []
         for r in regions:
-            with contextlib.suppress(Exception):
-                getattr(self._client(), unregister)(r.name, headers=self._headers)
+            self._unregister(r.name)
             with contextlib.suppress(Exception):
                 shm.destroy_shared_memory_region(r.handle)
+
+    def _unregister(self, name: str) -> None:
+        """Triton refuses to unregister a region a request still holds ("it is currently in
+        use"), and lets go of a request only after its response is on the way: a close right
+        after the last answer can get there first, and the region would stay registered on the
+        server for good.  So a region in use is tried again, for up to ``UNREGISTER_WAIT_S``
+        (also the grace given to requests still in flight); any other failure, or one that
+        outlasts the wait, is logged with the region's name rather than passed over."""
+        kind = "system" if self.cuda_device is None else "cuda"
+        deadline = time.monotonic() + UNREGISTER_WAIT_S
+        while True:
+            try:
+                getattr(self._client(), f"unregister_{kind}_shared_memory")(
+                    name, headers=self._headers)  # fmt: skip
+                return
+            except Exception as err:
+                if "in use" not in str(err) or time.monotonic() > deadline:
+                    log.warning("could not unregister shared-memory region %s: %s", name, err)
+                    return
+            time.sleep(0.01)
 
 
 def write_inputs(region: Region, arrays: list[np.ndarray]) -> list[tuple[int, int]]:
@@ -177,4 +199,3 @@ def unknown_region(err: Exception) -> bool:
     """True where the server refused a request because it does not know its region."""
     text = str(err).lower()
     return "shared memory region" in text and ("unable to find" in text or "not found" in text)
-
