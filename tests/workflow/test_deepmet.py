@@ -158,9 +158,37 @@ def test_the_cli_trains_the_response_tune(samples: list[Path], tmp_path: Path) -
     out = tmp_path / "model.onnx"
     cmd = [sys.executable, "-m", "sonic.cli", "workflow", "train", *map(str, samples),
            "--tune", "response", "--epochs", "1", "--batch-size", "32", "--lr", "2e-3",
-           "--out", str(out)]  # fmt: skip
+           "--balance-epochs", "1", "--out", str(out)]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"wrote {out}" in run.stdout and "batches of 32, learning rate 0.002" in run.stdout
+    assert f"wrote {out}" in run.stdout
+    assert ("batches of 32, learning rate 0.002, then 1 more epochs in batches of "
+            f"{deepmet.BALANCE_BATCH_SIZE}") in run.stdout  # fmt: skip
+    assert "epoch 2:" in run.stdout + run.stderr  # the balancing epoch, numbered on
     names = [i.name for i in ort.InferenceSession(str(out)).get_inputs()]
     assert names == list(INPUT_NAMES)
+
+
+def test_the_response_tune_ends_balancing_in_large_batches(
+        samples: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The response tune's last epochs take batches of BALANCE_BATCH_SIZE (their per-bin sums
+    then hold enough events to balance): one optimizer step an epoch on these 39 training
+    events, against two in batches of 32; the resolution tune has no such epochs."""
+    inputs, target = deepmet.load_training_data(samples)
+    steps: list[int] = []
+    adam_step = torch.optim.Adam.step
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        steps.append(1)
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counted)
+    seen: list[int] = []
+    _, result = deepmet.train(inputs, target, tune="response", epochs=1, batch_size=32,
+                              balance_epochs=2, progress=lambda e, t, v: seen.append(e))
+    assert len(steps) == 2 + 2 * 1 and seen == [1, 2, 3]
+    assert result.epochs == 3 and len(result.val_loss) == 3
+    steps.clear()
+    _, result = deepmet.train(inputs, target, tune="resolution", epochs=1, batch_size=32,
+                              balance_epochs=2)  # fmt: skip
+    assert len(steps) == 2 and result.epochs == 1

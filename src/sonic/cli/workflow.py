@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from sonic.cli.options import progress
-from sonic.workflow.deepmet import BATCH_SIZE, LEARNING_RATE
+from sonic.workflow.deepmet import (
+    BALANCE_BATCH_SIZE,
+    BALANCE_EPOCHS,
+    BALANCE_LR,
+    BATCH_SIZE,
+    LEARNING_RATE,
+)
 from sonic.workflow.generate import (
     DEFAULT_PILEUP,
     DEFAULT_POOL_SIZE,
@@ -160,9 +166,12 @@ def workflow_graphdef(repository: Path, onnx_path: Path) -> None:
               help="events per optimizer step; the response term balances each batch's sums")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=LEARNING_RATE,
               help="Adam's initial learning rate (cosine schedule)")
+@click.option("--balance-epochs", type=click.IntRange(min=0), default=BALANCE_EPOCHS,
+              help=f"response tune: epochs more in batches of {BALANCE_BATCH_SIZE} from "
+                   f"learning rate {BALANCE_LR:g}, which balance the response on more events")
 @click.option("--seed", type=int, default=0)
 def workflow_train(files: tuple[Path, ...], tune: str, out: Path | None, epochs: int,
-                   batch_size: int, lr: float, seed: int) -> None:  # fmt: skip
+                   batch_size: int, lr: float, balance_epochs: int, seed: int) -> None:  # fmt: skip
     """Train DeepMET with PyTorch on generated FILES and export it to ONNX (--out)."""
     from sonic.workflow import deepmet
 
@@ -170,13 +179,16 @@ def workflow_train(files: tuple[Path, ...], tune: str, out: Path | None, epochs:
                       "model.onnx")  # fmt: skip
     inputs, target = deepmet.load_training_data(list(files))
     processes = deepmet.process_ids(list(files))
+    balance_epochs = balance_epochs if tune == "response" else 0
+    then = (f", then {balance_epochs} more epochs in batches of {BALANCE_BATCH_SIZE}"
+            if balance_epochs else "")  # fmt: skip
     click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates; "
-               f"batches of {batch_size}, learning rate {lr:g}")
-    bar, report = _epochs(epochs)
+               f"batches of {batch_size}, learning rate {lr:g}{then}")
+    bar, report = _epochs(epochs + balance_epochs)
     with bar:  # type: ignore[attr-defined]
         net, result = deepmet.train(inputs, target, tune=tune, epochs=epochs, seed=seed,
                                     batch_size=batch_size, lr=lr, progress=report,
-                                    groups=processes)  # fmt: skip
+                                    groups=processes, balance_epochs=balance_epochs)  # fmt: skip
     deepmet.export_onnx(net, out)
     click.echo(f"trained in {result.seconds:.0f} s; wrote {out}")
 
