@@ -179,7 +179,7 @@ def workflow_train(files: tuple[Path, ...], tune: str, out: Path | None, epochs:
                       "model.onnx")  # fmt: skip
     inputs, target = deepmet.load_training_data(list(files))
     processes = deepmet.process_ids(list(files))
-    balance_epochs = balance_epochs if tune == "response" else 0
+    balance_epochs = deepmet.balancing(tune, balance_epochs)
     then = (f", then {balance_epochs} more epochs in batches of {BALANCE_BATCH_SIZE}"
             if balance_epochs else "")  # fmt: skip
     click.echo(f"{len(inputs)} events, up to {inputs.tensors['input'].shape[1]} candidates; "

@@ -23,6 +23,7 @@ Needs the ``torch`` extra (``torch==2.13.0``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from pathlib import Path
@@ -249,17 +250,22 @@ def train(
         return loss(net(*(x[ix, :width] for x in tens)), y[ix], tune, v[ix],
                     None if g is None else g[ix])
 
-    result = fit(net, loss_of, n, epochs=epochs, batch_size=batch_size, lr=lr,
-                 val_fraction=val_fraction, seed=seed, clip_norm=1.0,
-                 progress=progress)  # fmt: skip
-    if tune != "response" or balance_epochs == 0:
+    run = functools.partial(fit, net, loss_of, n, val_fraction=val_fraction, seed=seed,
+                            clip_norm=1.0)  # fmt: skip
+    result = run(epochs=epochs, batch_size=batch_size, lr=lr, progress=progress)
+    balance_epochs = balancing(tune, balance_epochs)
+    if balance_epochs == 0:
         return net, result
     on = None if progress is None else (lambda e, t, v: progress(epochs + e, t, v))
-    more = fit(net, loss_of, n, epochs=balance_epochs, batch_size=BALANCE_BATCH_SIZE,
-               lr=BALANCE_LR, val_fraction=val_fraction, seed=seed, clip_norm=1.0,
-               progress=on)  # fmt: skip
+    more = run(epochs=balance_epochs, batch_size=BALANCE_BATCH_SIZE, lr=BALANCE_LR, progress=on)
     return net, TrainResult(epochs + balance_epochs, result.train_loss + more.train_loss,
                             result.val_loss + more.val_loss, result.seconds + more.seconds)
+
+
+def balancing(tune: str, balance_epochs: int = BALANCE_EPOCHS) -> int:
+    """The balancing epochs a tune trains: none for the resolution tune, which has no response
+    term to balance."""
+    return balance_epochs if tune == "response" else 0
 
 
 def export_onnx(net: object, path: Path, max_n_pf: int = MAX_N_PF) -> Path:
