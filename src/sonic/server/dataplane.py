@@ -201,10 +201,11 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "triton", "version": __version__, "extensions": self.extensions}
 
-    def check_model(self, name: str, version: str = "") -> None:
-        """NOT_FOUND or UNAVAILABLE for a model that cannot serve: front ends ask before they
-        decode a request's tensors, so a request to no model costs no decoding."""
-        self.manager.get(name, version)
+    def check_model(self, name: str, version: str = "") -> LoadedModel:
+        """The version that serves ``name``, or NOT_FOUND or UNAVAILABLE: front ends ask
+        before they decode a request's tensors, so a request to no model costs no decoding
+        (and hand the version to :meth:`start` when nothing was awaited in between)."""
+        return self.manager.get(name, version)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.manager.ready(name, version)
@@ -224,7 +225,8 @@ class DataPlane:
         return self.manager.get(name, version).config
 
     # -- inference -----------------------------------------------------------
-    def start(self, request: InferRequest, start_ns: int, answer: Answer) -> Accepted:
+    def start(self, request: InferRequest, start_ns: int, answer: Answer,
+              model: LoadedModel | None = None) -> Accepted:  # fmt: skip
         """Accept and queue a request; ``answer`` gets its response or error once it ran.
 
         No task and no coroutine per request: the scheduler's future calls back when the
@@ -232,11 +234,13 @@ class DataPlane:
         limits the server under load, and a task's steps through the servicer's, the data
         plane's and the model's coroutines cost a quarter of that thread's time per request);
         :meth:`infer` wraps it for the front ends that await.  Refusals raise here, before
-        anything was queued.
+        anything was queued.  ``model``: the version :meth:`check_model` gave for this request
+        in the same step of the loop (found again if None).
         """
         if not self.accepting:
             raise Unavailable("the server is shutting down and accepts no new requests")
-        model = self.manager.get(request.model_name, request.model_version)
+        if model is None:
+            model = self.manager.get(request.model_name, request.model_version)
         size = self._admit_bytes(request)
         self.inflight.begin()
         self.busy_poll.touch()

@@ -221,7 +221,8 @@ class LoadedModel:
         try:
             feed, batch = self._validate(req)
             requested = self._requested_outputs(req)
-            priority, timeout = _int_param(req, "priority"), _int_param(req, "timeout")
+            priority, timeout = ((_int_param(req, "priority"), _int_param(req, "timeout"))
+                                 if req.parameters else (0, 0))  # fmt: skip
             item = self.scheduler.submit(feed, [n for n, _ in requested], batch, priority, timeout)
         except BaseException as err:
             self._failed(start_ns, err)

@@ -166,11 +166,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self.auth.enabled:
             self.auth.check(Category.INFERENCE, _authorization(context), "ModelInfer",
                             peer(context))  # fmt: skip
-        self.dp.check_model(request.model_name, request.model_version)
+        model = self.dp.check_model(request.model_name, request.model_version)
         if decode_cost(request) > OFF_LOOP_BYTES:
             return None
         return self.dp.start(decode_request(request), start,
-                             functools.partial(self._answered, reply))  # fmt: skip
+                             functools.partial(self._answered, reply), model)  # fmt: skip
 
     def _answered(self, reply: Reply, outcome: InferResponse | BaseException) -> None:
         if isinstance(outcome, BaseException):
