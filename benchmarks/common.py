@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,13 @@ def write_mlp(repo: Path, config: str | None = None) -> None:
 
     write_model(mlp_model(), repo, "mlp", config='name: "mlp"\nplatform: "onnxruntime_onnx"\n'
                 + (MLP_BENCHMARK_CONFIG if config is None else config))  # fmt: skip
+
+
+def write_results(path: Path, **fields: Any) -> None:
+    """A benchmark's JSON results, the numbers its docs tables quote, and say where they went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fields, indent=1))
+    print(f"wrote {path}")
 
 
 def load_options(url: str, window_ms: int, *, batch: int = 1, concurrency: int | None = 1,

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import onnxruntime as ort
-from common import PERF_ANALYZER, arguments, load_options, report_row, write_mlp
+from common import PERF_ANALYZER, arguments, load_options, report_row, write_mlp, write_results
 from server_vs_triton import Triton, children_cpu_seconds, cpu_seconds, sonic_version
 
 from sonic.launcher import LocalServer, free_ports
@@ -175,11 +175,8 @@ def main() -> None:
             print(f"| {point} | {name} | {s['throughput']:.0f} | "
                   f"{s['throughput'] / by['triton']['throughput']:.2f} | {s['p99_us']:.0f} | "
                   f"{s['server_cpu_us']:.0f} | {s['client_cpu_us']:.0f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"versions": versions, "repeats": args.repeats,
-                                    "window_ms": args.window_ms, "summary": summary,
-                                    "runs": runs}, indent=1))  # fmt: skip
-    print(f"wrote {args.out}")
+    write_results(args.out, versions=versions, repeats=args.repeats, window_ms=args.window_ms,
+                  summary=summary, runs=runs)
 
 
 if __name__ == "__main__":

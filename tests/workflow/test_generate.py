@@ -108,6 +108,28 @@ def test_tracks_reach_the_calorimeters_only_above_the_looper_threshold(monkeypat
     assert np.mean(reco.pt[neutral]) < 20 * 0.9  # the hadron response is below 1
 
 
+def test_tracking_efficiency_by_eta(monkeypatch) -> None:
+    """With CMS's barrel/endcap split set, each region tracks hadrons at its own efficiency
+    (here all in the barrel, none beyond |eta| 0.9); unset, both at the one value."""
+    n = 400
+    eta = np.repeat([0.5, 1.5], n)
+    pt = np.full(2 * n, 5.0)
+    phi = np.tile(np.linspace(0, 2 * np.pi, n, endpoint=False), 2)
+    parts = Particles(np.full(2 * n, 211, np.int32), np.ones(2 * n), pt * np.cos(phi),
+                      pt * np.sin(phi), pt * np.sinh(eta), *np.zeros((3, 2 * n)))  # fmt: skip
+
+    def tracked(rng_seed: int) -> tuple[int, int]:
+        c = detector.reconstruct(parts, *_hard(2 * n), np.random.default_rng(rng_seed))
+        track = c.candidates.charge != 0
+        barrel = np.abs(c.candidates.eta) < detector.TRACKER_BARREL_ETA
+        return int((track & barrel).sum()), int((track & ~barrel).sum())
+
+    barrel, endcap = tracked(4)
+    assert 0.8 * n < barrel < n and 0.8 * n < endcap < n  # 0.90 everywhere
+    monkeypatch.setattr(detector, "HADRON_TRACKING_BY_ETA", ((1.0, 1.0), (0.0, 0.0)))
+    assert tracked(4) == (n, 0)
+
+
 def test_hadron_response_rises_to_one() -> None:
     r = detector.hadron_response(np.array([1.0, 5.0, 20.0, 100.0, 1000.0]))
     assert (np.diff(r) > 0).all() and r[0] < 0.7 and 0.75 < r[3] < r[4] < 1

@@ -74,6 +74,12 @@ LOOPER_PT = 0.7
 #: interactions in the tracker's material stop some, soft ones more).
 LEPTON_TRACKING_EFFICIENCY = 0.98
 HADRON_TRACKING_EFFICIENCY = (0.90, 0.80)
+#: CMS measures the efficiency falling from the barrel to the endcaps (CMS-TRK-11-001: 94% for
+#: |eta| < 0.9, 85% above): ((above, below 1 GeV) in the barrel, the same beyond
+#: :data:`TRACKER_BARREL_ETA`) replaces the value above where set.  Not set in the samples;
+#: benchmarks/emulation_sensitivity.py measures what it moves.
+HADRON_TRACKING_BY_ETA: tuple[tuple[float, float], tuple[float, float]] | None = None
+TRACKER_BARREL_ETA = 0.9
 #: The hadron calorimeter's non-compensation after PF's calibration: the h/e and the exponent
 #: of Groom's pi/e = 1 - (1 - h/e) (E / 1 GeV)^(m - 1).
 H_OVER_E = 0.55
@@ -197,6 +203,10 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
     n = len(apdg)
 
     hard, soft = HADRON_TRACKING_EFFICIENCY
+    if HADRON_TRACKING_BY_ETA is not None:
+        barrel = aeta < TRACKER_BARREL_ETA
+        (hard_b, soft_b), (hard_e, soft_e) = HADRON_TRACKING_BY_ETA
+        hard, soft = np.where(barrel, hard_b, hard_e), np.where(barrel, soft_b, soft_e)
     eff = np.where(lepton_id, LEPTON_TRACKING_EFFICIENCY, np.where(pt_true > 1.0, hard, soft))
     tracked = visible & charged & (aeta < 2.5) & (pt_true > 0.3) & (rng.random(n) < eff)
     looper = charged & ~tracked & (pt_true < LOOPER_PT) & (aeta < 3.0)
