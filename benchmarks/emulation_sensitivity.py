@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,22 +58,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-@contextlib.contextmanager
-def constants(values: dict[str, Any]) -> Iterator[None]:
-    """The detector with ``values`` set, restored afterwards."""
-    for name in values:
-        if not hasattr(detector, name):
-            raise AttributeError(f"sonic.workflow.detector has no constant {name}")
-    saved = {name: getattr(detector, name) for name in values}
-    try:
-        for name, value in values.items():
-            setattr(detector, name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(detector, name, value)
-
-
 def main() -> None:
     ap = arguments(__doc__)
     ap.add_argument("--cms-deepmet", type=Path, required=True)
@@ -87,7 +71,8 @@ def main() -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for name, values in VARIANTS.items():
             sample = tmp / "znunu.root"
-            with constants(values):
+            # Set for this run and restored after it (patch.multiple wants at least one).
+            with mock.patch.multiple(detector, **values) if values else contextlib.nullcontext():
                 generate_sample(sample, args.events, processes=["znunu"], pileup=0.0,
                                 seed=args.seed)  # fmt: skip
             per_event, qt = measured(sample, {}, "znunu", cms.met(sample))
