@@ -25,6 +25,14 @@ BINARY_DATA = "binary_data"
 #: HTTP binary extension: every output binary unless it says otherwise (per request).
 BINARY_DATA_OUTPUT = "binary_data_output"
 
+#: Schedule-policy extension: a request's priority level and queue timeout (µs).
+PRIORITY = "priority"
+TIMEOUT = "timeout"
+#: The request parameters that change how the server handles a request; others (such as
+#: perf_analyzer's ``triton_enable_empty_final_response``, meaningful for decoupled models
+#: only) are accepted and change nothing.
+SCHEDULE_PARAMETERS = (PRIORITY, TIMEOUT)
+
 #: Classification extension: the top-k classes instead of the output tensor.
 CLASSIFICATION = "classification"
 

@@ -16,7 +16,7 @@ import os
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ from sonic.server.loops import RunningLoop
 from sonic.server.manager import ControlMode, ModelManager
 from sonic.server.memory.system import SharedMemoryManager
 from sonic.server.metrics import WORKER_SECRET_ENV, WORKER_SECRET_HEADER
-from sonic.server.model import LoadedModel, Pending
+from sonic.server.model import LoadedModel, Pending, Plan
 from sonic.server.statistics import ModelStatistics
 
 EXTENSIONS = [
@@ -225,8 +225,10 @@ class DataPlane:
         return self.manager.get(name, version).config
 
     # -- inference -----------------------------------------------------------
-    def start(self, request: InferRequest, start_ns: int, answer: Answer,
-              model: LoadedModel | None = None) -> Accepted:  # fmt: skip
+    def start(
+        self, request: InferRequest, start_ns: int, answer: Answer,
+        model: LoadedModel | None = None, plan_key: Hashable = None,
+    ) -> Accepted:  # fmt: skip
         """Accept and queue a request; ``answer`` gets its response or error once it ran.
 
         No task and no coroutine per request: the scheduler's future calls back when the
@@ -235,23 +237,44 @@ class DataPlane:
         plane's and the model's coroutines cost a quarter of that thread's time per request);
         :meth:`infer` wraps it for the front ends that await.  Refusals raise here, before
         anything was queued.  ``model``: the version :meth:`check_model` gave for this request
-        in the same step of the loop (found again if None).
+        in the same step of the loop (found again if None); ``plan_key``: the codec's key of the
+        request's layout, for the model to keep a plan of (:meth:`LoadedModel.submit`).
         """
-        if not self.accepting:
-            raise Unavailable("the server is shutting down and accepts no new requests")
+        self._check_accepting()
         if model is None:
             model = self.manager.get(request.model_name, request.model_version)
-        size = self._admit_bytes(request)
-        self.inflight.begin()
-        self.busy_poll.touch()
+        size = self._admit_bytes(sum(_input_bytes(t) for t in request.inputs))
         try:
             for t in request.inputs:
                 if SHM_REGION in t.parameters:
                     t.data = self.shm.read_input(t)
-            pending = model.submit(request, start_ns)
+            pending = model.submit(request, start_ns, plan_key)
         except BaseException:
             self._release(size)
             raise
+        return self._accepted(model, pending, size, answer)
+
+    def start_planned(self, model: LoadedModel, plan: Plan, raws: Any, request_id: str,
+                      start_ns: int, answer: Answer) -> Accepted:  # fmt: skip
+        """:meth:`start` for a request that ``plan`` of ``model`` serves (its inputs' bytes
+        ``raws`` have the plan's lengths): the same admission, without decoding or validating
+        the request again."""
+        self._check_accepting()
+        size = self._admit_bytes(plan.nbytes)
+        try:
+            pending = model.submit_planned(plan, raws, request_id, start_ns)
+        except BaseException:
+            self._release(size)
+            raise
+        return self._accepted(model, pending, size, answer)
+
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise Unavailable("the server is shutting down and accepts no new requests")
+
+    def _accepted(self, model: LoadedModel, pending: Pending, size: int,
+                  answer: Answer) -> Accepted:  # fmt: skip
+        """A queued request, answered once its execution is over (or at its timeout)."""
         accepted = Accepted(self, model, pending, size, answer)
         pending.future.add_done_callback(accepted.ran)
         if self.request_timeout_s:
@@ -297,14 +320,14 @@ class DataPlane:
                 accepted.answer(why)
         self._sweep = loop.call_later(self._sweep_period, self._expire) if self._deadlines else None
 
-    def _admit_bytes(self, request: InferRequest) -> int:
-        """Count the request's input bytes against ``--max-queue-bytes``, or refuse it.
+    def _admit_bytes(self, size: int) -> int:
+        """Count a request's ``size`` bytes of inputs against ``--max-queue-bytes``, or refuse
+        it; once admitted, the request is in flight until :meth:`_release`.
 
         Shared-memory inputs count at their declared size (they are read into memory); a
         request is admitted whatever its size while nothing else is in flight, so a single
         large request the other limits allow is never refused here.
         """
-        size = sum(_input_bytes(t) for t in request.inputs)
         if self.inflight_bytes and self.inflight_bytes + size > self.max_queue_bytes:
             raise Unavailable(
                 f"the server holds {self.inflight_bytes} bytes of requests in flight; this "
@@ -312,6 +335,8 @@ class DataPlane:
                 "(--max-queue-bytes)"
             )
         self.inflight_bytes += size
+        self.inflight.begin()
+        self.busy_poll.touch()
         return size
 
     async def drain(self, timeout_s: float) -> bool:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.errors import InvalidArgument, ModelConfigError
+from sonic.protocol.params import SCHEDULE_PARAMETERS
 from sonic.protocol.tensors import InferRequest, InferResponse, RequestedOutput, Tensor
 from sonic.server.model import LoadedModel, Pending
 from sonic.server.statistics import ModelStatistics, RequestTiming
@@ -89,7 +90,7 @@ class EnsembleModel(LoadedModel):
         super().__init__(name, version, config, _NoScheduler(), ModelStatistics(name, str(version)))
         self._running: set[asyncio.Task[dict[str, Tensor]]] = set()
 
-    def submit(self, req: InferRequest, start_ns: int) -> Pending:
+    def submit(self, req: InferRequest, start_ns: int, plan_key: Hashable = None) -> Pending:
         """Validate, then run the steps in a task (``pending.future``)."""
         self.inflight.begin()
         try:
@@ -103,7 +104,7 @@ class EnsembleModel(LoadedModel):
         task = asyncio.get_running_loop().create_task(self._run_steps(tensors, req))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
-        return Pending(req, requested, batch, start_ns, task)
+        return Pending(req.id, requested, batch, start_ns, task)
 
     def complete(self, pending: Pending) -> InferResponse:
         try:
@@ -117,7 +118,7 @@ class EnsembleModel(LoadedModel):
         elapsed = time.perf_counter_ns() - pending.start_ns
         self.stats.record_success(RequestTiming(elapsed, 0, 0, 0, 0), pending.rows)
         self.stats.record_execution(pending.rows, 0, 0, 0)
-        return InferResponse(self.name, self.version_str, pending.request.id, outputs=outputs)
+        return InferResponse(self.name, self.version_str, pending.id, outputs=outputs)
 
     def withdraw(self, pending: Pending, why: BaseException) -> None:
         pending.future.cancel()
@@ -145,7 +146,7 @@ class EnsembleModel(LoadedModel):
             model_name=step.model,
             model_version=step.version,
             id=req.id,
-            parameters={k: v for k, v in req.parameters.items() if k in ("priority", "timeout")},
+            parameters={k: v for k, v in req.parameters.items() if k in SCHEDULE_PARAMETERS},
             inputs=[
                 Tensor(model_input, tensors[t].datatype, tensors[t].shape, tensors[t].data)
                 for model_input, t in step.inputs.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic.errors import InvalidArgument, UnknownTensor
 from sonic.protocol.datatypes import from_config_type
-from sonic.protocol.params import CLASSIFICATION, SHM_KEYS
+from sonic.protocol.params import (
+    CLASSIFICATION,
+    PRIORITY,
+    SCHEDULE_PARAMETERS,
+    SHM_KEYS,
+    TIMEOUT,
+)
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor, dims_match
 from sonic.repository.layout import file_inside
 from sonic.server import tracing
@@ -93,17 +100,51 @@ def _int_param(req: InferRequest, key: str) -> int:
         ) from None
 
 
+#: Most plans a version keeps.  Clients sending every batch size up to a large
+#: max_batch_size make as many request layouts; past this many, the plans start over.
+MAX_PLANS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a request layout this version validated once becomes: its feed and its answer.
+
+    :meth:`LoadedModel.submit` checks names, datatypes, shapes, the batch size and the outputs
+    asked for.  A later request of the same layout (the same key, which the codec derives from
+    the wire: :func:`sonic.protocol.grpc_codec.plan_key`) needs only its raw bytes' lengths
+    checked, so the gRPC front ends serve those with :meth:`LoadedModel.submit_planned`
+    (decoding and validating were a third of the event loop's time per request, py-spy).
+    Only requests without parameters that change their handling (shared memory,
+    classification, priorities, timeouts) and of fixed-size datatypes get plans.
+    """
+
+    #: Each input's name, dtype and the shape it is fed with, in the request's order.
+    inputs: tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...]
+    #: Each input's raw bytes.
+    sizes: list[int]
+    requested: list[tuple[str, dict[str, Any]]]
+    names: list[str]
+    #: Each requested output's name and datatype.
+    outputs: tuple[tuple[str, str], ...]
+    rows: int
+    nbytes: int
+    #: The scheduler's :meth:`~sonic.server.scheduling.scheduler.DynamicBatcher.batch_key`.
+    batch_key: tuple[Any, ...]
+
+
 @dataclass(slots=True)
 class Pending:
     """A request a model version accepted and queued (:meth:`LoadedModel.submit`)."""
 
-    request: InferRequest
+    id: str
     requested: list[tuple[str, dict[str, Any]]]
     rows: int
     start_ns: int
     #: Done once the request ran: its scheduler work item's future (an ensemble: its steps' task).
     future: asyncio.Future[Any]
     item: WorkItem | None = None
+    #: Where the request came through a plan (:meth:`LoadedModel.submit_planned`).
+    plan: Plan | None = None
 
 
 class LoadedModel:
@@ -130,6 +171,8 @@ class LoadedModel:
         self.outputs = _specs(config.output, model_dir)
         self.required = [n for n, s in self.inputs.items() if not s.optional]
         self.inflight = InFlight()
+        #: What :meth:`submit` learned of the request layouts it validated, by the codec's key.
+        self.plans: dict[Hashable, Plan] = {}
 
     # -- metadata -----------------------------------------------------------
     def metadata_tensors(self, kind: str) -> list[dict[str, Any]]:
@@ -213,28 +256,73 @@ class LoadedModel:
             out.append((o.name, o.parameters))
         return out
 
-    def submit(self, req: InferRequest, start_ns: int) -> Pending:
+    def submit(self, req: InferRequest, start_ns: int, plan_key: Hashable = None) -> Pending:
         """Validate and queue the request; :meth:`complete` answers it once
         ``pending.future`` is done, :meth:`withdraw` gives it up.  Refusals raise here,
-        with the failure recorded."""
+        with the failure recorded.  ``plan_key``: the codec's key of the request's layout,
+        where a :class:`Plan` might serve it; the plan is kept once the request validates."""
         self.inflight.begin()
         try:
             feed, batch = self._validate(req)
             requested = self._requested_outputs(req)
-            priority, timeout = ((_int_param(req, "priority"), _int_param(req, "timeout"))
+            priority, timeout = ((_int_param(req, PRIORITY), _int_param(req, TIMEOUT))
                                  if req.parameters else (0, 0))  # fmt: skip
             item = self.scheduler.submit(feed, [n for n, _ in requested], batch, priority, timeout)
         except BaseException as err:
             self._failed(start_ns, err)
             raise
-        return Pending(req, requested, batch, start_ns, item.future, item)
+        if plan_key is not None and plan_key not in self.plans:
+            self._learn(plan_key, req, feed, requested, batch)
+        return Pending(req.id, requested, batch, start_ns, item.future, item)
+
+    def _learn(self, key: Hashable, req: InferRequest, feed: dict[str, np.ndarray],
+               requested: list[tuple[str, dict[str, Any]]], rows: int) -> None:  # fmt: skip
+        """Keep a :class:`Plan` for a validated request's layout, where one can serve it
+        (BYTES tensors cannot: their lengths vary from request to request)."""
+        if any(k in req.parameters for k in SCHEDULE_PARAMETERS):
+            return
+        if any(t.parameters or t.data.dtype == object for t in req.inputs):
+            return
+        if any(params or self.outputs[n].datatype == "BYTES" for n, params in requested):
+            return
+        if len(self.plans) >= MAX_PLANS:
+            self.plans.clear()
+        self.plans[key] = Plan(
+            inputs=tuple((n, a.dtype, a.shape) for n, a in feed.items()),
+            sizes=[t.data.nbytes for t in req.inputs],
+            requested=requested,
+            names=[n for n, _ in requested],
+            outputs=tuple((n, self.outputs[n].datatype) for n, _ in requested),
+            rows=rows,
+            nbytes=sum(t.data.nbytes for t in req.inputs),
+            batch_key=self.scheduler.batch_key(feed),
+        )
+
+    def submit_planned(self, plan: Plan, raws: Any, request_id: str, start_ns: int) -> Pending:
+        """:meth:`submit` for a request of a planned layout: ``raws``, its inputs' bytes in
+        order, have the plan's lengths (the caller checked)."""
+        self.inflight.begin()
+        try:
+            feed = {name: np.frombuffer(raw, dtype).reshape(shape)
+                    for (name, dtype, shape), raw in zip(plan.inputs, raws,
+                                                         strict=True)}  # fmt: skip
+            item = self.scheduler.submit(feed, plan.names, plan.rows, key=plan.batch_key)
+        except BaseException as err:
+            self._failed(start_ns, err)
+            raise
+        return Pending(request_id, plan.requested, plan.rows, start_ns, item.future, item, plan)
 
     def complete(self, pending: Pending) -> InferResponse:
         """The response of a request whose execution is done (or its error, raised)."""
         try:
             execution = pending.future.result()
             t_out = time.perf_counter_ns()
-            outputs = self._build_outputs(pending.requested, execution.outputs)
+            if pending.plan is None:
+                outputs = self._build_outputs(pending.requested, execution.outputs)
+            else:  # no classification, nothing in shared memory
+                results = execution.outputs
+                outputs = [Tensor(n, datatype, results[n].shape, results[n])
+                           for n, datatype in pending.plan.outputs]  # fmt: skip
             end = time.perf_counter_ns()
         except BaseException as err:
             self._failed(pending.start_ns, err)
@@ -248,10 +336,10 @@ class LoadedModel:
             compute_output_ns=execution.compute_output_ns + end - t_out,
         )
         self.stats.record_success(timing, pending.rows)
-        tracing.record(self.name, self.version_str, pending.request.id, pending.start_ns, timing,
+        tracing.record(self.name, self.version_str, pending.id, pending.start_ns, timing,
                        end)  # fmt: skip
         return InferResponse(model_name=self.name, model_version=self.version_str,
-                             id=pending.request.id, outputs=outputs)  # fmt: skip
+                             id=pending.id, outputs=outputs)  # fmt: skip
 
     def withdraw(self, pending: Pending, why: BaseException) -> None:
         """Give up a request not yet answered (its client went away, or it timed out)."""

@@ -173,7 +173,7 @@ class ServerSide(FrameReader):
                 request = self._decode(call, arg, body)
                 if request is None:
                     return
-                if arg == self.hub.infer_index and self._start_infer(call, request, ctx):
+                if arg == self.hub.infer_index and self._start_infer(call, request, ctx, len(body)):
                     return
                 self.tasks[call] = loop.create_task(self._unary(call, arg, request, ctx))
             else:
@@ -202,11 +202,12 @@ class ServerSide(FrameReader):
         elif kind == HELLO:
             self.hub.hello(json.loads(body))
 
-    def _start_infer(self, call: int, request: Any, ctx: CallContext) -> bool:
+    def _start_infer(self, call: int, request: Any, ctx: CallContext, size: int) -> bool:
         """ModelInfer without a task (InferenceServicer.start_infer); False where it needs the
         awaited path."""
         try:
-            accepted = self.hub.start_infer(request, ctx, functools.partial(self._inferred, call))
+            accepted = self.hub.start_infer(request, ctx, functools.partial(self._inferred, call),
+                                            size)  # fmt: skip
         except Exception as err:
             self.send(ERROR, call, *_details(err))
             return True
@@ -304,7 +305,9 @@ class Dispatch:
         inference = services[pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
         #: ModelInfer's number, and its path without a task (InferenceServicer.start_infer).
         self.infer_index = next(i for i, m in enumerate(self.methods) if m.name == "ModelInfer")
-        self.start_infer: Callable[[Any, Any, Reply], Accepted | None] = inference.start_infer
+        self.start_infer: Callable[[Any, Any, Reply, int], Accepted | None] = (
+            inference.start_infer
+        )
         self.loop = asyncio.get_running_loop()
 
     def hello(self, info: dict[str, int]) -> None:

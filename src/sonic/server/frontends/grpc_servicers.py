@@ -29,6 +29,8 @@ from sonic.protocol.grpc_codec import (
     decode_request,
     encode_response,
     params_from_proto,
+    restore_plan_key,
+    take_plan_key,
 )
 from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
 from sonic.server.dataplane import OFF_LOOP_BYTES, Accepted, DataPlane, run_by_cost
@@ -41,6 +43,10 @@ R = TypeVar("R")
 
 
 Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+#: Largest request (bytes on the wire) :meth:`InferenceServicer.start_infer` serves through a
+#: model's plans: past this, the time saved is small beside the data's, and finding the plan
+#: would copy the data twice on the event loop's thread.
+PLANNED_BYTES = 1 << 20
 #: Where :meth:`InferenceServicer.start_infer` sends a call's outcome: the serialized
 #: response, or the error that ends the call.
 Reply = Callable[[bytes | BaseException], None]
@@ -156,21 +162,35 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         start = time.perf_counter_ns()
         return await self._encode(await self.dp.infer(await self._decode(request), start))
 
-    def start_infer(self, request: Any, context: Any, reply: Reply) -> Accepted | None:
+    def start_infer(self, request: Any, context: Any, reply: Reply,
+                    size: int) -> Accepted | None:  # fmt: skip
         """ModelInfer without a task, for the transports that hand calls over as frames
         (:class:`sonic.server.frontends.grpc_frames.ServerSide`): ``reply`` gets the
         serialized response or the error; errors before the request was queued raise here.
         None where the request is big enough to be decoded on a worker thread: then the
-        caller runs :meth:`ModelInfer`."""
+        caller runs :meth:`ModelInfer`.  ``size``: the request's bytes on the wire.
+
+        A request of a layout the model validated before goes through the model's plan for it
+        (:class:`sonic.server.model.Plan`), without decoding or validating it again; requests
+        over :data:`PLANNED_BYTES` do not look for a plan, as finding one copies their data.
+        """
         start = time.perf_counter_ns()
         if self.auth.enabled:
             self.auth.check(Category.INFERENCE, _authorization(context), "ModelInfer",
                             peer(context))  # fmt: skip
         model = self.dp.check_model(request.model_name, request.model_version)
+        answer = functools.partial(self._answered, reply)
+        key = None
+        if size <= PLANNED_BYTES:
+            key, raws, request_id = take_plan_key(request)
+            plan = model.plans.get(key)
+            # A length that differs takes the full path, which says what is wrong with it.
+            if plan is not None and [len(raw) for raw in raws] == plan.sizes:
+                return self.dp.start_planned(model, plan, raws, request_id, start, answer)
+            restore_plan_key(request, raws, request_id)
         if decode_cost(request) > OFF_LOOP_BYTES:
             return None
-        return self.dp.start(decode_request(request), start,
-                             functools.partial(self._answered, reply), model)  # fmt: skip
+        return self.dp.start(decode_request(request), start, answer, model, key)
 
     def _answered(self, reply: Reply, outcome: InferResponse | BaseException) -> None:
         if isinstance(outcome, BaseException):

@@ -128,12 +128,18 @@ class _Scheduler:
 
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
-        priority: int = 0, timeout_us: int = 0,
+        priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
     ) -> WorkItem:  # fmt: skip
         """Queue one request; its ``future`` resolves once its execution ran (the model
         version awaits it, or calls back: :meth:`sonic.server.model.LoadedModel.submit`).
-        Refusals (a full queue, a bad priority) raise here, before anything was queued."""
+        Refusals (a full queue, a bad priority) raise here, before anything was queued.
+        ``key``: :meth:`batch_key` of ``inputs``, where the caller knows it already."""
         raise NotImplementedError
+
+    def batch_key(self, inputs: dict[str, np.ndarray]) -> tuple[Any, ...]:
+        """What requests must share to be batched together: each input's shape past the
+        batch dimension (ragged inputs aside)."""
+        return tuple((n, a.shape[1:]) for n, a in inputs.items() if n not in self.shape.ragged)
 
     def withdraw(self, item: WorkItem) -> None:
         """The client went away (or the request timed out): cancel the request, and drop it
@@ -150,7 +156,7 @@ class DirectScheduler(_Scheduler):
 
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
-        priority: int = 0, timeout_us: int = 0,
+        priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
     ) -> WorkItem:  # fmt: skip
         if self.max_queue_size and self.pending >= self.max_queue_size:
             raise Unavailable(
@@ -245,7 +251,7 @@ class DynamicBatcher(_Scheduler):
     # -- admission ---------------------------------------------------------------
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
-        priority: int = 0, timeout_us: int = 0,
+        priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
     ) -> WorkItem:  # fmt: skip
         level = priority or self.default_level
         if not 1 <= level <= self.levels:
@@ -268,7 +274,8 @@ class DynamicBatcher(_Scheduler):
             self._may_expire = True
         now = self.clock()
         loop = self._running_loop()
-        key = tuple((n, a.shape[1:]) for n, a in inputs.items() if n not in self.shape.ragged)
+        if key is None:
+            key = self.batch_key(inputs)
         item = WorkItem(inputs, outputs, rows, now, loop.create_future(), level,
                         now + timeout_ns if timeout_ns else 0, key)  # fmt: skip
         queue.append(item)
