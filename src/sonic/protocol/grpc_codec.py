@@ -206,6 +206,19 @@ def encode_response(resp: InferResponse) -> pb.ModelInferResponse:
     return msg
 
 
+def encode_outputs(model_name: str, model_version: str, request_id: str,
+                   outputs: list[tuple[str, str, np.ndarray]]) -> bytes:  # fmt: skip
+    """A serialized response of fixed-size outputs without parameters, given as (name,
+    datatype, array): what a request that came through a model's plan is answered with,
+    encoded without the protocol types in between."""
+    msg = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
+    add, raw = msg.outputs.add, msg.raw_output_contents
+    for name, datatype, array in outputs:
+        add(name=name, datatype=datatype, shape=array.shape)
+        raw.append(to_raw(array, datatype))
+    return msg.SerializeToString()
+
+
 def encode_request(req: InferRequest) -> pb.ModelInferRequest:
     """The client's direction: a request with raw input bytes (none for inputs in shared
     memory); ``outputs`` None asks for every output, as the protocol does."""

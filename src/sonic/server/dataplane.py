@@ -20,6 +20,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sonic import __version__
@@ -27,6 +28,7 @@ from sonic.errors import InvalidArgument, Unavailable
 from sonic.protocol.params import CLASSIFICATION, SHM_BYTE_SIZE, SHM_REGION
 from sonic.protocol.tensors import InferRequest, InferResponse, Tensor
 from sonic.server.frontends.busypoll import BusyPoll
+from sonic.server.grouped import AcceptedGroup, GroupMember
 from sonic.server.inflight import InFlight
 from sonic.server.logsettings import LogSettings
 from sonic.server.loops import RunningLoop
@@ -98,8 +100,10 @@ def _input_bytes(t: Tensor) -> int:
     return int(t.data.nbytes)
 
 
-#: Where a request's outcome goes: its response, or the error that ends it.
-Answer = Callable[[InferResponse | BaseException], None]
+#: Where a request's outcome goes: its response, or the error that ends it.  A request that
+#: came through a model's plan (:meth:`DataPlane.start_planned`) is answered with its outputs
+#: as its execution gave them (a dict of arrays), which its front end encodes as the plan says.
+Answer = Callable[[InferResponse | dict[str, np.ndarray] | BaseException], None]
 
 
 def _settle(future: asyncio.Future[InferResponse], outcome: InferResponse | BaseException) -> None:
@@ -129,15 +133,24 @@ class Accepted:
         """The request's execution is over: answer it (unless it was given up meanwhile)."""
         if not self._close():
             return
+        pending = self.pending
         try:
-            response = self.model.complete(self.pending)
-            for t in response.outputs:
-                if SHM_REGION in t.parameters:
-                    self.dp.shm.write_output(t)
+            if pending.plan is not None:
+                outcome: Any = self.model.finish_planned(pending)
+            else:
+                outcome = self.model.complete(pending)
+                for t in outcome.outputs:
+                    if SHM_REGION in t.parameters:
+                        self.dp.shm.write_output(t)
         except BaseException as err:
             self.answer(err)
             return
-        self.answer(response)
+        self.answer(outcome)
+
+    def expire(self, why: BaseException) -> None:
+        """Past ``--request-timeout-ms``: answered with ``why`` unless answered already."""
+        if self.cancel(why):
+            self.answer(why)
 
     def cancel(self, why: BaseException) -> bool:
         """Give the request up (its client went away, or it timed out); False if it was
@@ -172,7 +185,7 @@ class DataPlane:
         self._sweep_period = min(max(request_timeout_s / 20, 0.001), 0.1)
         self._sweep: asyncio.TimerHandle | None = None
         #: Requests under the timeout, and when it expires (on the loop's clock).
-        self._deadlines: dict[Accepted, float] = {}
+        self._deadlines: dict[Accepted | AcceptedGroup, float] = {}
         #: Private metrics ports of the other workers of ``--workers N`` (none otherwise).
         self.peers: list[int] = []
         self.shm = SharedMemoryManager(allow_client_shm, shm_key_prefix)
@@ -268,6 +281,40 @@ class DataPlane:
             raise
         return self._accepted(model, pending, size, answer)
 
+    def start_group(self, model: LoadedModel, plan: Plan, raws: list[list[bytes]],
+                    ids: list[str], start_ns: int,
+                    answers: list[Answer]) -> list[GroupMember | None]:  # fmt: skip
+        """:meth:`start_planned` for requests of one plan that arrived together, queued as one
+        item (where ``model.scheduler.groupable(len(raws))``: :mod:`sonic.server.grouped`).
+        Each request is admitted on its own: one refused is answered with its error at once.
+        Each request's handle to cancel it, None for those refused."""
+        self._check_accepting()
+        taken: list[int] = []
+        for i, answer in enumerate(answers):
+            try:
+                self._admit_bytes(plan.nbytes)
+            except Unavailable as err:
+                answer(err)
+                continue
+            taken.append(i)
+        handles: list[GroupMember | None] = [None] * len(answers)
+        if not taken:
+            return handles
+        try:
+            item = model.submit_group(plan, [raws[i] for i in taken], start_ns)
+        except BaseException as err:
+            self._release(plan.nbytes * len(taken), None, len(taken))
+            for i in taken:
+                answers[i](err)
+            return handles
+        group = AcceptedGroup(self, model, plan, item, start_ns, [ids[i] for i in taken],
+                              [answers[i] for i in taken])  # fmt: skip
+        item.future.add_done_callback(group.ran)
+        self._watch(group)
+        for i, member in zip(taken, group.members(), strict=True):
+            handles[i] = member
+        return handles
+
     def _check_accepting(self) -> None:
         if not self.accepting:
             raise Unavailable("the server is shutting down and accepts no new requests")
@@ -277,12 +324,16 @@ class DataPlane:
         """A queued request, answered once its execution is over (or at its timeout)."""
         accepted = Accepted(self, model, pending, size, answer)
         pending.future.add_done_callback(accepted.ran)
+        self._watch(accepted)
+        return accepted
+
+    def _watch(self, accepted: Accepted | AcceptedGroup) -> None:
+        """Time ``accepted`` out after ``--request-timeout-ms``, where it is set."""
         if self.request_timeout_s:
             loop = self._running_loop()
             self._deadlines[accepted] = loop.time() + self.request_timeout_s
             if self._sweep is None:
                 self._sweep = loop.call_later(self._sweep_period, self._expire)
-        return accepted
 
     async def infer(self, request: InferRequest, start_ns: int | None = None) -> InferResponse:
         """:meth:`start`, awaited; cancelling the caller gives the request up."""
@@ -295,10 +346,12 @@ class DataPlane:
             accepted.cancel(err)
             raise
 
-    def _release(self, size: int, accepted: Accepted | None = None) -> None:
+    def _release(self, size: int, accepted: Accepted | AcceptedGroup | None = None,
+                 requests: int = 1) -> None:  # fmt: skip
+        """Release ``requests`` requests' ``size`` bytes; ``accepted`` is done with its deadline."""
         if accepted is not None:
             self._deadlines.pop(accepted, None)
-        self.inflight.end()
+        self.inflight.end(requests)
         self.inflight_bytes -= size
         self.busy_poll.touch()
 
@@ -316,8 +369,7 @@ class DataPlane:
                 f"Request timeout expired: model '{accepted.model.name}' did not answer "
                 f"within {self.request_timeout_s * 1000:.0f} ms (--request-timeout-ms)"
             )
-            if accepted.cancel(why):
-                accepted.answer(why)
+            accepted.expire(why)
         self._sweep = loop.call_later(self._sweep_period, self._expire) if self._deadlines else None
 
     def _admit_bytes(self, size: int) -> int:

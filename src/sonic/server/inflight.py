@@ -21,12 +21,12 @@ class InFlight:
         self._idle = asyncio.Event()  # bound to a loop at first wait (3.10+), not here
         self._idle.set()
 
-    def begin(self) -> None:
-        self.count += 1
+    def begin(self, n: int = 1) -> None:
+        self.count += n
         self._idle.clear()
 
-    def end(self) -> None:
-        self.count -= 1
+    def end(self, n: int = 1) -> None:
+        self.count -= n
         if self.count == 0:
             self._idle.set()
 

@@ -32,7 +32,8 @@ from sonic.protocol.tensors import InferRequest, InferResponse, Tensor, dims_mat
 from sonic.repository.layout import file_inside
 from sonic.server import tracing
 from sonic.server.inflight import InFlight
-from sonic.server.scheduling.scheduler import Scheduler, WorkItem
+from sonic.server.scheduling.batching import split
+from sonic.server.scheduling.scheduler import Execution, Scheduler, WorkItem
 from sonic.server.statistics import ModelStatistics, RequestTiming, failure_reason
 
 
@@ -312,34 +313,88 @@ class LoadedModel:
             raise
         return Pending(request_id, plan.requested, plan.rows, start_ns, item.future, item, plan)
 
+    def submit_group(self, plan: Plan, raws: list[list[bytes]], start_ns: int) -> WorkItem:
+        """:meth:`submit_planned` for requests of one plan that arrived together, queued as
+        one item where the scheduler allows it (:meth:`~sonic.server.scheduling.scheduler.
+        DynamicBatcher.groupable`): their rows in arrival order.  ``raws``: each request's
+        inputs' bytes, of the plan's lengths."""
+        n = len(raws)
+        self.inflight.begin(n)
+        try:
+            feed = {name: np.frombuffer(b"".join([r[i] for r in raws]), dtype)
+                    .reshape((n * shape[0], *shape[1:]))
+                    for i, (name, dtype, shape) in enumerate(plan.inputs)}  # fmt: skip
+            return self.scheduler.submit(feed, plan.names, n * plan.rows, key=plan.batch_key,
+                                         requests=n)  # fmt: skip
+        except BaseException as err:
+            self._failed(start_ns, err, n)
+            raise
+
+    def finish_group(self, item: WorkItem, start_ns: int,
+                     ids: list[str | None]) -> list[dict[str, np.ndarray]]:  # fmt: skip
+        """Record the requests of a group (:meth:`submit_group`) whose execution is done: each
+        request's outputs, or the error, raised and recorded for each.  ``ids``: each request's
+        id, None for one given up since (:meth:`withdraw_from_group` recorded it)."""
+        answered = [rid for rid in ids if rid is not None]
+        n = item.requests
+        try:
+            execution: Execution = item.future.result()
+            parts = split(execution.outputs, [item.rows // n] * n, [item.outputs] * n)
+        except BaseException as err:
+            self._failed(start_ns, err, len(answered))
+            raise
+        end = time.perf_counter_ns()
+        for rid in answered:
+            self._succeeded(item.rows // n, start_ns, execution, 0, end, rid)
+        return parts
+
+    def withdraw_from_group(self, item: WorkItem, start_ns: int, why: BaseException,
+                            last: bool) -> None:  # fmt: skip
+        """Give up one request of a group (its client went away, or it timed out); the group's
+        item leaves the queue with its ``last`` request."""
+        if last:
+            self.scheduler.withdraw(item)
+        self._failed(start_ns, why)
+
     def complete(self, pending: Pending) -> InferResponse:
         """The response of a request whose execution is done (or its error, raised)."""
         try:
             execution = pending.future.result()
             t_out = time.perf_counter_ns()
-            if pending.plan is None:
-                outputs = self._build_outputs(pending.requested, execution.outputs)
-            else:  # no classification, nothing in shared memory
-                results = execution.outputs
-                outputs = [Tensor(n, datatype, results[n].shape, results[n])
-                           for n, datatype in pending.plan.outputs]  # fmt: skip
+            outputs = self._build_outputs(pending.requested, execution.outputs)
             end = time.perf_counter_ns()
         except BaseException as err:
             self._failed(pending.start_ns, err)
             raise
+        self._succeeded(pending.rows, pending.start_ns, execution, end - t_out, end, pending.id)
+        return InferResponse(model_name=self.name, model_version=self.version_str,
+                             id=pending.id, outputs=outputs)  # fmt: skip
+
+    def finish_planned(self, pending: Pending) -> dict[str, np.ndarray]:
+        """:meth:`complete` for a request that came through a plan: the outputs as its
+        execution gave them, which the front end encodes as the plan says (no classification,
+        nothing in shared memory to write)."""
+        try:
+            execution = pending.future.result()
+        except BaseException as err:
+            self._failed(pending.start_ns, err)
+            raise
+        self._succeeded(pending.rows, pending.start_ns, execution, 0, time.perf_counter_ns(),
+                        pending.id)  # fmt: skip
+        return execution.outputs
+
+    def _succeeded(self, rows: int, start_ns: int, execution: Execution, output_ns: int,
+                   end: int, request_id: str = "") -> None:  # fmt: skip
         self.inflight.end()
         timing = RequestTiming(
-            request_ns=end - pending.start_ns,
+            request_ns=end - start_ns,
             queue_ns=execution.queue_ns,
             compute_input_ns=execution.compute_input_ns,
             compute_infer_ns=execution.compute_infer_ns,
-            compute_output_ns=execution.compute_output_ns + end - t_out,
+            compute_output_ns=execution.compute_output_ns + output_ns,
         )
-        self.stats.record_success(timing, pending.rows)
-        tracing.record(self.name, self.version_str, pending.id, pending.start_ns, timing,
-                       end)  # fmt: skip
-        return InferResponse(model_name=self.name, model_version=self.version_str,
-                             id=pending.id, outputs=outputs)  # fmt: skip
+        self.stats.record_success(timing, rows)
+        tracing.record(self.name, self.version_str, request_id, start_ns, timing, end)
 
     def withdraw(self, pending: Pending, why: BaseException) -> None:
         """Give up a request not yet answered (its client went away, or it timed out)."""
@@ -347,9 +402,11 @@ class LoadedModel:
         self.scheduler.withdraw(pending.item)
         self._failed(pending.start_ns, why)
 
-    def _failed(self, start_ns: int, err: BaseException) -> None:
-        self.stats.record_failure(time.perf_counter_ns() - start_ns, failure_reason(err))
-        self.inflight.end()
+    def _failed(self, start_ns: int, err: BaseException, requests: int = 1) -> None:
+        elapsed, reason = time.perf_counter_ns() - start_ns, failure_reason(err)
+        for _ in range(requests):
+            self.stats.record_failure(elapsed, reason)
+        self.inflight.end(requests)
 
     async def infer(self, req: InferRequest, start_ns: int) -> InferResponse:
         """Validate, execute and build the response; record statistics either way."""

@@ -34,7 +34,8 @@ from sonic.server.frontends.grpc_status import status_of
 
 if TYPE_CHECKING:
     from sonic.server.dataplane import Accepted
-    from sonic.server.frontends.grpc_servicers import Reply
+    from sonic.server.frontends.grpc_servicers import Found, InferenceServicer
+    from sonic.server.grouped import GroupMember
 
 log = logging.getLogger("sonic.server.relay")
 
@@ -143,7 +144,7 @@ class CallContext:
         raise _Abort(code, details)
 
 
-_NO_METADATA = CallContext()
+NO_METADATA = CallContext()
 
 
 class ServerSide(FrameReader):
@@ -158,8 +159,8 @@ class ServerSide(FrameReader):
         #: Each open stream's request queue and method (its MSG frames carry no method).
         self.streams: dict[int, tuple[asyncio.Queue[Any], int]] = {}
         self.metadata: dict[int, CallContext] = {}
-        #: ModelInfer calls queued without a task (:meth:`_start_infer`).
-        self.accepted: dict[int, Accepted] = {}
+        #: ModelInfer calls queued without a task (:meth:`_start_infer`, :meth:`start_infers`).
+        self.accepted: dict[int, Accepted | GroupMember] = {}
 
     def frame(self, kind: int, call: int, arg: int, body: bytes) -> None:
         loop = self.hub.loop
@@ -168,12 +169,14 @@ class ServerSide(FrameReader):
                 self.send(ERROR, call, grpc.StatusCode.UNIMPLEMENTED.value[0],
                           f"unknown method number {arg}".encode())  # fmt: skip
                 return
-            ctx = self.metadata.pop(call, _NO_METADATA)
+            ctx = self.metadata.pop(call, NO_METADATA)
             if kind == CALL:
                 request = self._decode(call, arg, body)
                 if request is None:
                     return
-                if arg == self.hub.infer_index and self._start_infer(call, request, ctx, len(body)):
+                if arg == self.hub.infer_index and self._start_infer(
+                    call, request, self.hub.inference.find_plan, ctx, len(body)
+                ):
                     return
                 self.tasks[call] = loop.create_task(self._unary(call, arg, request, ctx))
             else:
@@ -202,12 +205,15 @@ class ServerSide(FrameReader):
         elif kind == HELLO:
             self.hub.hello(json.loads(body))
 
-    def _start_infer(self, call: int, request: Any, ctx: CallContext, size: int) -> bool:
-        """ModelInfer without a task (InferenceServicer.start_infer); False where it needs the
-        awaited path."""
+    def _start_infer(self, call: int, request: Any, find: Callable[..., Found], *args: Any,
+                     found: Found | None = None) -> bool:  # fmt: skip
+        """ModelInfer without a task (InferenceServicer.start_found, after ``find(request,
+        *args)`` unless ``found``); False where it needs the awaited path."""
         try:
-            accepted = self.hub.start_infer(request, ctx, functools.partial(self._inferred, call),
-                                            size)  # fmt: skip
+            if found is None:
+                found = find(request, *args)
+            reply = functools.partial(self._inferred, call)
+            accepted = self.hub.inference.start_found(found, request, reply)
         except Exception as err:
             self.send(ERROR, call, *_details(err))
             return True
@@ -215,6 +221,56 @@ class ServerSide(FrameReader):
             return False
         self.accepted[call] = accepted
         return True
+
+    def start_infers(self, calls: list[tuple[int, bytes, CallContext]]) -> None:
+        """ModelInfer calls that arrived together: those of a layout a model has a plan for
+        are queued together, one item per plan where its scheduler allows it
+        (:mod:`sonic.server.grouped`); the others one by one."""
+        index, inference = self.hub.infer_index, self.hub.inference
+        by_plan: dict[int, list[tuple[int, Found]]] = {}
+        for call, body, ctx in calls:
+            request = self._decode(call, index, body)
+            if request is None:
+                continue
+            try:
+                found = inference.find_plan(request, ctx, len(body))
+            except Exception as err:
+                self.send(ERROR, call, *_details(err))
+                continue
+            if found.plan is None:
+                if not self._start_infer(call, request, inference.find_plan, found=found):
+                    self.tasks[call] = self.hub.loop.create_task(
+                        self._unary(call, index, request, ctx))
+                continue
+            by_plan.setdefault(id(found.plan), []).append((call, found))
+        for members in by_plan.values():
+            self._start_group(members)
+
+    def _start_group(self, members: list[tuple[int, Found]]) -> None:
+        first = members[0][1]
+        model, plan = first.model, first.plan
+        assert plan is not None
+        per = model.max_batch_size // plan.rows if model.batching else 1
+        if len(members) < 2 or per < 2 or not model.scheduler.groupable(len(members)):
+            for call, found in members:
+                self._start_infer(call, None, self.hub.inference.find_plan, found=found)
+            return
+        inference = self.hub.inference
+        for start in range(0, len(members), per):
+            chunk = members[start : start + per]
+            answers = [inference.planned_answer(found, functools.partial(self._inferred, call))
+                       for call, found in chunk]  # fmt: skip
+            try:
+                handles = inference.dp.start_group(
+                    model, plan, [found.raws for _, found in chunk],
+                    [found.request_id for _, found in chunk], first.start, answers)  # fmt: skip
+            except Exception as err:
+                for call, _ in chunk:
+                    self.send(ERROR, call, *_details(err))
+                continue
+            for (call, _), handle in zip(chunk, handles, strict=True):
+                if handle is not None:
+                    self.accepted[call] = handle
 
     def _inferred(self, call: int, outcome: bytes | BaseException) -> None:
         self.accepted.pop(call, None)
@@ -303,11 +359,10 @@ class Dispatch:
             else _unimplemented for m in self.methods
         ]
         inference = services[pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
-        #: ModelInfer's number, and its path without a task (InferenceServicer.start_infer).
+        #: ModelInfer's number, and the servicer whose path without a task it takes
+        #: (InferenceServicer.find_plan and start_found).
         self.infer_index = next(i for i, m in enumerate(self.methods) if m.name == "ModelInfer")
-        self.start_infer: Callable[[Any, Any, Reply, int], Accepted | None] = (
-            inference.start_infer
-        )
+        self.inference: InferenceServicer = inference
         self.loop = asyncio.get_running_loop()
 
     def hello(self, info: dict[str, int]) -> None:

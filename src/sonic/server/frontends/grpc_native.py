@@ -26,8 +26,10 @@ import grpc
 from sonic.server.dataplane import DataPlane
 from sonic.server.frontends.auth import Authenticator
 from sonic.server.frontends.grpc_frames import (
+    CALL,
     ERROR,
     META,
+    NO_METADATA,
     CallContext,
     Dispatch,
     ServerSide,
@@ -79,12 +81,22 @@ class NativeSide(ServerSide):
 
     def pump(self) -> None:
         """The eventfd is readable: take every event the transport has queued."""
+        infer, infers = self.hub.infer_index, []
         for kind, call, method, body, metadata, peer in self.server.drain():
+            if kind == CALL and method == infer:
+                # Taken together, after the events before them (start_infers).
+                infers.append((call, body, self.metadata.pop(call, NO_METADATA)))
+                continue
+            if infers:
+                self.start_infers(infers)
+                infers = []
             if kind == META:
                 self.metadata[call] = CallContext(tuple(metadata), peer)
                 self._admit(call, method, metadata, peer)
             else:
                 self.frame(kind, call, method, body)
+        if infers:
+            self.start_infers(infers)
 
     def _admit(self, call: int, method: int, metadata: list[tuple[str, str]], peer: str) -> None:
         """GO for a call whose credentials verify (or that needs none), else UNAUTHENTICATED

@@ -16,9 +16,11 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -27,15 +29,17 @@ from sonic.errors import SonicError, Unauthenticated
 from sonic.protocol.grpc_codec import (
     decode_cost,
     decode_request,
+    encode_outputs,
     encode_response,
     params_from_proto,
     restore_plan_key,
     take_plan_key,
 )
 from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
-from sonic.server.dataplane import OFF_LOOP_BYTES, Accepted, DataPlane, run_by_cost
+from sonic.server.dataplane import OFF_LOOP_BYTES, Accepted, Answer, DataPlane, run_by_cost
 from sonic.server.frontends.auth import Authenticator, Category
 from sonic.server.frontends.grpc_status import STATUS_CODES, status_of
+from sonic.server.model import LoadedModel, Plan
 
 log = logging.getLogger("sonic.server.grpc")
 
@@ -43,6 +47,21 @@ R = TypeVar("R")
 
 
 Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+@dataclass(slots=True)
+class Found:
+    """What :meth:`InferenceServicer.find_plan` found for a ModelInfer request."""
+
+    start: int
+    model: LoadedModel
+    #: The model's plan for the request's layout, with the request's raw input contents and
+    #: id, taken off the message; None where the request takes the full path.
+    plan: Plan | None = None
+    raws: list[bytes] = field(default_factory=list)
+    request_id: str = ""
+    #: The key of the request's layout, for the model to keep a plan of it once it validates.
+    key: bytes | None = None
+
+
 #: Largest request (bytes on the wire) :meth:`InferenceServicer.start_infer` serves through a
 #: model's plans: past this, the time saved is small beside the data's, and finding the plan
 #: would copy the data twice on the event loop's thread.
@@ -162,35 +181,53 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         start = time.perf_counter_ns()
         return await self._encode(await self.dp.infer(await self._decode(request), start))
 
-    def start_infer(self, request: Any, context: Any, reply: Reply,
-                    size: int) -> Accepted | None:  # fmt: skip
-        """ModelInfer without a task, for the transports that hand calls over as frames
-        (:class:`sonic.server.frontends.grpc_frames.ServerSide`): ``reply`` gets the
-        serialized response or the error; errors before the request was queued raise here.
-        None where the request is big enough to be decoded on a worker thread: then the
-        caller runs :meth:`ModelInfer`.  ``size``: the request's bytes on the wire.
-
-        A request of a layout the model validated before goes through the model's plan for it
-        (:class:`sonic.server.model.Plan`), without decoding or validating it again; requests
-        over :data:`PLANNED_BYTES` do not look for a plan, as finding one copies their data.
-        """
+    def find_plan(self, request: Any, context: Any, size: int) -> Found:
+        """ModelInfer's first steps on the frame transports: credentials, the model, and the
+        model's plan for the request's layout where it has one (:class:`sonic.server.model.
+        Plan`: the request then needs no decoding or validating).  Requests over
+        :data:`PLANNED_BYTES` do not look for a plan, as looking copies their data.  ``size``:
+        the request's bytes on the wire.  Refusals raise."""
         start = time.perf_counter_ns()
         if self.auth.enabled:
             self.auth.check(Category.INFERENCE, _authorization(context), "ModelInfer",
                             peer(context))  # fmt: skip
         model = self.dp.check_model(request.model_name, request.model_version)
-        answer = functools.partial(self._answered, reply)
-        key = None
-        if size <= PLANNED_BYTES:
-            key, raws, request_id = take_plan_key(request)
-            plan = model.plans.get(key)
-            # A length that differs takes the full path, which says what is wrong with it.
-            if plan is not None and [len(raw) for raw in raws] == plan.sizes:
-                return self.dp.start_planned(model, plan, raws, request_id, start, answer)
-            restore_plan_key(request, raws, request_id)
+        if size > PLANNED_BYTES:
+            return Found(start, model)
+        key, raws, request_id = take_plan_key(request)
+        plan = model.plans.get(key)
+        # A length that differs takes the full path, which says what is wrong with it.
+        if plan is not None and [len(raw) for raw in raws] == plan.sizes:
+            return Found(start, model, plan, raws, request_id)
+        restore_plan_key(request, raws, request_id)
+        return Found(start, model, key=key)
+
+    def start_found(self, found: Found, request: Any, reply: Reply) -> Accepted | None:
+        """ModelInfer without a task, for the transports that hand calls over as frames
+        (:class:`sonic.server.frontends.grpc_frames.ServerSide`), after :meth:`find_plan`:
+        ``reply`` gets the serialized response or the error; errors before the request was
+        queued raise here.  None where the request is big enough to be decoded on a worker
+        thread: then the caller runs :meth:`ModelInfer`."""
+        if found.plan is not None:
+            answer = self.planned_answer(found, reply)
+            return self.dp.start_planned(found.model, found.plan, found.raws, found.request_id,
+                                         found.start, answer)  # fmt: skip
         if decode_cost(request) > OFF_LOOP_BYTES:
             return None
-        return self.dp.start(decode_request(request), start, answer, model, key)
+        return self.dp.start(decode_request(request), found.start,
+                             functools.partial(self._answered, reply), found.model,
+                             found.key)  # fmt: skip
+
+    def start_infer(self, request: Any, context: Any, reply: Reply,
+                    size: int) -> Accepted | None:  # fmt: skip
+        """:meth:`find_plan`, then :meth:`start_found`."""
+        return self.start_found(self.find_plan(request, context, size), request, reply)
+
+    def planned_answer(self, found: Found, reply: Reply) -> Answer:
+        """Where a request that came through a plan is answered: its outputs, encoded."""
+        assert found.plan is not None
+        return functools.partial(self._answered_planned, reply, found.model, found.plan,
+                                 found.request_id)  # fmt: skip
 
     def _answered(self, reply: Reply, outcome: InferResponse | BaseException) -> None:
         if isinstance(outcome, BaseException):
@@ -204,6 +241,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 reply(encode_response(outcome).SerializeToString())
             except Exception as err:
                 reply(err)
+
+    @staticmethod
+    def _answered_planned(reply: Reply, model: LoadedModel, plan: Plan, request_id: str,
+                          outcome: dict[str, np.ndarray] | BaseException) -> None:  # fmt: skip
+        if isinstance(outcome, BaseException):
+            reply(outcome)
+            return
+        try:
+            reply(encode_outputs(model.name, model.version_str, request_id,
+                                 [(n, datatype, outcome[n]) for n, datatype in plan.outputs]))
+        except Exception as err:
+            reply(err)
 
     def _encoded(self, reply: Reply, task: asyncio.Task[pb.ModelInferResponse]) -> None:
         self._encoding.discard(task)

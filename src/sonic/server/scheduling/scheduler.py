@@ -60,6 +60,9 @@ class WorkItem:
     priority: int = 1
     deadline_ns: int = 0
     key: tuple[Any, ...] = ()
+    #: Requests the item carries: 1, or a group of requests of one layout that arrived
+    #: together, their rows in order (:meth:`DynamicBatcher.groupable`).
+    requests: int = 1
 
 
 @dataclass(slots=True)
@@ -129,12 +132,22 @@ class _Scheduler:
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
+        requests: int = 1,
     ) -> WorkItem:  # fmt: skip
         """Queue one request; its ``future`` resolves once its execution ran (the model
         version awaits it, or calls back: :meth:`sonic.server.model.LoadedModel.submit`).
         Refusals (a full queue, a bad priority) raise here, before anything was queued.
-        ``key``: :meth:`batch_key` of ``inputs``, where the caller knows it already."""
+        ``key``: :meth:`batch_key` of ``inputs``, where the caller knows it already;
+        ``requests``: how many requests the item carries, where :meth:`groupable`."""
         raise NotImplementedError
+
+    def groupable(self, requests: int) -> bool:
+        """Whether ``requests`` requests of one layout that arrived together may be queued as
+        one item (their rows together, in order) and batch exactly as they would one by one.
+        Only the dynamic batcher, without preferred batch sizes (a batch could end inside the
+        group), ragged or batch inputs (counted per request), and with room for all of them in
+        its queue."""
+        return False
 
     def batch_key(self, inputs: dict[str, np.ndarray]) -> tuple[Any, ...]:
         """What requests must share to be batched together: each input's shape past the
@@ -157,6 +170,7 @@ class DirectScheduler(_Scheduler):
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
+        requests: int = 1,
     ) -> WorkItem:  # fmt: skip
         if self.max_queue_size and self.pending >= self.max_queue_size:
             raise Unavailable(
@@ -234,6 +248,10 @@ class DynamicBatcher(_Scheduler):
         self.queues: dict[int, collections.deque[WorkItem]] = {
             level: collections.deque() for level in range(1, self.levels + 1)
         }
+        #: Requests in each level's queue (an item may carry several: WorkItem.requests).
+        self.queued = dict.fromkeys(self.queues, 0)
+        self._groupable = not (self.preferred or shape.ragged or shape.batch_inputs
+                               or any(inst.per_request for inst in pool.instances))  # fmt: skip
         self._wake: asyncio.Event | None = None
         # Only timeouts and cancelled clients remove requests from the queue.
         self._may_expire = any(p.timeout_ns for p in self.policies.values())
@@ -252,6 +270,7 @@ class DynamicBatcher(_Scheduler):
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
+        requests: int = 1,
     ) -> WorkItem:  # fmt: skip
         level = priority or self.default_level
         if not 1 <= level <= self.levels:
@@ -260,11 +279,11 @@ class DynamicBatcher(_Scheduler):
                 f"priority_levels {self.levels} (1 is the highest; 0 means the default)"
             )
         policy = self.policies[level]
-        queue = self.queues[level]
-        if policy.max_queue_size and len(queue) >= policy.max_queue_size:
+        queued = self.queued[level]
+        if policy.max_queue_size and queued + requests > policy.max_queue_size:
             raise Unavailable(
                 f"Exceeds maximum queue size: model '{self.model}' already has "
-                f"{len(queue)} request(s) queued at priority {level} (max_queue_size "
+                f"{queued} request(s) queued at priority {level} (max_queue_size "
                 f"{policy.max_queue_size})"
             )
         timeout_ns = policy.timeout_ns
@@ -277,18 +296,31 @@ class DynamicBatcher(_Scheduler):
         if key is None:
             key = self.batch_key(inputs)
         item = WorkItem(inputs, outputs, rows, now, loop.create_future(), level,
-                        now + timeout_ns if timeout_ns else 0, key)  # fmt: skip
-        queue.append(item)
-        self.pending += 1
+                        now + timeout_ns if timeout_ns else 0, key, requests)  # fmt: skip
+        self.queues[level].append(item)
+        self.queued[level] = queued + requests
+        self.pending += requests
         self._ensure_loop().set()
         return item
+
+    def groupable(self, requests: int) -> bool:
+        if not self._groupable:
+            return False
+        policy = self.policies[self.default_level]
+        return not policy.max_queue_size or (
+            self.queued[self.default_level] + requests <= policy.max_queue_size
+        )
 
     def withdraw(self, item: WorkItem) -> None:
         super().withdraw(item)
         queue = self.queues[item.priority]
         if item in queue:
-            queue.remove(item)
-            self.pending -= 1
+            self._dequeue(item)
+
+    def _dequeue(self, item: WorkItem) -> None:
+        self.queues[item.priority].remove(item)
+        self.queued[item.priority] -= item.requests
+        self.pending -= item.requests
 
     def _ensure_loop(self) -> asyncio.Event:
         if self._wake is None:
@@ -303,12 +335,12 @@ class DynamicBatcher(_Scheduler):
             return
         for queue in self.queues.values():
             for item in [it for it in queue if it.deadline_ns and it.deadline_ns <= now]:
-                queue.remove(item)
                 if self.policies[item.priority].delay_on_timeout:
+                    queue.remove(item)
                     item.deadline_ns = 0
                     queue.append(item)  # DELAY: behind everything queued at its level
                     continue
-                self.pending -= 1
+                self._dequeue(item)
                 if not item.future.done():
                     waited = (now - item.enqueued_ns) / 1000
                     item.future.set_exception(
@@ -370,8 +402,7 @@ class DynamicBatcher(_Scheduler):
                 self.pool.release(inst)
                 continue
             for it in batch:
-                self.queues[it.priority].remove(it)
-            self.pending -= len(batch)
+                self._dequeue(it)
             alone = self.pending == 0
             if len(self.pool.instances) == 1:
                 # One instance: nothing else could be formed while it runs, so run it here
@@ -397,15 +428,16 @@ class DynamicBatcher(_Scheduler):
             if not batch:
                 return []
             cut = self._cut(batch)
+            requests = sum(it.requests for it in batch)
             if not waited_with:
-                self.delay_watch.looked(len(batch))
+                self.delay_watch.looked(requests)
                 if cut is None and not self.delay_watch.worth_waiting():
                     cut = self._cut(batch, hold=False)
             if cut is not None:
                 if waited_with:
-                    self.delay_watch.waited(gathered=len(batch) > waited_with)
+                    self.delay_watch.waited(gathered=requests > waited_with)
                 return cut
-            waited_with = waited_with or len(batch)
+            waited_with = waited_with or requests
             oldest = min(it.enqueued_ns for it in batch)
             wait_s = max(0.0, (oldest + self.delay_ns - self.clock()) / 1e9)
             deadlines = [it.deadline_ns for q in self.queues.values() for it in q if it.deadline_ns]
@@ -459,6 +491,7 @@ class DynamicBatcher(_Scheduler):
                 if not item.future.done():
                     item.future.set_exception(Unavailable(f"model '{self.model}' was unloaded"))
             queue.clear()
+        self.queued = dict.fromkeys(self.queues, 0)
         super().close()
 
 
