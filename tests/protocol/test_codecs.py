@@ -121,3 +121,20 @@ def test_typed_contents_out_of_range_are_invalid_argument() -> None:
     t.contents.int_contents.append(128)
     with pytest.raises(InvalidArgument, match="int_contents holds a value that is not INT8"):
         decode_request(req)
+
+
+def test_a_response_from_its_plan_head_parses_as_the_whole() -> None:
+    """A planned request's response is its plan's serialized head followed by its own fields;
+    clients parse the two as one message, equal to the one built field by field."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    from sonic.protocol.grpc_codec import response_from, response_head
+
+    out = np.arange(6, dtype=np.float32).reshape(3, 2)
+    head = response_head("mlp", "1", [("output", "FP32", (3, 2)), ("n", "INT64", (3,))])
+    raws = [out.tobytes(), np.arange(3).tobytes()]
+    whole = pb.ModelInferResponse(model_name="mlp", model_version="1", id="r-9",
+                                  raw_output_contents=raws)  # fmt: skip
+    whole.outputs.add(name="output", datatype="FP32", shape=[3, 2])
+    whole.outputs.add(name="n", datatype="INT64", shape=[3])
+    assert pb.ModelInferResponse.FromString(response_from(head, "r-9", raws)) == whole

@@ -206,17 +206,23 @@ def encode_response(resp: InferResponse) -> pb.ModelInferResponse:
     return msg
 
 
-def encode_outputs(model_name: str, model_version: str, request_id: str,
-                   outputs: list[tuple[str, str, np.ndarray]]) -> bytes:  # fmt: skip
-    """A serialized response of fixed-size outputs without parameters, given as (name,
-    datatype, array): what a request that came through a model's plan is answered with,
-    encoded without the protocol types in between."""
-    msg = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
-    add, raw = msg.outputs.add, msg.raw_output_contents
-    for name, datatype, array in outputs:
-        add(name=name, datatype=datatype, shape=array.shape)
-        raw.append(to_raw(array, datatype))
+def response_head(model_name: str, model_version: str,
+                  outputs: list[tuple[str, str, tuple[int, ...]]]) -> bytes:  # fmt: skip
+    """The part of a ModelInferResponse that all requests of one plan share (model, version,
+    each output's name, datatype and shape), serialized once for :func:`response_from`."""
+    msg = pb.ModelInferResponse(model_name=model_name, model_version=model_version)
+    for name, datatype, shape in outputs:
+        msg.outputs.add(name=name, datatype=datatype, shape=shape)
     return msg.SerializeToString()
+
+
+def response_from(head: bytes, request_id: str, raws: list[bytes]) -> bytes:
+    """A serialized ModelInferResponse: a plan's :func:`response_head` followed by the
+    request's own fields (its id, its outputs' raw bytes), serialized on their own.  Protobuf
+    messages serialized one after the other parse as one message with the fields of both
+    (repeated fields keep their order), so every client reads the same response as one
+    serialized whole, at half the cost of building it field by field."""
+    return head + pb.ModelInferResponse(id=request_id, raw_output_contents=raws).SerializeToString()
 
 
 def encode_request(req: InferRequest) -> pb.ModelInferRequest:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ class Plan:
 
     :meth:`LoadedModel.submit` checks names, datatypes, shapes, the batch size and the outputs
     asked for.  A later request of the same layout (the same key, which the codec derives from
-    the wire: :func:`sonic.protocol.grpc_codec.plan_key`) needs only its raw bytes' lengths
+    the wire: :func:`sonic.protocol.grpc_codec.take_plan_key`) needs only its raw bytes' lengths
     checked, so the gRPC front ends serve those with :meth:`LoadedModel.submit_planned`
     (decoding and validating were a third of the event loop's time per request, py-spy).
     Only requests without parameters that change their handling (shared memory,
@@ -131,6 +131,8 @@ class Plan:
     nbytes: int
     #: The scheduler's :meth:`~sonic.server.scheduling.scheduler.DynamicBatcher.batch_key`.
     batch_key: tuple[Any, ...]
+    #: What the front ends derive from the plan to encode its answers, by their own keys.
+    encodings: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -343,9 +345,9 @@ class LoadedModel:
         except BaseException as err:
             self._failed(start_ns, err, len(answered))
             raise
-        end = time.perf_counter_ns()
-        for rid in answered:
-            self._succeeded(item.rows // n, start_ns, execution, 0, end, rid)
+        if answered:
+            self._succeeded(item.rows // n, start_ns, execution, 0, time.perf_counter_ns(),
+                            answered)  # fmt: skip
         return parts
 
     def withdraw_from_group(self, item: WorkItem, start_ns: int, why: BaseException,
@@ -366,7 +368,7 @@ class LoadedModel:
         except BaseException as err:
             self._failed(pending.start_ns, err)
             raise
-        self._succeeded(pending.rows, pending.start_ns, execution, end - t_out, end, pending.id)
+        self._succeeded(pending.rows, pending.start_ns, execution, end - t_out, end, [pending.id])
         return InferResponse(model_name=self.name, model_version=self.version_str,
                              id=pending.id, outputs=outputs)  # fmt: skip
 
@@ -380,12 +382,13 @@ class LoadedModel:
             self._failed(pending.start_ns, err)
             raise
         self._succeeded(pending.rows, pending.start_ns, execution, 0, time.perf_counter_ns(),
-                        pending.id)  # fmt: skip
+                        [pending.id])  # fmt: skip
         return execution.outputs
 
     def _succeeded(self, rows: int, start_ns: int, execution: Execution, output_ns: int,
-                   end: int, request_id: str = "") -> None:  # fmt: skip
-        self.inflight.end()
+                   end: int, ids: list[str]) -> None:  # fmt: skip
+        """Record requests (by their ``ids``) of ``rows`` rows each, answered alike."""
+        self.inflight.end(len(ids))
         timing = RequestTiming(
             request_ns=end - start_ns,
             queue_ns=execution.queue_ns,
@@ -393,8 +396,9 @@ class LoadedModel:
             compute_infer_ns=execution.compute_infer_ns,
             compute_output_ns=execution.compute_output_ns + output_ns,
         )
-        self.stats.record_success(timing, rows)
-        tracing.record(self.name, self.version_str, request_id, start_ns, timing, end)
+        self.stats.record_success(timing, rows, len(ids))
+        for request_id in ids:
+            tracing.record(self.name, self.version_str, request_id, start_ns, timing, end)
 
     def withdraw(self, pending: Pending, why: BaseException) -> None:
         """Give up a request not yet answered (its client went away, or it timed out)."""

@@ -102,13 +102,14 @@ class ModelStatistics:
     #: Failed requests by Triton's metric reason: REJECTED, CANCELED, BACKEND, OTHER.
     failure_reasons: dict[str, int] = field(default_factory=dict)
 
-    def record_success(self, timing: RequestTiming, batch_size: int) -> None:
-        self.success.add(timing.request_ns)
-        self.queue.add(timing.queue_ns)
-        self.compute_input.add(timing.compute_input_ns)
-        self.compute_infer.add(timing.compute_infer_ns)
-        self.compute_output.add(timing.compute_output_ns)
-        self.inference_count += batch_size
+    def record_success(self, timing: RequestTiming, batch_size: int, requests: int = 1) -> None:
+        """``requests`` requests of ``batch_size`` rows each, all with ``timing``."""
+        self.success.add(timing.request_ns * requests, requests)
+        self.queue.add(timing.queue_ns * requests, requests)
+        self.compute_input.add(timing.compute_input_ns * requests, requests)
+        self.compute_infer.add(timing.compute_infer_ns * requests, requests)
+        self.compute_output.add(timing.compute_output_ns * requests, requests)
+        self.inference_count += batch_size * requests
         self.last_inference_ms = time.time_ns() // 1_000_000
 
     def record_failure(self, request_ns: int, reason: str = "OTHER") -> None:

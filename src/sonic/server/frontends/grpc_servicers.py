@@ -29,13 +29,14 @@ from sonic.errors import SonicError, Unauthenticated
 from sonic.protocol.grpc_codec import (
     decode_cost,
     decode_request,
-    encode_outputs,
     encode_response,
     params_from_proto,
+    response_from,
+    response_head,
     restore_plan_key,
     take_plan_key,
 )
-from sonic.protocol.tensors import InferRequest, InferResponse, walk_cost
+from sonic.protocol.tensors import InferRequest, InferResponse, to_raw, walk_cost
 from sonic.server.dataplane import OFF_LOOP_BYTES, Accepted, Answer, DataPlane, run_by_cost
 from sonic.server.frontends.auth import Authenticator, Category
 from sonic.server.frontends.grpc_status import STATUS_CODES, status_of
@@ -62,6 +63,9 @@ class Found:
     key: bytes | None = None
 
 
+#: Most response heads (sonic.protocol.grpc_codec.response_head) a plan keeps: one per shape
+#: of its outputs, which vary only where the model's output dims do.
+MAX_HEADS = 16
 #: Largest request (bytes on the wire) :meth:`InferenceServicer.start_infer` serves through a
 #: model's plans: past this, the time saved is small beside the data's, and finding the plan
 #: would copy the data twice on the event loop's thread.
@@ -249,8 +253,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             reply(outcome)
             return
         try:
-            reply(encode_outputs(model.name, model.version_str, request_id,
-                                 [(n, datatype, outcome[n]) for n, datatype in plan.outputs]))
+            arrays = [outcome[name] for name, _ in plan.outputs]
+            shapes = tuple([a.shape for a in arrays])
+            head = plan.encodings.get(shapes)
+            if head is None:  # outputs with variable dims have a head per shape
+                if len(plan.encodings) >= MAX_HEADS:
+                    plan.encodings.clear()
+                head = plan.encodings[shapes] = response_head(
+                    model.name, model.version_str,
+                    [(n, datatype, s) for (n, datatype), s in zip(plan.outputs, shapes,
+                                                                  strict=True)])  # fmt: skip
+            reply(response_from(head, request_id, [to_raw(a, datatype) for a, (_, datatype)
+                                                   in zip(arrays, plan.outputs, strict=True)]))
         except Exception as err:
             reply(err)
 
