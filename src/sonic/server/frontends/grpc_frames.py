@@ -11,7 +11,8 @@ The argument is the method's index in :func:`relay_methods` for CALL and OPEN,
 the gRPC status code for ERROR.  :class:`ServerSide` turns frames into calls of
 the servicers (:func:`sonic.server.frontends.grpc_servicers.servicers`), so every transport
 gives the same statuses and messages; a ModelInfer CALL is queued without a task
-(``InferenceServicer.start_infer``) and answered from the scheduler's callback.
+(``InferenceServicer.find_plan`` and ``start_found``) and answered from the scheduler's
+callback.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ class ServerSide(FrameReader):
                 if request is None:
                     return
                 if arg == self.hub.infer_index and self._start_infer(
-                    call, request, self.hub.inference.find_plan, ctx, len(body)
+                    call, request, lambda: self.hub.inference.find_plan(request, ctx, len(body))
                 ):
                     return
                 self.tasks[call] = loop.create_task(self._unary(call, arg, request, ctx))
@@ -205,13 +206,13 @@ class ServerSide(FrameReader):
         elif kind == HELLO:
             self.hub.hello(json.loads(body))
 
-    def _start_infer(self, call: int, request: Any, find: Callable[..., Found], *args: Any,
-                     found: Found | None = None) -> bool:  # fmt: skip
-        """ModelInfer without a task (InferenceServicer.start_found, after ``find(request,
-        *args)`` unless ``found``); False where it needs the awaited path."""
+    def _start_infer(self, call: int, request: Any, found: Found | Callable[[], Found]) -> bool:
+        """ModelInfer without a task (InferenceServicer.start_found, after ``found()`` where
+        it is still to find: InferenceServicer.find_plan); False where it needs the awaited
+        path."""
         try:
-            if found is None:
-                found = find(request, *args)
+            if callable(found):
+                found = found()
             reply = functools.partial(self._inferred, call)
             accepted = self.hub.inference.start_found(found, request, reply)
         except Exception as err:
@@ -238,7 +239,7 @@ class ServerSide(FrameReader):
                 self.send(ERROR, call, *_details(err))
                 continue
             if found.plan is None:
-                if not self._start_infer(call, request, inference.find_plan, found=found):
+                if not self._start_infer(call, request, found):
                     self.tasks[call] = self.hub.loop.create_task(
                         self._unary(call, index, request, ctx))
                 continue
@@ -253,7 +254,7 @@ class ServerSide(FrameReader):
         per = model.max_batch_size // plan.rows if model.batching else 1
         if len(members) < 2 or per < 2 or not model.scheduler.groupable(len(members)):
             for call, found in members:
-                self._start_infer(call, None, self.hub.inference.find_plan, found=found)
+                self._start_infer(call, None, found)
             return
         inference = self.hub.inference
         for start in range(0, len(members), per):

@@ -66,11 +66,11 @@ class Found:
 #: Most response heads (sonic.protocol.grpc_codec.response_head) a plan keeps: one per shape
 #: of its outputs, which vary only where the model's output dims do.
 MAX_HEADS = 16
-#: Largest request (bytes on the wire) :meth:`InferenceServicer.start_infer` serves through a
-#: model's plans: past this, the time saved is small beside the data's, and finding the plan
-#: would copy the data twice on the event loop's thread.
+#: Largest request (bytes on the wire) :meth:`InferenceServicer.find_plan` looks up a model's
+#: plan for: past this, the time saved is small beside the data's, and looking would copy the
+#: data twice on the event loop's thread.
 PLANNED_BYTES = 1 << 20
-#: Where :meth:`InferenceServicer.start_infer` sends a call's outcome: the serialized
+#: Where :meth:`InferenceServicer.start_found` sends a call's outcome: the serialized
 #: response, or the error that ends the call.
 Reply = Callable[[bytes | BaseException], None]
 
@@ -131,7 +131,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, auth: Authenticator) -> None:
         self.dp = dataplane
         self.auth = auth
-        #: Large responses being encoded on a worker thread (start_infer's path).
+        #: Large responses being encoded on a worker thread (start_found's path).
         self._encoding: set[asyncio.Task[pb.ModelInferResponse]] = set()
 
     @_rpc(Category.HEALTH)
@@ -221,11 +221,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return self.dp.start(decode_request(request), found.start,
                              functools.partial(self._answered, reply), found.model,
                              found.key)  # fmt: skip
-
-    def start_infer(self, request: Any, context: Any, reply: Reply,
-                    size: int) -> Accepted | None:  # fmt: skip
-        """:meth:`find_plan`, then :meth:`start_found`."""
-        return self.start_found(self.find_plan(request, context, size), request, reply)
 
     def planned_answer(self, found: Found, reply: Reply) -> Answer:
         """Where a request that came through a plan is answered: its outputs, encoded."""
