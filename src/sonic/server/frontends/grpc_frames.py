@@ -171,13 +171,11 @@ class ServerSide(FrameReader):
                           f"unknown method number {arg}".encode())  # fmt: skip
                 return
             ctx = self.metadata.pop(call, NO_METADATA)
-            if kind == CALL:
+            if kind == CALL and arg == self.hub.infer_index:
+                self.start_infers([(call, body, ctx)])
+            elif kind == CALL:
                 request = self._decode(call, arg, body)
                 if request is None:
-                    return
-                if arg == self.hub.infer_index and self._start_infer(
-                    call, request, lambda: self.hub.inference.find_plan(request, ctx, len(body))
-                ):
                     return
                 self.tasks[call] = loop.create_task(self._unary(call, arg, request, ctx))
             else:
@@ -206,13 +204,10 @@ class ServerSide(FrameReader):
         elif kind == HELLO:
             self.hub.hello(json.loads(body))
 
-    def _start_infer(self, call: int, request: Any, found: Found | Callable[[], Found]) -> bool:
-        """ModelInfer without a task (InferenceServicer.start_found, after ``found()`` where
-        it is still to find: InferenceServicer.find_plan); False where it needs the awaited
-        path."""
+    def _start_infer(self, call: int, request: Any, found: Found) -> bool:
+        """ModelInfer without a task (InferenceServicer.start_found); False where it needs the
+        awaited path."""
         try:
-            if callable(found):
-                found = found()
             reply = functools.partial(self._inferred, call)
             accepted = self.hub.inference.start_found(found, request, reply)
         except Exception as err:

@@ -48,6 +48,8 @@ R = TypeVar("R")
 
 
 Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+
+
 @dataclass(slots=True)
 class Found:
     """What :meth:`InferenceServicer.find_plan` found for a ModelInfer request."""
