@@ -23,7 +23,7 @@ from sonic.launcher import LocalServer
 from sonic.server.app import Server
 from sonic.server.frontends.grpc_frames import CALL, CANCEL, ERROR, REPLY, Dispatch, relay_methods
 from sonic.server.frontends.grpc_native import NativeSide
-from sonic.server.frontends.grpc_servicers import servicers
+from sonic.server.frontends.grpc_servicers import INFERENCE_SERVICE, servicers
 from sonic.server.settings import ServerSettings
 from sonic.zoo.examples import MLP_BENCHMARK_CONFIG
 
@@ -237,8 +237,10 @@ def test_requests_that_arrive_together_run_as_one_group(tmp_path: Path) -> None:
             # Each got the rows its own inputs give, as alone (the full path's answer).
             await h.answered(h.hand_over(*[_mlp(2, id="alone", seed=12)]))
             alone = pb.ModelInferResponse.FromString(h.answers[h.calls][2])
-            assert pb.ModelInferResponse.FromString(answers[2][2]).raw_output_contents == \
-                alone.raw_output_contents
+            assert (
+                pb.ModelInferResponse.FromString(answers[2][2]).raw_output_contents
+                == alone.raw_output_contents
+            )
 
     asyncio.run(scenario())
 
@@ -274,8 +276,9 @@ def test_a_group_past_the_request_timeout(tmp_path: Path) -> None:
         async with Harness(tmp_path, HELD, request_timeout_ms=50) as h:
             await h.answered(h.hand_over(_mlp(1, id="learn")))
             answers = await h.answered(h.hand_over(*[_mlp(1, seed=i) for i in range(3)]))
-            assert [(kind, code) for kind, code, _ in answers] == \
-                [(ERROR, grpc.StatusCode.UNAVAILABLE.value[0])] * 3
+            assert [(kind, code) for kind, code, _ in answers] == [
+                (ERROR, grpc.StatusCode.UNAVAILABLE.value[0])
+            ] * 3
             assert all(b"--request-timeout-ms" in body for _, _, body in answers)
             assert h.server.dataplane.inflight.count == 0
 
@@ -297,5 +300,28 @@ def test_a_full_queue_refuses_a_group_request_by_request(tmp_path: Path) -> None
                                                      for i in range(4)]))  # fmt: skip
             assert [kind for kind, _, _ in answers] == [REPLY, REPLY, ERROR, ERROR]
             assert b"Exceeds maximum queue size" in answers[3][2]
+
+    asyncio.run(scenario())
+
+
+def test_models_that_never_plan_are_not_looked_up(model_repo: Path) -> None:
+    """A model with BYTES inputs never gets a plan (each request's lengths vary), so its
+    requests take no plan key (a copy of their bytes off the message and back); the MLP's do."""
+
+    async def scenario() -> None:
+        server = Server(ServerSettings(model_repositories=[model_repo]))
+        await server.manager.startup()
+        try:
+            infer = servicers(server.dataplane, server.auth)[INFERENCE_SERVICE]
+            words = pb.ModelInferRequest(model_name="identity_bytes")
+            words.inputs.add(name="INPUT0", datatype="BYTES", shape=[1, 1])
+            words.raw_input_contents.append(b"\x05\x00\x00\x00words")
+            found = infer.find_plan(words, None, words.ByteSize())
+            assert not found.model.plannable and found.key is None
+            assert words.raw_input_contents[0].endswith(b"words")  # left on the message
+            found = infer.find_plan(_mlp(1), None, 300)
+            assert found.model.plannable and found.key is not None
+        finally:
+            await server.manager.close()
 
     asyncio.run(scenario())

@@ -88,6 +88,7 @@ class EnsembleModel(LoadedModel):
         self.steps = parse_steps(config, name)
         self.resolve = resolve
         super().__init__(name, version, config, _NoScheduler(), ModelStatistics(name, str(version)))
+        self.plannable = False  # its steps are requests of their own
         self._running: set[asyncio.Task[dict[str, Tensor]]] = set()
 
     def submit(self, req: InferRequest, start_ns: int, plan_key: Hashable = None) -> Pending:

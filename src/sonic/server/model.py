@@ -176,6 +176,9 @@ class LoadedModel:
         self.inflight = InFlight()
         #: What :meth:`submit` learned of the request layouts it validated, by the codec's key.
         self.plans: dict[Hashable, Plan] = {}
+        #: False where no request can have a plan, so that the transports skip looking for
+        #: one (a copy of the raw bytes off the message and back): models with BYTES inputs.
+        self.plannable = all(s.datatype != "BYTES" for s in self.inputs.values())
 
     # -- metadata -----------------------------------------------------------
     def metadata_tensors(self, kind: str) -> list[dict[str, Any]]:

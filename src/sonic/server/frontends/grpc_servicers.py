@@ -191,14 +191,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """ModelInfer's first steps on the frame transports: credentials, the model, and the
         model's plan for the request's layout where it has one (:class:`sonic.server.model.
         Plan`: the request then needs no decoding or validating).  Requests over
-        :data:`PLANNED_BYTES` do not look for a plan, as looking copies their data.  ``size``:
-        the request's bytes on the wire.  Refusals raise."""
+        :data:`PLANNED_BYTES`, and those to models that never plan, do not look for one, as
+        looking copies their data.  ``size``: the request's bytes on the wire.  Refusals
+        raise."""
         start = time.perf_counter_ns()
         if self.auth.enabled:
             self.auth.check(Category.INFERENCE, _authorization(context), "ModelInfer",
                             peer(context))  # fmt: skip
         model = self.dp.check_model(request.model_name, request.model_version)
-        if size > PLANNED_BYTES:
+        if size > PLANNED_BYTES or not model.plannable:
             return Found(start, model)
         key, raws, request_id = take_plan_key(request)
         plan = model.plans.get(key)
