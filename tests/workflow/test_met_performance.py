@@ -167,7 +167,7 @@ def test_a_mid_qt_zmumu_sample_counts_as_the_recoil(tmp_path: Path) -> None:
     sample = generate_sample(tmp_path / "mid.root", 8, processes=["zmumu_midpt"], pileup=2,
                              pool_size=10, seed=5)  # fmt: skip
     per_event, qt = measured(sample, {}, "zmumu_midpt")
-    assert len(qt) >= 6  # events whose two muons are both reconstructed
+    assert len(qt) >= 5  # events whose two muons are both reconstructed (most)
     assert np.median(qt) > 25.0  # above the inclusive sample's typical q_T of a few GeV
     par, perp = per_event["PF (raw)"]
     assert len(par) == len(perp) == len(qt)

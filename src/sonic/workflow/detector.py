@@ -7,8 +7,9 @@ neutrals), not to reproduce CMS to the percent.  Per particle, in this order:
 
 Acceptance and identification
     Neutrinos are dropped.  Charged particles with |eta| < 2.5 and pT > 0.3 GeV
-    are tracked with efficiency 0.98 (muons, electrons), 0.90 (hadrons above
-    1 GeV) or 0.80 (hadrons below; the tracker's material stops some).
+    are tracked with efficiency 0.98 (muons, electrons), 0.93 (hadrons above
+    1 GeV) or 0.83 (hadrons below; the tracker's material stops some) for
+    |eta| < 0.9, 0.84 and 0.75 beyond, as CMS measures it.
     Tracked charged hadrons become ``+-211``, electrons ``+-11`` and muons
     ``+-13``.  An untracked charged particle is seen by the calorimeters as a
     neutral, unless it is below 0.7 GeV: it curls up in the 3.8 T field
@@ -30,11 +31,12 @@ Energy and momentum
     0.5 GeV, neutral hadrons 1 GeV, forward 10 GeV.  Masses are those PF assigns
     (pion mass for charged hadrons, 0 for neutrals).
 Particle-flow confusion
-    A tracked hadron's calorimeter cluster swallows the neutrals within one
-    cell of it; PF keeps only the cluster's excess over what the track
-    predicts, beyond one standard deviation, as a neutral hadron.  So neutrals
-    near tracks are lost, and an upward fluctuation of a charged hadron's own
-    shower becomes a fake neutral (:func:`_link_clusters`).
+    A tracked hadron's PF block swallows the photons within three ECAL crystals
+    and the neutral hadrons within one HCAL tower of it; PF keeps only the
+    block's excess over what the track predicts, beyond one standard deviation,
+    as a photon as far as the merged photons' energy goes and a neutral hadron
+    beyond.  So neutrals near tracks are partly lost, and an upward fluctuation
+    of a charged hadron's own shower becomes a fake neutral (:func:`_link_clusters`).
 Impact parameters
     From each particle's production point (Pythia's vertex plus its
     collision's z in the beam spot, sigma_z = 3.5 cm), straight-line
@@ -70,15 +72,13 @@ CHARGED_HADRON_MASS = 0.13957
 LEPTON_MASS = {11: 0.000511, 13: 0.10566}
 #: Charged particles below this pT (GeV) curl up in CMS's 3.8 T field before the calorimeters.
 LOOPER_PT = 0.7
-#: Tracking efficiency: muons and electrons; hadrons above and below 1 GeV (nuclear
-#: interactions in the tracker's material stop some, soft ones more).
+#: Tracking efficiency: muons and electrons; hadrons (above, below 1 GeV) in the barrel
+#: (|eta| < :data:`TRACKER_BARREL_ETA`) and beyond, as CMS measures it falling from the barrel
+#: to the endcaps (CMS-TRK-11-001: 94% for |eta| < 0.9, 85% above, prompt charged particles
+#: above 0.9 GeV in ttbar): nuclear interactions in the tracker's material stop hadrons, soft
+#: ones more.  Sample version 5 and before: 0.90 and 0.80 at every |eta|.
 LEPTON_TRACKING_EFFICIENCY = 0.98
-HADRON_TRACKING_EFFICIENCY = (0.90, 0.80)
-#: CMS measures the efficiency falling from the barrel to the endcaps (CMS-TRK-11-001: 94% for
-#: |eta| < 0.9, 85% above): ((above, below 1 GeV) in the barrel, the same beyond
-#: :data:`TRACKER_BARREL_ETA`) replaces the value above where set.  Not set in the samples;
-#: benchmarks/emulation_sensitivity.py measures what it moves.
-HADRON_TRACKING_BY_ETA: tuple[tuple[float, float], tuple[float, float]] | None = None
+HADRON_TRACKING_EFFICIENCY = ((0.93, 0.83), (0.84, 0.75))
 TRACKER_BARREL_ETA = 0.9
 #: The hadron calorimeter's non-compensation after PF's calibration: the h/e and the exponent
 #: of Groom's pi/e = 1 - (1 - h/e) (E / 1 GeV)^(m - 1).
@@ -87,8 +87,29 @@ HADRON_M = 0.83
 #: The forward calorimeter's h/e (e/h about 5: quartz fibres see Cherenkov light), which PF
 #: does not calibrate away.
 HF_H_OVER_E = 0.2
-#: Calorimeter cell sizes (dR): a neutral this close to a track shares its cluster.
+#: Calorimeter cell sizes (dR): ECAL crystals and HCAL towers in the barrel.
 ECAL_CELL, HCAL_CELL = 0.0174, 0.087
+#: How many cells from a track a neutral still joins the track's PF block: a neutral hadron
+#: within one HCAL tower; a photon within three ECAL crystals.  PF links a track to every
+#: cluster whose area, enlarged by up to a cell each way, holds the track's impact
+#: (CMS-PRF-14-001, the link algorithm), and a photon's topological cluster spans about a
+#: crystal each way of its own impact (the Moliere radius is a crystal; cells above twice the
+#: noise join), so one crystal away from the edge of that area is three from its centre.
+#: Sample version 5 and before merged photons within one crystal only.
+ECAL_LINK_CELLS, HCAL_LINK_CELLS = 3, 1
+#: PF turns a block's calorimeter excess over its tracks into a photon first, as far as the
+#: block's ECAL energy goes, and a neutral hadron only from what is left (CMS-PRF-14-001:
+#: "precedence is given to photons"); version 5 and before made it all a neutral hadron.
+EXCESS_PHOTONS_FIRST = True
+#: Tracks bend in CMS's solenoid (tesla) on their way to the calorimeters, whose faces are
+#: at these radii and endcap |z| (m): ECAL barrel 1.29 and endcaps 3.15 (crystal fronts),
+#: HCAL 1.77 and 3.88.  A track's cluster is where it meets them (:func:`impact_phi`);
+#: sample version 5 and before put it along the track's direction at the vertex.
+B_FIELD = 3.8
+CALORIMETER_FACES = {"ecal": (1.29, 3.15), "hcal": (1.77, 3.88)}
+TRACKS_BEND = True
+#: PF makes no photon below this energy (GeV).
+PHOTON_THRESHOLD = 0.5
 #: PF makes no neutral hadron below this energy (GeV).
 NEUTRAL_HADRON_THRESHOLD = 1.0
 
@@ -202,11 +223,9 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
     lepton_id = np.isin(apdg, (11, 13))
     n = len(apdg)
 
-    hard, soft = HADRON_TRACKING_EFFICIENCY
-    if HADRON_TRACKING_BY_ETA is not None:
-        barrel = aeta < TRACKER_BARREL_ETA
-        (hard_b, soft_b), (hard_e, soft_e) = HADRON_TRACKING_BY_ETA
-        hard, soft = np.where(barrel, hard_b, hard_e), np.where(barrel, soft_b, soft_e)
+    barrel = aeta < TRACKER_BARREL_ETA
+    (hard_b, soft_b), (hard_e, soft_e) = HADRON_TRACKING_EFFICIENCY
+    hard, soft = np.where(barrel, hard_b, hard_e), np.where(barrel, soft_b, soft_e)
     eff = np.where(lepton_id, LEPTON_TRACKING_EFFICIENCY, np.where(pt_true > 1.0, hard, soft))
     tracked = visible & charged & (aeta < 2.5) & (pt_true > 0.3) & (rng.random(n) < eff)
     looper = charged & ~tracked & (pt_true < LOOPER_PT) & (aeta < 3.0)
@@ -226,7 +245,7 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
     sigma[sel] = _quad(1.8 / np.sqrt(p[sel]), 0.10)
     scale = np.clip(response * (1.0 + sigma * rng.standard_normal(n)), 0.0, None)
     pt, e_reco = pt_true * scale, p * scale
-    threshold = np.where(forward, 10.0, np.where(em, 0.5, NEUTRAL_HADRON_THRESHOLD))
+    threshold = np.where(forward, 10.0, np.where(em, PHOTON_THRESHOLD, NEUTRAL_HADRON_THRESHOLD))
     keep = tracked | (calo & (e_reco > threshold))
 
     pdg = np.zeros(n, dtype=np.int32)
@@ -241,9 +260,10 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
     for lepton, m in LEPTON_MASS.items():
         mass[tracked & (apdg == lepton)] = m
 
-    # Particle-flow confusion (merged neutrals are lost, cluster excesses become neutrals).
-    merged_away, source, excess = _link_clusters(e_reco, p, eta, phi, tracked & ~lep,
-                                                 keep & calo & ~forward, em, rng)  # fmt: skip
+    # Particle-flow confusion (merged neutrals are lost, block excesses become neutrals).
+    merged_away, source, excess, excess_pdg, excess_phi = _link_clusters(
+        e_reco, p, pt_true, eta, phi, sign, tracked & ~lep, keep & calo & ~forward, em, rng
+    )
     keep &= ~merged_away
 
     # Impact parameters: straight lines from the production point, against the collision.
@@ -265,14 +285,15 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
         from_pv[t] = np.where(collision[t] == 0, PV_USED_IN_FIT, 0)
     dz = np.where(tracked, z0 - vertices.pv_z, 0.0)
 
-    # Each cluster excess joins as a neutral hadron along its track, from its track's collision.
+    # Each block excess joins as a photon or neutral hadron where its track met the ECAL.
     rows = np.concatenate([np.flatnonzero(keep), source])
     extra = np.arange(len(rows)) >= int(keep.sum())
     cols = {"pt": pt, "eta": eta, "phi": phi, "mass": mass, "pdgId": pdg, "charge": charge,
             "d0": d0, "dz": dz, "fromPV": from_pv}  # fmt: skip
     cols = {k: v[rows] for k, v in cols.items()}
-    for k, v in {"pt": excess / np.cosh(eta[source]), "mass": 0.0, "pdgId": 130, "charge": 0,
-                 "d0": 0.0, "dz": 0.0, "fromPV": PV_USED_IN_FIT}.items():  # fmt: skip
+    for k, v in {"pt": excess / np.cosh(eta[source]), "phi": excess_phi, "mass": 0.0,
+                 "pdgId": excess_pdg, "charge": 0, "d0": 0.0, "dz": 0.0,
+                 "fromPV": PV_USED_IN_FIT}.items():  # fmt: skip
         cols[k][extra] = v
     cols["puppiWeight"] = puppi_weights(cols["pt"], cols["eta"], cols["phi"], cols["charge"],
                                         cols["fromPV"], cols["dz"], vertices.count)  # fmt: skip
@@ -280,39 +301,86 @@ def reconstruct(parts: Particles, collision: np.ndarray, collision_z: np.ndarray
     return Reconstruction(Candidates(**cols).sorted_by_pt(), vertices)
 
 
-def _link_clusters(e_reco: np.ndarray, p: np.ndarray, eta: np.ndarray, phi: np.ndarray,
-                   track: np.ndarray, neutral: np.ndarray, em: np.ndarray,
-                   rng: np.random.Generator,
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """PF's link of tracks and calorimeter clusters: (the neutrals merged away, and for each
-    neutral hadron PF makes from a cluster's excess: the track it came with, its energy).
+def impact_phi(
+    phi: np.ndarray,
+    pt: np.ndarray,
+    eta: np.ndarray,
+    charge: np.ndarray,
+    radius: float,
+    face_z: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where tracks meet a calorimeter: (their phi there, whether they get there at all).
 
-    A tracked hadron deposits hadron_response(p) p, smeared, in the calorimeters.  A
-    neutral within one calorimeter cell of its track (dR 0.087 for hadrons, 0.0174 for
-    photons) falls into the same cluster and is no candidate of its own.  PF expects the
-    track's deposit: if the cluster exceeds it by more than one standard deviation (and the
-    neutral-hadron threshold), the excess becomes a neutral hadron along the track; a fake
-    one where no neutral was merged.
+    In a field B along the beam a track of transverse momentum pT (GeV) is a helix of radius
+    pT / (0.3 B) m; at transverse distance r from the beam it has turned by
+    arcsin(0.3 B r / 2 pT), clockwise for positive charge seen from +z.  The calorimeter's
+    face is the barrel at ``radius`` or an endcap at ``|z| = face_z`` (m), whichever the track
+    meets first; eta is kept (the helix keeps its polar angle).  A track too soft to reach r
+    curls up before it (the origin of :data:`LOOPER_PT`)."""
+    r = np.minimum(radius, face_z / np.maximum(np.abs(np.sinh(eta)), 1e-9))
+    turn = 0.5 * 0.3 * B_FIELD * r / np.maximum(pt, 1e-9)
+    bent = phi - charge * np.arcsin(np.clip(turn, 0.0, 1.0))
+    return (bent + math.pi) % (2 * math.pi) - math.pi, turn < 1.0
+
+
+def _link_clusters(e_reco: np.ndarray, p: np.ndarray, pt: np.ndarray, eta: np.ndarray,
+                   phi: np.ndarray, charge: np.ndarray, track: np.ndarray,
+                   neutral: np.ndarray, em: np.ndarray, rng: np.random.Generator,
+                   ) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """PF's link of tracks and calorimeter clusters: (the neutrals merged away, and for each
+    neutral PF makes from a block's excess: the track it came with, its energy, its pdgId
+    and its phi).
+
+    A tracked hadron that reaches the ECAL deposits hadron_response(p) p, smeared, in the
+    calorimeters, where it meets them (:func:`impact_phi`; straight from the vertex where
+    :data:`TRACKS_BEND` is off).  A photon within :data:`ECAL_LINK_CELLS` crystals of its
+    ECAL impact, or a neutral hadron within :data:`HCAL_LINK_CELLS` towers of its HCAL
+    impact, falls into the track's block and is no candidate of its own.  PF expects the
+    track's deposit: if the block exceeds it by more than one standard deviation, the excess
+    becomes a photon up to the merged photons' energy (the block's ECAL energy; the hadron's
+    own ECAL share is not modelled) and a neutral hadron beyond, each above its threshold,
+    at the ECAL impact; a fake neutral hadron where nothing merged.
     """
     from scipy.spatial import cKDTree
 
     tracks, neutrals = np.flatnonzero(track), np.flatnonzero(neutral)
     merged_away = np.zeros(len(p), bool)
-    if not len(tracks):
-        return merged_away, tracks, np.zeros(0)
+    if TRACKS_BEND:
+        ecal_phi, reaches = impact_phi(phi[tracks], pt[tracks], eta[tracks], charge[tracks],
+                                       *CALORIMETER_FACES["ecal"])  # fmt: skip
+        tracks, ecal_phi = tracks[reaches], ecal_phi[reaches]  # loopers make no cluster
+        hcal_phi, _ = impact_phi(phi[tracks], pt[tracks], eta[tracks], charge[tracks],
+                                 *CALORIMETER_FACES["hcal"])  # fmt: skip
+    else:
+        ecal_phi = hcal_phi = phi[tracks]
     expected = hadron_response(p[tracks]) * p[tracks]
     sigma = sigma_hadron(p[tracks]) * expected
     cluster = np.clip(expected + sigma * rng.standard_normal(len(tracks)), 0.0, None)
-    if len(neutrals):
-        # Each neutral joins the nearest track within its cell size (phi periodic via copies).
+    ecal = np.zeros(len(tracks))
+    for t_phi, is_em, reach in ((ecal_phi, True, ECAL_LINK_CELLS * ECAL_CELL),
+                                (hcal_phi, False, HCAL_LINK_CELLS * HCAL_CELL)):  # fmt: skip
+        these = neutrals[em[neutrals] == is_em]
+        if not len(these) or not len(tracks):
+            continue
+        # Each neutral joins the nearest track within its reach (phi periodic via copies).
         t_pts = np.column_stack([np.tile(eta[tracks], 3),
-                                 np.concatenate([phi[tracks] + s for s in
+                                 np.concatenate([t_phi + s for s in
                                                  (-2 * math.pi, 0.0, 2 * math.pi)])])  # fmt: skip
-        dist, idx = cKDTree(t_pts).query(np.column_stack([eta[neutrals], phi[neutrals]]))
-        cell = np.where(em[neutrals], ECAL_CELL, HCAL_CELL)
-        joins = dist < cell
-        np.add.at(cluster, idx[joins] % len(tracks), e_reco[neutrals[joins]])
-        merged_away[neutrals[joins]] = True
+        dist, idx = cKDTree(t_pts).query(np.column_stack([eta[these], phi[these]]))
+        joins = dist < reach
+        owner = idx[joins] % len(tracks)
+        np.add.at(cluster, owner, e_reco[these[joins]])
+        if is_em:
+            np.add.at(ecal, owner, e_reco[these[joins]])
+        merged_away[these[joins]] = True
     excess = cluster - expected
-    out = excess > np.maximum(sigma, NEUTRAL_HADRON_THRESHOLD)
-    return merged_away, tracks[out], excess[out]
+    over = excess > sigma
+    photon = np.minimum(excess, ecal) if EXCESS_PHOTONS_FIRST else np.zeros(len(tracks))
+    photon = np.where(over & (photon > PHOTON_THRESHOLD), photon, 0.0)
+    hadron = np.where(over, excess - photon, 0.0)
+    hadron = np.where(hadron > NEUTRAL_HADRON_THRESHOLD, hadron, 0.0)
+    made = np.concatenate([photon, hadron])
+    out = made > 0
+    pdg = np.repeat(np.array([22, 130], np.int32), len(tracks))
+    return (merged_away, np.tile(tracks, 2)[out], made[out], pdg[out],
+            np.tile(ecal_phi, 2)[out])  # fmt: skip
