@@ -126,12 +126,22 @@ def _outputs(sample: Path) -> dict[str, Any]:
         return read_outputs(run_files([sample], cfg, Path(tmp)).outputs)
 
 
+PerEvent = tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]
+#: What :func:`_per_event` measured, by sample and whether CMS's models ran: the main tables,
+#: the seeds, the pileup scan and the vertex comparison share the seed's Z->nunu sample.
+_MEASURED: dict[tuple[Path, bool], PerEvent] = {}
+
+
 def _per_event(process: str, pileup: float, args: Any, cms: CmsDeepMET | None,
-               truth_vertexing: bool = False, events: int | None = None,
-               ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:  # fmt: skip
-    """Every estimator's components per event of the process's sample, and q_T (measured)."""
+               truth_vertexing: bool = False, events: int | None = None) -> PerEvent:  # fmt: skip
+    """Every estimator's components per event of the process's sample, and q_T (measured),
+    once per sample."""
     sample = _sample(process, pileup, args, truth_vertexing, events)
-    return measured(sample, _outputs(sample), process, cms.met(sample) if cms else {})
+    key = (sample, cms is not None)
+    if key not in _MEASURED:
+        _MEASURED[key] = measured(sample, _outputs(sample), process,
+                                  cms.met(sample) if cms else {})  # fmt: skip
+    return _MEASURED[key]
 
 
 def _measure(process: str, pileup: float, args: Any, cms: CmsDeepMET | None,
