@@ -88,8 +88,9 @@ DEFAULT_POOL_SIZE = 2000
 #: Bumped whenever the same options give other events (caches of samples name it): 3 is the
 #: detector with non-compensation, PF confusion and loopers, the vertex fit and CMS's PUPPI;
 #: 4 gives fromPV as pat::PackedCandidate does (NoPV only for tracks in another vertex's fit);
-#: 5 the forward calorimeter's own, uncalibrated hadron response; 6 PF's blocks taking photons
-#: within three ECAL crystals of a track and giving a block's excess back as photons first.
+#: 5 the forward calorimeter's own, uncalibrated hadron response; 6 tracks that bend on their
+#: way to the calorimeters, PF's blocks taking photons within three ECAL crystals of a track's
+#: impact and giving a block's excess back as photons first, and CMS's tracking by |eta|.
 SAMPLE_VERSION = 6
 #: Pythia's seeds must be below 900 000 000.
 _SEED_RANGE = 900_000_000
