@@ -31,12 +31,13 @@ recoil is a few tens of GeV against the pileup's 25 GeV spread per component, an
 events the response there, by which every resolution is divided, moved by 0.1 between
 estimators that differ only in pileup (raw PF and CHS).
 
-The response in the bins issue #24's goals judge (Z->nunu 50-250 GeV, the Z->mumu recoil at
-50-100) is measured again on samples of ``--seeds`` (4005 and 4006; none to skip), each with
-its own pileup pool: a sample's events share its pool, which the bootstrap does not see, and
-the samples scatter by more than it says.  Their mean and its error (the larger of their
-scatter and the bootstrap's spread, over the root of their number) go beside the bootstrap's
-error of one sample.
+The response and sigma_perp/R in the bins issue #24's goals judge (Z->nunu 50-250 GeV, the
+Z->mumu recoil at 50-100), and with a scan each estimator's growth in sigma_perp/R from the
+lowest pileup to the highest (and its ratio to raw PF's), are measured again on samples of
+``--seeds`` (4005 and 4006; none to skip), each with its own pileup pool: a sample's events
+share its pool, which the bootstrap does not see, and the samples scatter by more than it
+says.  Their mean and its error (the larger of their scatter and the bootstrap's spread, over
+the root of their number) go beside the bootstrap's error of one sample.
 
 Writes ``benchmarks/results/met_performance.json`` and ``met_performance_<process>.png``
 (the first pileup's tables), and with a scan ``met_performance_pileup.png``.  The high-q_T
@@ -72,6 +73,7 @@ from sonic.workflow.met_performance import (  # noqa: E402
     fit_pileup,
     measured,
     paired,
+    pileup_growth,
     seed_spread,
 )
 from sonic.workflow.report import (  # noqa: E402
@@ -190,6 +192,30 @@ def _widths(process: str, pileup: float, args: Any, cms: CmsDeepMET | None) -> d
     return widths
 
 
+def _scan_growth(args: Any, cms: CmsDeepMET | None) -> dict[str, Any]:
+    """sigma_perp/R's growth from the lowest pileup of the scan to the highest, per estimator,
+    on the samples of ``--seed`` and each of ``--seeds`` (each its own pileup pool), and its
+    ratio to raw PF's (sonic.workflow.met_performance.pileup_growth)."""
+    ends = (min(args.pileup), max(args.pileup))
+    scans: dict[int, dict[str, list[BinResult]]] = {}
+    for seed in (args.seed, *args.seeds):
+        for pu in ends:
+            for name, bins in _measure("znunu", float(pu), _with_seed(args, seed), cms,
+                                       SCAN_BINS).items():  # fmt: skip
+                scans.setdefault(seed, {}).setdefault(name, []).extend(bins)
+    growth = pileup_growth(scans)
+    print(f"\nsigma_perp/R from pileup {ends[0]:g} to {ends[1]:g}, Z->nunu, q_T "
+          f"{SCAN_BINS[0]:g}-{SCAN_BINS[1]:g} GeV, seeds {list(scans)}\n"
+          "| estimator | growth per seed (GeV) | mean | / raw PF's per seed | mean |\n"
+          "|---|---|---|---|---|")  # fmt: skip
+    for name, g in growth.items():
+        print(f"| {name} | " + " ".join(f"{x:.1f}" for x in g["growth"])
+              + f" | {g['growth_mean']:.1f} ± {g['growth_error']:.1f} | "
+              + " ".join(f"{x:.2f}" for x in g["vs_reference"])
+              + f" | {g['vs_reference_mean']:.2f} ± {g['vs_reference_error']:.2f} |")
+    return growth
+
+
 def _scan(args: Any, out_dir: Path, cms: CmsDeepMET | None) -> dict[str, object]:
     pileups = np.array(args.pileup, dtype=float)
     points: dict[str, list[BinResult]] = {}
@@ -269,26 +295,32 @@ def _truth_vertexing(args: Any, pileup: float) -> dict[str, Any]:
 
 
 def _seeds(pileup: float, args: Any, cms: CmsDeepMET | None) -> dict[str, Any]:
-    """The response in SEED_BINS on samples of ``--seed`` and each of ``--seeds``, each sample
-    with its own pileup pool: their mean and its error
+    """The response and sigma_perp/R in SEED_BINS on samples of ``--seed`` and each of
+    ``--seeds``, each sample with its own pileup pool: their mean and its error
     (sonic.workflow.met_performance.seed_spread)."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"response": {}, "sigma_perp": {}}
     for process, bins in SEED_BINS.items():
         events = args.highpt_events if process in HIGHPT_BINS else None
-        per_seed = {seed: _measure(process, pileup, argparse.Namespace(**{**vars(args),
-                                                                          "seed": seed}),
-                                   cms, bins, events=events)
+        per_seed = {seed: _measure(process, pileup, _with_seed(args, seed), cms, bins,
+                                   events=events)
                     for seed in (args.seed, *args.seeds)}  # fmt: skip
-        spread = seed_spread(per_seed)
-        out[process] = {k: [b.as_dict() for b in v] for k, v in spread.items()}
-        print(f"\n{process} (pileup {pileup:g}): response over seeds {list(per_seed)}\n"
-              "| estimator | q_T bin | per seed | mean | error of the mean | bootstrap |\n"
-              "|---|---|---|---|---|---|")  # fmt: skip
-        for name, rows in spread.items():
-            for b in rows:
-                print(f"| {name} | {b.lo:g}-{b.hi:g} | " + " ".join(f"{r:.3f}" for r in b.response)
-                      + f" | {b.mean:.3f} | {b.error:.3f} | {b.bootstrap_err:.3f} |")
+        for quantity, digits in (("response", 3), ("sigma_perp", 1)):
+            spread = seed_spread(per_seed, quantity)
+            out[quantity][process] = {k: [b.as_dict() for b in v] for k, v in spread.items()}
+            print(f"\n{process} (pileup {pileup:g}): {quantity} over seeds {list(per_seed)}\n"
+                  "| estimator | q_T bin | per seed | mean | error of the mean | bootstrap |\n"
+                  "|---|---|---|---|---|---|")  # fmt: skip
+            for name, rows in spread.items():
+                for b in rows:
+                    print(f"| {name} | {b.lo:g}-{b.hi:g} | "
+                          + " ".join(f"{r:.{digits}f}" for r in b.values)
+                          + f" | {b.mean:.{digits}f} | {b.error:.{digits}f} | "
+                          f"{b.bootstrap_err:.{digits}f} |")  # fmt: skip
     return out
+
+
+def _with_seed(args: Any, seed: int) -> Any:
+    return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
 @contextlib.contextmanager
@@ -313,7 +345,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="*", default=[4005, 4006],
                     help="more samples' seeds, each with its own pileup pool, for the "
-                         "response's error between samples (none: skip)")  # fmt: skip
+                         "errors between samples of the response, sigma_perp/R and the "
+                         "pileup scan's growth (none: skip)")  # fmt: skip
     ap.add_argument("--cms-deepmet", type=Path, default=None,
                     help="CMS's deepmet model directory, served to run its graphdefs")  # fmt: skip
     args = ap.parse_args()
@@ -343,6 +376,8 @@ def main() -> None:
             record["seeds"] = _seeds(pileup, args, cms)
         if len(args.pileup) > 1:
             record["pileup_scan"] = _scan(args, out_dir, cms)
+            if args.seeds:
+                record["pileup_growth"] = _scan_growth(args, cms)
     (out_dir / "met_performance.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {out_dir / 'met_performance.json'} and the plots")
 

@@ -59,9 +59,11 @@ def bins_table(samples: dict[str, dict[str, list[dict[str, Any]]]],
     return "\n".join(rows)
 
 
-def seeds_table(seeds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
-    """The response per estimator (rows) in each bin measured on several samples (columns):
-    the samples' mean ± its error (seed_spread), then one sample's bootstrap error."""
+def seeds_table(seeds: dict[str, dict[str, list[dict[str, Any]]]],
+                digits: int | None = None) -> str:  # fmt: skip
+    """One quantity (the response, sigma_perp/R) per estimator (rows) in each bin measured on
+    several samples (columns): the samples' mean ± its error (seed_spread), then one sample's
+    bootstrap error."""
     estimators = list(next(iter(seeds.values())))
     header, cells = ["estimator"], {e: [] for e in estimators}
     for sample, by_estimator in seeds.items():
@@ -69,7 +71,8 @@ def seeds_table(seeds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
             header.append(f"{TITLES[sample.split('_')[0]]} {_edge(ref['lo'])}–{_edge(ref['hi'])}")
             for e in estimators:
                 b = by_estimator[e][i]
-                cells[e].append(f"{_value(b['mean'], b['error'])} ({b['bootstrap_err']:.3f})")
+                cells[e].append(f"{_value(b['mean'], b['error'], digits)} "
+                                f"({b['bootstrap_err']:.{digits or 3}f})")  # fmt: skip
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows += [f"| {LABELS.get(e, e)} | " + " | ".join(c) + " |" for e, c in cells.items()]
     return "\n".join(rows)
@@ -90,6 +93,19 @@ def pileup_table(scan: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def growth_table(growth: dict[str, dict[str, Any]]) -> str:
+    """sigma_perp/R's growth over the pileup scan per estimator on each seed's samples, and its
+    ratio to raw PF's (pileup_growth): per seed, then the mean ± its error."""
+    rows = ["| estimator | growth per sample (GeV) | mean | ÷ raw PF's, per sample | mean |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for e, g in growth.items():  # fmt: skip
+        rows.append(f"| {LABELS.get(e, e)} | " + " / ".join(f"{x:.1f}" for x in g["growth"])
+                    + f" | {_value(g['growth_mean'], g['growth_error'], 1)} | "
+                    + " / ".join(f"{x:.2f}" for x in g["vs_reference"])
+                    + f" | {_value(g['vs_reference_mean'], g['vs_reference_error'], 2)} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     record = json.loads(RESULTS.read_text())
     print(bins_table(record["processes"], MAIN_BINS), end="\n\n")
@@ -98,9 +114,12 @@ def main() -> None:
     print(f"QCD multijet (MET − GenMET, x and y together, GeV): {widths}.", end="\n\n")
     print(bins_table(record["highpt"], HIGHPT_BINS), end="\n\n")
     if "seeds" in record:
-        print(seeds_table(record["seeds"]), end="\n\n")
+        print(seeds_table(record["seeds"]["response"]), end="\n\n")
+        print(seeds_table(record["seeds"]["sigma_perp"], 1), end="\n\n")
     if "pileup_scan" in record:
         print(pileup_table(record["pileup_scan"]), end="\n\n")
+    if "pileup_growth" in record:
+        print(growth_table(record["pileup_growth"]), end="\n\n")
     truth = ", ".join(f"{LABELS.get(e, e)} {r['fit']['sigma_perp']:.1f} → "
                       f"{r['truth']['sigma_perp']:.1f}"
                       for e, r in record["truth_vertexing"].items())  # fmt: skip

@@ -12,11 +12,13 @@ import pytest
 
 from sonic.workflow.met_performance import (
     QT_BINS,
+    BinResult,
     binned,
     chs_met,
     components,
     dimuon,
     paired,
+    pileup_growth,
     recoil,
     seed_spread,
 )
@@ -198,12 +200,39 @@ def test_independent_samples_see_the_shared_pileup_that_the_bootstrap_misses() -
     spread = seed_spread(per_seed)["est"]
     assert [(b.lo, b.hi) for b in spread] == [(50.0, 100.0)]  # 0-50 is empty everywhere
     (b,) = spread
-    assert b.seeds == list(range(12)) and len(b.response) == 12
+    assert b.seeds == list(range(12)) and len(b.values) == 12 and b.quantity == "response"
     assert b.bootstrap_err < 0.006
     scatter = b.error * math.sqrt(12)
     assert 0.015 < scatter < 0.05 and scatter > 4 * b.bootstrap_err
-    assert b.mean == pytest.approx(np.mean(b.response))
+    assert b.mean == pytest.approx(np.mean(b.values))
+    (width,) = seed_spread(per_seed, "sigma_perp")["est"]
+    assert width.values == [x["est"][0].sigma_perp for x in per_seed.values()]
+    assert 9 < width.mean < 11  # the perpendicular spread, 10 GeV
     del per_seed[3]["est"][0]
     assert seed_spread(per_seed)["est"] == []
     with pytest.raises(ValueError, match="two seeds"):
         seed_spread({1: per_seed[1]})
+
+
+def test_pileup_growth_over_seeds_against_the_reference() -> None:
+    """Two estimators measured at pileup 0 and 80 on three samples: one grows by 20 GeV, the
+    other by 8 (0.4 of it) give or take a sample's offset; the growths, their ratio per sample
+    and the means come out, and a single sample is refused."""
+
+    def bin_(sigma: float) -> BinResult:
+        return BinResult(50.0, 150.0, 1000, 80.0, 1.0, 0.01, sigma, 0.5, sigma, 0.5)
+
+    scans = {seed: {"raw": [bin_(8.0), bin_(28.0 + d)], "puppi": [bin_(13.0), bin_(21.0 + d / 2)]}
+             for seed, d in ((1, -1.0), (2, 0.0), (3, 1.0))}  # fmt: skip
+    growth = pileup_growth(scans, reference="raw")
+    raw, puppi = growth["raw"], growth["puppi"]
+    assert raw["growth"] == [19.0, 20.0, 21.0] and raw["vs_reference"] == [1.0, 1.0, 1.0]
+    assert raw["vs_reference_error"] == 0.0
+    assert puppi["growth"] == [7.5, 8.0, 8.5]
+    assert puppi["vs_reference_mean"] == pytest.approx(np.mean([7.5 / 19, 8 / 20, 8.5 / 21]))
+    assert 0.0 < puppi["vs_reference_error"] < 0.05
+    assert puppi["growth_mean"] == pytest.approx(8.0)
+    # the error is at least the bootstrap's over sqrt(3): hypot(0.5, 0.5) / sqrt(3)
+    assert puppi["growth_error"] >= math.hypot(0.5, 0.5) / math.sqrt(3) - 1e-12
+    with pytest.raises(ValueError, match="two seeds"):
+        pileup_growth({1: scans[1]}, reference="raw")

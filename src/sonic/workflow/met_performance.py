@@ -262,10 +262,9 @@ def binned_each(per_event: dict[str, tuple[np.ndarray, np.ndarray]], qt: np.ndar
             for label, (par, perp) in per_event.items()}  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class SeedSpread:
-    """One q_T bin's response on independent samples (one per seed): each sample's value, their
-    mean and its error, beside the bootstrap's error of one sample (the samples' mean of it).
+def mean_over_samples(values: list[float], errors: list[float]) -> tuple[float, float, float]:
+    """The mean of one quantity measured on independent samples, its error, and the samples'
+    mean bootstrap error.
 
     Every event of a sample draws its pileup from the same pool of collisions, so the events
     are not independent and the bootstrap, which resamples events, cannot see the pool's share
@@ -273,11 +272,24 @@ class SeedSpread:
     that scatter only roughly (three: to about half its size), so the error of the mean takes
     the larger of the two spreads, the samples' standard deviation or the bootstrap's error,
     divided by the square root of the number of samples."""
+    if len(values) < 2:
+        raise ValueError("the scatter between samples needs two seeds or more")
+    v = np.array(values)
+    boot = float(np.mean(errors))
+    return float(v.mean()), max(float(v.std(ddof=1)), boot) / math.sqrt(len(v)), boot
+
+
+@dataclass(frozen=True, slots=True)
+class SeedSpread:
+    """One q_T bin's ``quantity`` (a :class:`BinResult` field: the response, sigma_perp) on
+    independent samples (one per seed): each sample's value, their mean and its error, beside
+    the bootstrap's error of one sample (:func:`mean_over_samples`)."""
 
     lo: float
     hi: float
     seeds: list[int]
-    response: list[float]
+    quantity: str
+    values: list[float]
     mean: float
     error: float
     bootstrap_err: float
@@ -286,9 +298,10 @@ class SeedSpread:
         return asdict(self)
 
 
-def seed_spread(per_seed: dict[int, dict[str, list[BinResult]]]) -> dict[str, list[SeedSpread]]:
-    """Each estimator's response per bin over samples of several seeds (:func:`binned_each` of
-    each); a bin counts where every sample filled it."""
+def seed_spread(per_seed: dict[int, dict[str, list[BinResult]]],
+                quantity: str = "response") -> dict[str, list[SeedSpread]]:  # fmt: skip
+    """Each estimator's ``quantity`` per bin over samples of several seeds (:func:`binned_each`
+    of each); a bin counts where every sample filled it."""
     seeds = list(per_seed)
     if len(seeds) < 2:
         raise ValueError("the scatter between samples needs two seeds or more")
@@ -300,11 +313,41 @@ def seed_spread(per_seed: dict[int, dict[str, list[BinResult]]]) -> dict[str, li
             found = [x for s in seeds for x in per_seed[s][label] if x.lo == b.lo]
             if len(found) < len(seeds):
                 continue
-            r = np.array([x.response for x in found])
-            boot = float(np.mean([x.response_err for x in found]))
-            error = max(float(r.std(ddof=1)), boot) / math.sqrt(len(r))
-            out[label].append(SeedSpread(b.lo, b.hi, seeds, r.tolist(), float(r.mean()), error,
-                                         boot))  # fmt: skip
+            values = [getattr(x, quantity) for x in found]
+            errors = [getattr(x, f"{quantity}_err") for x in found]
+            mean, error, boot = mean_over_samples(values, errors)
+            out[label].append(SeedSpread(b.lo, b.hi, seeds, quantity, values, mean, error, boot))
+    return out
+
+
+def pileup_growth(scans: dict[int, dict[str, list[BinResult]]],
+                  reference: str = "PF (raw)") -> dict[str, dict[str, Any]]:  # fmt: skip
+    """How much each estimator's sigma_perp/R grows from the lowest pileup to the highest, on
+    samples of several seeds: ``scans`` holds, per seed, each estimator's bin at each pileup
+    in increasing order.  Per estimator: each seed's growth (GeV) and its ratio to the
+    ``reference``'s growth on the same events, with their means and errors
+    (:func:`mean_over_samples`; issue #24 asks PUPPI's at most half raw PF's)."""
+    seeds = list(scans)
+    out: dict[str, dict[str, Any]] = {}
+    for label in scans[seeds[0]]:
+        growth, growth_err, ratio, ratio_err = [], [], [], []
+        for seed in seeds:
+            lo, hi = scans[seed][label][0], scans[seed][label][-1]
+            rlo, rhi = scans[seed][reference][0], scans[seed][reference][-1]
+            g, dg = hi.sigma_perp - lo.sigma_perp, math.hypot(hi.sigma_perp_err, lo.sigma_perp_err)
+            rg = rhi.sigma_perp - rlo.sigma_perp
+            drg = math.hypot(rhi.sigma_perp_err, rlo.sigma_perp_err)
+            growth.append(g)
+            growth_err.append(dg)
+            ratio.append(g / rg)
+            relative = math.hypot(dg / g if g else 0.0, drg / rg)
+            # the reference against itself is exactly one
+            ratio_err.append(0.0 if label == reference else abs(g / rg) * relative)
+        g_mean, g_error, _ = mean_over_samples(growth, growth_err)
+        r_mean, r_error, _ = mean_over_samples(ratio, ratio_err)
+        out[label] = {"seeds": seeds, "growth": growth, "growth_mean": g_mean,
+                      "growth_error": g_error, "vs_reference": ratio,
+                      "vs_reference_mean": r_mean, "vs_reference_error": r_error}  # fmt: skip
     return out
 
 
