@@ -387,6 +387,8 @@ class DataPlane:
                 "(--max-queue-bytes)"
             )
         self.inflight_bytes += size
+        if self.inflight.count:
+            self.busy_poll.company()
         self.inflight.begin()
         self.busy_poll.touch()
         return size

@@ -13,6 +13,7 @@ import tritonclient.grpc as grpcclient
 import uvloop
 
 from sonic.launcher import LocalServer
+from sonic.server.frontends import busypoll
 from sonic.server.frontends.busypoll import BusyPoll
 from sonic.server.settings import ServerSettings
 from sonic.server.workers import worker_args
@@ -39,6 +40,34 @@ def test_polls_for_the_window_then_stops() -> None:
 
 def test_zero_window_never_polls() -> None:
     assert _passes(0.0, 0.05) == (0, False)
+
+
+def test_no_polling_while_requests_keep_company(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that arrived with another in flight stops the polling, and none starts for
+    COMPANY_S; after that a touch polls again."""
+    monkeypatch.setattr(busypoll, "COMPANY_S", 0.05)
+
+    async def main() -> tuple[int, bool, int, bool]:
+        poll = BusyPoll(1.0)
+        poll.touch()
+        await asyncio.sleep(0.01)
+        polled = poll.passes
+        poll.company()
+        await asyncio.sleep(0.01)
+        stopped = not poll.polling
+        poll.touch()  # within COMPANY_S of the company: still no polling
+        await asyncio.sleep(0.01)
+        quiet = poll.passes - polled
+        await asyncio.sleep(0.05)
+        poll.touch()
+        await asyncio.sleep(0.01)
+        return polled, stopped, quiet, poll.polling
+
+    polled, stopped, quiet, again = uvloop.run(main())
+    assert polled > 10
+    assert stopped
+    assert quiet <= 1  # at most the pass already scheduled when company came
+    assert again
 
 
 def _cpu(pid: int) -> float:
@@ -84,3 +113,25 @@ def test_workers_inherit_the_window_and_flow_control() -> None:
     args = worker_args(settings, 9000)
     assert "--busy-poll-us=250" in args
     assert "--grpc-http2-bdp-probe=true" in args
+
+
+def test_requests_in_company_stop_the_polling(tmp_path: Path) -> None:
+    """Through the data plane (native transport's hand-overs): a request alone leaves the loop
+    polling after its answer; two that arrive together stop it, and a request alone soon after
+    does not start it again (a client keeping several out wakes the loop anyway)."""
+    from sonic.zoo.examples import MLP_BENCHMARK_CONFIG
+    from tests.server.test_plans import Harness, _mlp
+
+    async def scenario() -> None:
+        async with Harness(tmp_path, MLP_BENCHMARK_CONFIG) as h:
+            poll = h.server.dataplane.busy_poll
+            poll.window_s = 5.0  # long enough to see, whatever the machine's speed
+            await h.answered(h.hand_over(_mlp(1, id="alone")))
+            assert poll.polling
+            await h.answered(h.hand_over(_mlp(1, id="a"), _mlp(1, id="b", seed=1)))
+            assert not poll.polling
+            passes = poll.passes
+            await h.answered(h.hand_over(_mlp(1, id="c", seed=2)))
+            assert not poll.polling and poll.passes == passes
+
+    asyncio.run(scenario())
