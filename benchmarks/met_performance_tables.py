@@ -98,7 +98,7 @@ def growth_table(growth: dict[str, dict[str, Any]]) -> str:
     ratio to raw PF's (pileup_growth): per seed, then the mean ± its error."""
     rows = ["| estimator | growth per sample (GeV) | mean | ÷ raw PF's, per sample | mean |",
             "|---|---|---|---|---|"]  # fmt: skip
-    for e, g in growth.items():  # fmt: skip
+    for e, g in growth.items():
         rows.append(f"| {LABELS.get(e, e)} | " + " / ".join(f"{x:.1f}" for x in g["growth"])
                     + f" | {_value(g['growth_mean'], g['growth_error'], 1)} | "
                     + " / ".join(f"{x:.2f}" for x in g["vs_reference"])
