@@ -34,7 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import PERF_ANALYZER, load_options, report_row, write_mlp  # noqa: E402
+from common import PERF_ANALYZER, load_options, report_row, until_stable, write_mlp  # noqa: E402
 
 from sonic.launcher import LocalServer  # noqa: E402
 from sonic.server.settings import DEFAULT_BUSY_POLL_US  # noqa: E402
@@ -56,15 +56,9 @@ def cpu(pid: int) -> float:
 
 
 def perf_analyzer(url: str, pid: int, batch: int, concurrency: int | None, load: list[str],
-                  window_ms: int, tries: int = 3) -> dict:  # fmt: skip
-    """One perf_analyzer run; one that found no stable window (the machine is shared) is
-    tried again, up to ``tries`` times."""
-    for _ in range(tries - 1):
-        try:
-            return _perf_analyzer_once(url, pid, batch, concurrency, load, window_ms)
-        except RuntimeError as err:
-            print(f"trying again: {str(err)[-200:]!r}", file=sys.stderr)
-    return _perf_analyzer_once(url, pid, batch, concurrency, load, window_ms)
+                  window_ms: int) -> dict:  # fmt: skip
+    return until_stable(lambda: _perf_analyzer_once(url, pid, batch, concurrency, load,
+                                                    window_ms))  # fmt: skip
 
 
 def _perf_analyzer_once(url: str, pid: int, batch: int, concurrency: int | None,

@@ -31,7 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import PERF_ANALYZER, arguments, load_options, write_mlp  # noqa: E402
+from common import PERF_ANALYZER, arguments, load_options, until_stable, write_mlp  # noqa: E402
 
 from sonic.launcher import LocalServer  # noqa: E402
 
@@ -66,17 +66,11 @@ def tree_cpu(pid: int) -> float:
 
 
 def measure(repo: Path, src: str, extra: list[str], batch: int, concurrency: int,
-            window_ms: int, tries: int = 3) -> tuple[float, float]:  # fmt: skip
-    """(inferences/s, server CPU µs per request) of one perf_analyzer run; a run that found no
-    stable window (on a busy machine, at concurrency 1 most often) is tried again, on a fresh
-    server, up to ``tries`` times."""
-    for _ in range(tries - 1):
-        try:
-            return _measure_once(repo, src, extra, batch, concurrency, window_ms)
-        except RuntimeError as err:
-            print(f"batch {batch}, concurrency {concurrency}: trying again ({err})",
-                  file=sys.stderr)  # fmt: skip
-    return _measure_once(repo, src, extra, batch, concurrency, window_ms)
+            window_ms: int) -> tuple[float, float]:  # fmt: skip
+    """(inferences/s, server CPU µs per request) of one perf_analyzer run, on a fresh server
+    for each try (common.until_stable)."""
+    return until_stable(lambda: _measure_once(repo, src, extra, batch, concurrency,
+                                              window_ms))  # fmt: skip
 
 
 def _measure_once(repo: Path, src: str, extra: list[str], batch: int, concurrency: int,

@@ -8,10 +8,11 @@ import argparse
 import contextlib
 import csv
 import json
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -61,6 +62,21 @@ def load_options(url: str, window_ms: int, *, batch: int = 1, concurrency: int |
         out += ["--concurrency-range", str(concurrency)]
     out += ["-p", str(window_ms), "-s", str(stability), "-r", str(trials), *extra]
     return out + (["-f", str(report)] if report is not None else [])
+
+
+T = TypeVar("T")
+
+
+def until_stable(run: Callable[[], T], tries: int = 3) -> T:
+    """``run()``, one perf_analyzer measurement that raises RuntimeError where perf_analyzer
+    found no stable window (on this shared machine it sometimes does not), tried again up to
+    ``tries`` times rather than failing the whole benchmark."""
+    for _ in range(tries - 1):
+        try:
+            return run()
+        except RuntimeError as err:
+            print(f"no stable measurement, trying again: {str(err)[-200:]!r}", file=sys.stderr)
+    return run()
 
 
 def report_row(report: Path) -> dict[str, str]:
