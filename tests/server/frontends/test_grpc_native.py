@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -35,6 +36,19 @@ class TritonPythonModel:
         return [pb_utils.InferenceResponse([pb_utils.Tensor(
             "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]) for r in requests]
 """
+# Marks when it starts, so a test can queue a second call behind a first known to be running.
+DROWSY = """
+import time
+from pathlib import Path
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        (Path(__file__).parent / "started").touch()
+        time.sleep(1.0)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]) for r in requests]
+"""
 SLEEPY_CONFIG = """
 backend: "python"
 max_batch_size: 0
@@ -50,6 +64,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "sleepy" / "1").mkdir(parents=True)
     (root / "sleepy" / "1" / "model.py").write_text(SLEEPY)
     (root / "sleepy" / "config.pbtxt").write_text(SLEEPY_CONFIG)
+    (root / "drowsy" / "1").mkdir(parents=True)  # long enough to see a request wait behind it
+    (root / "drowsy" / "1" / "model.py").write_text(DROWSY)
+    (root / "drowsy" / "config.pbtxt").write_text(SLEEPY_CONFIG)
     return root
 
 
@@ -162,28 +179,45 @@ def test_gzip_requests_and_deadlines(repo: Path, transport: str) -> None:
             assert time.monotonic() - t0 < 1.0
 
 
+def _wait(ready: Callable[[], bool], timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.01)
+
+
+def _pending(metrics_url: str, model: str) -> float:
+    text = urllib.request.urlopen(metrics_url).read().decode()
+    key = f'nv_inference_pending_request_count{{model="{model}",version="1"}} '
+    return float(text.split(key)[1].split()[0])
+
+
 @pytest.mark.parametrize("transport", ["native", "python"])
 def test_a_call_cancelled_while_queued_is_withdrawn(repo: Path, transport: str) -> None:
     """A ModelInfer whose client goes away while it waits for the instance never runs: it
     counts as a failure, the pending gauge comes back to 0, and the server answers on."""
-    request = pb.ModelInferRequest(model_name="sleepy")
+    request = pb.ModelInferRequest(model_name="drowsy")
     request.inputs.add(name="X", datatype="FP32", shape=[1])
     request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
     with LocalServer(repo, f"--grpc-transport={transport}") as server:
         with grpc.insecure_channel(server.grpc_url) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            # Steps wait on the server, not on fixed sleeps: on a loaded machine a sleep can
+            # cancel the second call before it arrives, or let it overtake the first.
+            started = repo / "drowsy" / "1" / "started"
+            started.unlink(missing_ok=True)
             running = stub.ModelInfer.future(request)
-            time.sleep(0.01)
+            _wait(started.exists)
             queued = stub.ModelInfer.future(request)
-            time.sleep(0.01)
+            _wait(lambda: _pending(server.metrics_url, "drowsy") >= 1)
+            assert not running.done(), "the first call ended before the second was queued"
             queued.cancel()
-            assert running.result(timeout=10).model_name == "sleepy"
+            assert running.result(timeout=10).model_name == "drowsy"
         time.sleep(0.2)
         stats = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics(
-            "sleepy", as_json=True)["model_stats"][0]  # fmt: skip
+            "drowsy", as_json=True)["model_stats"][0]  # fmt: skip
         assert stats["inference_stats"]["success"]["count"] == "1"
         assert stats["inference_stats"]["fail"]["count"] == "1"
         assert stats["execution_count"] == "1"  # the withdrawn call never reached the model
-        metrics = urllib.request.urlopen(server.metrics_url).read().decode()
-        assert 'nv_inference_pending_request_count{model="sleepy",version="1"} 0.0' in metrics
+        assert _pending(server.metrics_url, "drowsy") == 0.0
         assert "Traceback" not in server.log()
