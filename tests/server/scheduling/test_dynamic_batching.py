@@ -185,7 +185,8 @@ def test_a_delay_that_gathers_nothing_stops_being_held(batching_server: LocalSer
         skipping = await _one_after_another(c, "lone", 2 * PROBE_EVERY)
         assert 2 * 20 <= skipping < 2 * PROBE_EVERY * 20 / 4, skipping  # two probes waited
         x = np.ones((1, 64), dtype=np.float32)
-        await asyncio.gather(*(c.infer("lone", [_mlp_input(x)]) for _ in range(3)))
+        # A burst of 8: a loaded machine can spread 3 out so that none finds another queued.
+        await asyncio.gather(*(c.infer("lone", [_mlp_input(x)]) for _ in range(8)))
         assert await _one_after_another(c, "lone", 1) >= 20
 
     run(batching_server, scenario)
