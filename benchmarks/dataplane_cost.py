@@ -97,7 +97,10 @@ def request_bytes(rows: int) -> bytes:
     return req.SerializeToString()
 
 
-async def measure(repo: Path, rows: int, per_pump: int, seconds: float) -> dict[str, float]:
+async def measure(repo: Path, rows: int, per_pump: int, seconds: float,
+                  hand_overs: int = 0) -> dict[str, float]:  # fmt: skip
+    """CPU and wall time per request over ``seconds``, or over exactly ``hand_overs``
+    hand-overs (``benchmarks/dataplane_instructions.py`` counts their instructions)."""
     server = Server(ServerSettings(model_repositories=[repo], busy_poll_us=0))
     await server.manager.startup()
     server.dataplane.accepting = True
@@ -122,7 +125,10 @@ async def measure(repo: Path, rows: int, per_pump: int, seconds: float) -> dict[
         await hand_over()
     requests, executions = stats.success.count, stats.execution_count
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    while time.perf_counter() - wall0 < seconds:
+    if hand_overs:
+        for _ in range(hand_overs):
+            await hand_over()
+    while not hand_overs and time.perf_counter() - wall0 < seconds:
         for _ in range(50):
             await hand_over()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
