@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 from sonic.launcher import LocalServer
 from sonic.zoo.examples import identity_model, mlp_model, write_model
 from tests.conftest import CLIENT_VARIANTS, run_with_client
+from tests.fixtures.waiting import wait_until
 
 
 def _infer_mlp(client: Any, mod: Any, model: str = "mlp", version: str = "") -> np.ndarray:
@@ -156,20 +156,11 @@ def test_poll_mode_picks_up_changes(fresh_repo: Path, tmp_path: Path) -> None:
     with LocalServer(fresh_repo, "--model-control-mode=poll", "--repository-poll-secs=0.2") as srv:
         c = grpcclient.InferenceServerClient(srv.grpc_url)
         write_model(mlp_model(), fresh_repo, "added")
-        _wait(lambda: c.is_model_ready("added"))
+        wait_until(lambda: c.is_model_ready("added"), 20.0)
         shutil.rmtree(fresh_repo / "added")
-        _wait(lambda: not c.is_model_ready("added"))
+        wait_until(lambda: not c.is_model_ready("added"), 20.0)
         with pytest.raises(InferenceServerException):
             c.load_model("mlp")
-
-
-def _wait(cond: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.parametrize("variant", CLIENT_VARIANTS)

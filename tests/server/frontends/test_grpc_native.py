@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -21,23 +19,16 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from sonic.launcher import LocalServer
 from sonic.zoo.examples import mlp_model, write_model
+from tests.fixtures.metrics import metric
+from tests.fixtures.waiting import wait_until
 
 MISSING = "import sys; sys.modules['sonic.server.frontends._grpc_native'] = None; "
 
 
-SLEEPY = """
-import time
-import urllib.request
-import triton_python_backend_utils as pb_utils
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep(0.05)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor(
-            "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]) for r in requests]
-"""
-# Marks when it starts, so a test can queue a second call behind a first known to be running.
-DROWSY = """
+def _sleeping_model(seconds: float) -> str:
+    """A python-backend identity model that sleeps ``seconds`` per execution, after touching
+    ``started`` beside its file (so a test can queue a call behind one known to be running)."""
+    return f"""
 import time
 from pathlib import Path
 import triton_python_backend_utils as pb_utils
@@ -45,10 +36,14 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def execute(self, requests):
         (Path(__file__).parent / "started").touch()
-        time.sleep(1.0)
+        time.sleep({seconds})
         return [pb_utils.InferenceResponse([pb_utils.Tensor(
             "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())]) for r in requests]
 """
+
+
+SLEEPY = _sleeping_model(0.05)
+DROWSY = _sleeping_model(1.0)  # long enough to see a request wait behind it
 SLEEPY_CONFIG = """
 backend: "python"
 max_batch_size: 0
@@ -61,12 +56,10 @@ output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("native")
     write_model(mlp_model(), root, "mlp")
-    (root / "sleepy" / "1").mkdir(parents=True)
-    (root / "sleepy" / "1" / "model.py").write_text(SLEEPY)
-    (root / "sleepy" / "config.pbtxt").write_text(SLEEPY_CONFIG)
-    (root / "drowsy" / "1").mkdir(parents=True)  # long enough to see a request wait behind it
-    (root / "drowsy" / "1" / "model.py").write_text(DROWSY)
-    (root / "drowsy" / "config.pbtxt").write_text(SLEEPY_CONFIG)
+    for name, code in (("sleepy", SLEEPY), ("drowsy", DROWSY)):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "1" / "model.py").write_text(code)
+        (root / name / "config.pbtxt").write_text(SLEEPY_CONFIG)
     return root
 
 
@@ -179,17 +172,8 @@ def test_gzip_requests_and_deadlines(repo: Path, transport: str) -> None:
             assert time.monotonic() - t0 < 1.0
 
 
-def _wait(ready: Callable[[], bool], timeout_s: float = 5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        assert time.monotonic() < deadline, "the server did not get there in time"
-        time.sleep(0.01)
-
-
-def _pending(metrics_url: str, model: str) -> float:
-    text = urllib.request.urlopen(metrics_url).read().decode()
-    key = f'nv_inference_pending_request_count{{model="{model}",version="1"}} '
-    return float(text.split(key)[1].split()[0])
+def _pending(server: LocalServer, model: str) -> float:
+    return metric(server, "nv_inference_pending_request_count", model=model, version="1")
 
 
 @pytest.mark.parametrize("transport", ["native", "python"])
@@ -207,9 +191,9 @@ def test_a_call_cancelled_while_queued_is_withdrawn(repo: Path, transport: str) 
             started = repo / "drowsy" / "1" / "started"
             started.unlink(missing_ok=True)
             running = stub.ModelInfer.future(request)
-            _wait(started.exists)
+            wait_until(started.exists, 5, poll_s=0.01)
             queued = stub.ModelInfer.future(request)
-            _wait(lambda: _pending(server.metrics_url, "drowsy") >= 1)
+            wait_until(lambda: _pending(server, "drowsy") >= 1, 5, poll_s=0.01)
             assert not running.done(), "the first call ended before the second was queued"
             queued.cancel()
             assert running.result(timeout=10).model_name == "drowsy"
@@ -219,5 +203,5 @@ def test_a_call_cancelled_while_queued_is_withdrawn(repo: Path, transport: str) 
         assert stats["inference_stats"]["success"]["count"] == "1"
         assert stats["inference_stats"]["fail"]["count"] == "1"
         assert stats["execution_count"] == "1"  # the withdrawn call never reached the model
-        assert _pending(server.metrics_url, "drowsy") == 0.0
+        assert _pending(server, "drowsy") == 0.0
         assert "Traceback" not in server.log()
