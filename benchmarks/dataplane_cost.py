@@ -128,9 +128,10 @@ async def measure(repo: Path, rows: int, per_pump: int, seconds: float,
     if hand_overs:
         for _ in range(hand_overs):
             await hand_over()
-    while not hand_overs and time.perf_counter() - wall0 < seconds:
-        for _ in range(50):
-            await hand_over()
+    else:
+        while time.perf_counter() - wall0 < seconds:
+            for _ in range(50):
+                await hand_over()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     n = stats.success.count - requests
     server.manager.get("mlp").close()

@@ -88,9 +88,6 @@ def instructions(tree: Path, rows: int, per_pump: int, hand_overs: int) -> int:
 
 
 def per_request(tree: Path, rows: int, per_pump: int) -> float:
-    # Bytecode compiled beforehand: else the first run compiles it and the second does not.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "src"),
-                    str(Path(__file__).resolve().parent)], check=True)  # fmt: skip
     short = instructions(tree, rows, per_pump, SHORT)
     long = instructions(tree, rows, per_pump, LONG)
     return (long - short) / ((LONG - SHORT) * per_pump)
@@ -118,6 +115,10 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
                             args.base], check=True, capture_output=True)  # fmt: skip
             trees = {args.base: base, **trees}
+        # Bytecode compiled beforehand: else a point's first run compiles it, its second not.
+        for tree in trees.values():
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "src"),
+                            str(Path(__file__).resolve().parent)], check=True)  # fmt: skip
         try:
             print("| rows per request | requests per hand-over | "
                   + " | ".join(f"instructions per request ({name})" for name in trees)
