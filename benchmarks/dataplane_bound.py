@@ -72,7 +72,7 @@ parse = pb.ModelInferRequest.FromString
 
 def answer(server):
     out, calls, arrays = [], [], []
-    for kind, call, method, body, _, _ in server.drain():
+    for kind, call, method, body, _, _, _ in server.drain():
         if kind != CALL:
             continue
         if method != INFER:

@@ -70,12 +70,12 @@ class Transport:
     answers; counts the answers, so that a hand-over can wait for all of its own."""
 
     def __init__(self) -> None:
-        self.waiting: list[tuple[int, int, int, bytes, Any, Any]] = []
+        self.waiting: list[tuple[int, int, int, bytes, Any, Any, int]] = []
         self.answered = 0
         self.want = 0
         self.done = asyncio.Event()
 
-    def drain(self) -> list[tuple[int, int, int, bytes, Any, Any]]:
+    def drain(self) -> list[tuple[int, int, int, bytes, Any, Any, int]]:
         calls, self.waiting = self.waiting, []
         return calls
 
@@ -117,7 +117,7 @@ async def measure(repo: Path, rows: int, per_pump: int, seconds: float,
         transport.done.clear()
         for _ in range(per_pump):
             call += 1
-            transport.waiting.append((CALL, call, infer, body, None, None))
+            transport.waiting.append((CALL, call, infer, body, None, None, time.perf_counter_ns()))
         side.pump()
         await transport.done.wait()
 

@@ -101,7 +101,7 @@ if mode == "native":
 
         def pump():
             out = []
-            for kind, call, method, body, _, _ in s.drain():
+            for kind, call, method, body, _, _, _ in s.drain():
                 request, answer = ANSWERS[method]
                 request.FromString(body)
                 out.append((REPLY, call, 0, answer().SerializeToString()))

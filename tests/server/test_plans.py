@@ -9,6 +9,7 @@ takes it); statuses, messages, outputs and statistics must be the same on both.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,12 +160,13 @@ class Harness:
         for req in requests:
             self.calls += 1
             calls.append(self.calls)
-            self.waiting.append((CALL, self.calls, self.infer, req.SerializeToString(), None, None))
+            self.waiting.append((CALL, self.calls, self.infer, req.SerializeToString(), None, None,
+                                 time.perf_counter_ns()))  # fmt: skip
         self.side.pump()
         return calls
 
     def cancel(self, call: int) -> None:
-        self.waiting.append((CANCEL, call, 0, b"", None, None))
+        self.waiting.append((CANCEL, call, 0, b"", None, None, time.perf_counter_ns()))
         self.side.pump()
 
     async def answered(self, calls: list[int]) -> list[tuple[int, int, bytes]]:

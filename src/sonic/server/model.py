@@ -306,13 +306,16 @@ class LoadedModel:
 
     def submit_planned(self, plan: Plan, raws: Any, request_id: str, start_ns: int) -> Pending:
         """:meth:`submit` for a request of a planned layout: ``raws``, its inputs' bytes in
-        order, have the plan's lengths (the caller checked)."""
+        order, have the plan's lengths (the caller checked).  Only the frame transports plan,
+        and their ``start_ns`` is when the request reached the server: its queue time counts
+        from there (the scheduler's ``since``), the wait for the event loop included."""
         self.inflight.begin()
         try:
             feed = {name: np.frombuffer(raw, dtype).reshape(shape)
                     for (name, dtype, shape), raw in zip(plan.inputs, raws,
                                                          strict=True)}  # fmt: skip
-            item = self.scheduler.submit(feed, plan.names, plan.rows, key=plan.batch_key)
+            item = self.scheduler.submit(feed, plan.names, plan.rows, key=plan.batch_key,
+                                         since=start_ns)  # fmt: skip
         except BaseException as err:
             self._failed(start_ns, err)
             raise
@@ -330,7 +333,7 @@ class LoadedModel:
                     .reshape((n * shape[0], *shape[1:]))
                     for i, (name, dtype, shape) in enumerate(plan.inputs)}  # fmt: skip
             return self.scheduler.submit(feed, plan.names, n * plan.rows, key=plan.batch_key,
-                                         requests=n)  # fmt: skip
+                                         requests=n, since=start_ns)  # fmt: skip
         except BaseException as err:
             self._failed(start_ns, err, n)
             raise

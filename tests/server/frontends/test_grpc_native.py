@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -30,6 +33,8 @@ def _sleeping_model(seconds: float) -> str:
     ``started`` beside its file (so a test can queue a call behind one known to be running)."""
     return f"""
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
@@ -52,10 +57,22 @@ output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
 """
 
 
+#: Four 512x512 dense layers over any number of rows, without batching: one request of many
+#: rows is a long call, and a model whose calls are short on average runs them on the event
+#: loop's thread (sonic.server.scheduling.instances), holding the loop for that long.
+WIDE_CONFIG = """
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+input [ { name: "input", data_type: TYPE_FP32, dims: [ -1, 512 ] } ]
+output [ { name: "output", data_type: TYPE_FP32, dims: [ -1, 512 ] } ]
+"""
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("native")
     write_model(mlp_model(), root, "mlp")
+    write_model(mlp_model((512,) * 5), root, "wide", config=WIDE_CONFIG)
     for name, code in (("sleepy", SLEEPY), ("drowsy", DROWSY)):
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / "model.py").write_text(code)
@@ -205,3 +222,53 @@ def test_a_call_cancelled_while_queued_is_withdrawn(repo: Path, transport: str) 
         assert stats["execution_count"] == "1"  # the withdrawn call never reached the model
         assert _pending(server, "drowsy") == 0.0
         assert "Traceback" not in server.log()
+
+
+def _queue_ms(client: grpcclient.InferenceServerClient, model: str) -> tuple[float, int]:
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(stats["inference_stats"]["queue"]["ns"]) / 1e6, int(stats["execution_count"])
+
+
+def _loop_answers(server: LocalServer) -> bool:
+    """Whether the server's event loop answers HTTP at once (it serves HTTP too)."""
+    try:
+        with urllib.request.urlopen(f"http://{server.http_url}/v2/health/live", timeout=0.05):
+            return True
+    except (TimeoutError, urllib.error.URLError):
+        return False
+
+
+def test_a_wait_for_the_event_loop_is_queue_time(repo: Path) -> None:
+    """grpc++ reads calls while the event loop is busy (here: running a long call inline), and
+    stamps each one; a request's queue time counts from there, so the autoscaling signal (queue
+    time per execution) sees a loop that cannot keep up, not only a full model queue."""
+    with LocalServer(repo, "--grpc-transport=native") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        small = grpcclient.InferInput("input", [1, 64], "FP32")
+        small.set_data_from_numpy(np.ones((1, 64), np.float32))
+        row = grpcclient.InferInput("input", [1, 512], "FP32")
+        row.set_data_from_numpy(np.ones((1, 512), np.float32))
+        big = grpcclient.InferInput("input", [8192, 512], "FP32")
+        big.set_data_from_numpy(np.ones((8192, 512), np.float32))
+        for _ in range(3):  # the second on takes mlp's plan, the frame path's fast one
+            client.infer("mlp", [small])
+        for _ in range(3):
+            for _ in range(40):  # wide's calls are short on average again: they run inline
+                client.infer("wide", [row])
+            q0, n0 = _queue_ms(client, "mlp")
+            held = threading.Thread(target=client.infer, args=("wide", [big]))
+            held.start()
+            # The long call holds the loop once the loop stops answering HTTP.
+            wait_until(lambda: not _loop_answers(server), 10, poll_s=0.01)
+            t0 = time.perf_counter()
+            client.infer("mlp", [small])
+            waited_ms = (time.perf_counter() - t0) * 1000
+            held.join()
+            q1, n1 = _queue_ms(client, "mlp")
+            if waited_ms > 20:
+                break
+        else:
+            pytest.fail(f"the long call never held the loop ({waited_ms:.0f} ms)")
+        assert n1 - n0 == 1
+        # The round trip was the wait for the loop and little else; most of it is queue time.
+        assert q1 - q0 > 0.5 * waited_ms, (q1 - q0, waited_ms)

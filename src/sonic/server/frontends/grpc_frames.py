@@ -172,7 +172,7 @@ class ServerSide(FrameReader):
                 return
             ctx = self.metadata.pop(call, NO_METADATA)
             if kind == CALL and arg == self.hub.infer_index:
-                self.start_infers([(call, body, ctx)])
+                self.start_infers([(call, body, ctx, 0)])
             elif kind == CALL:
                 request = self._decode(call, arg, body)
                 if request is None:
@@ -218,18 +218,19 @@ class ServerSide(FrameReader):
         self.accepted[call] = accepted
         return True
 
-    def start_infers(self, calls: list[tuple[int, bytes, CallContext]]) -> None:
+    def start_infers(self, calls: list[tuple[int, bytes, CallContext, int]]) -> None:
         """ModelInfer calls that arrived together: those of a layout a model has a plan for
         are queued together, one item per plan where its scheduler allows it
-        (:mod:`sonic.server.grouped`); the others one by one."""
+        (:mod:`sonic.server.grouped`); the others one by one.  Each call: its number, body,
+        context and when it arrived (``time.perf_counter_ns``; 0: now)."""
         index, inference = self.hub.infer_index, self.hub.inference
         by_plan: dict[int, list[tuple[int, Found]]] = {}
-        for call, body, ctx in calls:
+        for call, body, ctx, arrived in calls:
             request = self._decode(call, index, body)
             if request is None:
                 continue
             try:
-                found = inference.find_plan(request, ctx, len(body))
+                found = inference.find_plan(request, ctx, len(body), arrived)
             except Exception as err:
                 self.send(ERROR, call, *_details(err))
                 continue

@@ -82,10 +82,10 @@ class NativeSide(ServerSide):
     def pump(self) -> None:
         """The eventfd is readable: take every event the transport has queued."""
         infer, infers = self.hub.infer_index, []
-        for kind, call, method, body, metadata, peer in self.server.drain():
+        for kind, call, method, body, metadata, peer, arrived in self.server.drain():
             if kind == CALL and method == infer:
                 # Taken together, after the events before them (start_infers).
-                infers.append((call, body, self.metadata.pop(call, NO_METADATA)))
+                infers.append((call, body, self.metadata.pop(call, NO_METADATA), arrived))
                 continue
             if infers:
                 self.start_infers(infers)

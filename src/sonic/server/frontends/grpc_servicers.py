@@ -187,14 +187,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         start = time.perf_counter_ns()
         return await self._encode(await self.dp.infer(await self._decode(request), start))
 
-    def find_plan(self, request: Any, context: Any, size: int) -> Found:
+    def find_plan(self, request: Any, context: Any, size: int, arrived_ns: int = 0) -> Found:
         """ModelInfer's first steps on the frame transports: credentials, the model, and the
         model's plan for the request's layout where it has one (:class:`sonic.server.model.
         Plan`: the request then needs no decoding or validating).  Requests over
         :data:`PLANNED_BYTES`, and those to models that never plan, do not look for one, as
-        looking copies their data.  ``size``: the request's bytes on the wire.  Refusals
-        raise."""
-        start = time.perf_counter_ns()
+        looking copies their data.  ``size``: the request's bytes on the wire;
+        ``arrived_ns``: when the transport had read it (``time.perf_counter_ns``), 0 for now:
+        the request's times count from there.  Refusals raise."""
+        start = arrived_ns or time.perf_counter_ns()
         if self.auth.enabled:
             self.auth.check(Category.INFERENCE, _authorization(context), "ModelInfer",
                             peer(context))  # fmt: skip

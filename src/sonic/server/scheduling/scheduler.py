@@ -132,13 +132,16 @@ class _Scheduler:
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
-        requests: int = 1,
+        requests: int = 1, since: int = 0,
     ) -> WorkItem:  # fmt: skip
         """Queue one request; its ``future`` resolves once its execution ran (the model
         version awaits it, or calls back: :meth:`sonic.server.model.LoadedModel.submit`).
         Refusals (a full queue, a bad priority) raise here, before anything was queued.
         ``key``: :meth:`batch_key` of ``inputs``, where the caller knows it already;
-        ``requests``: how many requests the item carries, where :meth:`groupable`."""
+        ``requests``: how many requests the item carries, where :meth:`groupable`;
+        ``since``: when the request(s) reached the server, where a transport stamped it (on
+        this clock): queue time, the batch delay and queue timeouts count from there, so that
+        a wait for the event loop before the request was queued is queue time too."""
         raise NotImplementedError
 
     def groupable(self, requests: int) -> bool:
@@ -170,7 +173,7 @@ class DirectScheduler(_Scheduler):
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
-        requests: int = 1,
+        requests: int = 1, since: int = 0,
     ) -> WorkItem:  # fmt: skip
         if self.max_queue_size and self.pending >= self.max_queue_size:
             raise Unavailable(
@@ -179,7 +182,8 @@ class DirectScheduler(_Scheduler):
                 f"{self.max_queue_size})"
             )
         loop = self._running_loop()
-        item = WorkItem(inputs, outputs, rows, time.perf_counter_ns(), loop.create_future())
+        item = WorkItem(inputs, outputs, rows, since or time.perf_counter_ns(),
+                        loop.create_future())  # fmt: skip
         self.pending += 1
         task = loop.create_task(self._run(item))
         self._running.add(task)
@@ -270,7 +274,7 @@ class DynamicBatcher(_Scheduler):
     def submit(
         self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int,
         priority: int = 0, timeout_us: int = 0, key: tuple[Any, ...] | None = None,
-        requests: int = 1,
+        requests: int = 1, since: int = 0,
     ) -> WorkItem:  # fmt: skip
         level = priority or self.default_level
         if not 1 <= level <= self.levels:
@@ -291,7 +295,7 @@ class DynamicBatcher(_Scheduler):
             timeout_ns = timeout_us * 1000 if not timeout_ns else min(timeout_ns, timeout_us * 1000)
         if timeout_ns:
             self._may_expire = True
-        now = self.clock()
+        now = since or self.clock()
         loop = self._running_loop()
         if key is None:
             key = self.batch_key(inputs)
