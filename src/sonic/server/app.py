@@ -89,6 +89,11 @@ class Server:
         self.gpus = discover()
         log.info("GPUs: %s", ", ".join(f"{g.index}: {g.name} ({g.uuid})" for g in self.gpus)
                  or "none")  # fmt: skip
+        #: The gRPC transport: checked here, so that a missing extension fails the start.
+        self.transport = settings.grpc_transport or default_transport()
+        native = self.transport == "native" and settings.allow_grpc and not settings.grpc_frontends
+        if native:
+            native_module()
         self.manager = ModelManager(
             ModelRepository(settings.model_repositories),
             settings.model_control_mode,
@@ -100,6 +105,7 @@ class Server:
                 adaptive_batch_delay=settings.adaptive_batch_delay,
                 gpus=tuple(g.index for g in self.gpus),
                 cpu_fallback=settings.allow_cpu_fallback,
+                inline_under_load=native,
             ),
             settings.load_models,
         )
@@ -117,10 +123,6 @@ class Server:
         if self.gpus:
             self.dataplane.extensions.append("cuda_shared_memory")
         self._stop = asyncio.Event()
-        #: The gRPC transport: checked here, so that a missing extension fails the start.
-        self.transport = settings.grpc_transport or default_transport()
-        if self.transport == "native" and settings.allow_grpc and not settings.grpc_frontends:
-            native_module()
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -49,6 +49,9 @@ class LoadOptions:
     max_queue_size: int = 0
     #: Stop holding partial batches whose waits gather nothing (``--adaptive-batch-delay``).
     adaptive_batch_delay: bool = True
+    #: Short calls of single-instance models run inline under load too: the gRPC transport
+    #: stamps requests as it reads them (the native one; InstancePool).
+    inline_under_load: bool = False
 
 
 def _gpu_devices(
@@ -187,7 +190,7 @@ def load_model(
             rest = [backend(name, config, vdir, p) for p in where[1:]]
             created.extend(rest)
             stats = ModelStatistics(name, str(v))
-            pool = InstancePool([first, *rest], name)
+            pool = InstancePool([first, *rest], name, options.inline_under_load)
             scheduler: DirectScheduler | DynamicBatcher
             if config.max_batch_size > 0 and config.HasField("dynamic_batching"):
                 scheduler = DynamicBatcher(pool, stats, shape, config, options.max_queue_size,

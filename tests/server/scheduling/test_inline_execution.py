@@ -68,6 +68,14 @@ def test_calls_while_other_requests_wait_stay_on_the_instance_thread() -> None:
     assert loop_thread not in rec.threads
 
 
+def test_where_waiting_requests_are_stamped_calls_run_inline_under_load() -> None:
+    # The native transport reads and stamps requests while the loop runs a call: their wait
+    # is queue time anyway (tests/server/frontends/test_grpc_native.py).
+    rec = Recorder()
+    loop_thread = _calls(InstancePool([rec], "m", inline_under_load=True), 30, alone=False)
+    assert rec.threads[0] != loop_thread and rec.threads[-1] == loop_thread
+
+
 def test_slow_calls_stay_on_the_instance_thread() -> None:
     rec = Recorder(delay_s=2 * INLINE_BELOW_NS / 1e9)
     loop_thread = _calls(InstancePool([rec], "m"), 15)

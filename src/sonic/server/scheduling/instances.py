@@ -38,10 +38,15 @@ class InstancePool:
     moves back to its thread at once.
     """
 
-    def __init__(self, instances: Sequence[BackendInstance], model: str) -> None:
+    def __init__(self, instances: Sequence[BackendInstance], model: str,
+                 inline_under_load: bool = False) -> None:  # fmt: skip
+        """``inline_under_load``: requests waiting for the loop are stamped on arrival and
+        counted in queue time (the native transport: sonic.server.frontends.grpc_native), so
+        short calls run inline whether or not other requests wait (:meth:`run`)."""
         self.model = model
         self.instances = list(instances)
         self._may_inline = len(self.instances) == 1 and self.instances[0].inline_ok
+        self._inline_under_load = inline_under_load
         # Start on the thread: the first calls (allocation, warm-up) are the slow ones.
         self._call_ns = float(INLINE_BELOW_NS * 10)
         self._executors = {
@@ -74,8 +79,13 @@ class InstancePool:
         """Run ``fn`` on ``inst``: inline when allowed, short, and ``alone`` (no other request
         waits); under load the loop must keep reading requests while the model runs, so that
         they wait in the server's queue, where queue time (the autoscaling signal) sees them,
-        and not unread in socket buffers."""
-        if alone and self._may_inline and self._call_ns < INLINE_BELOW_NS:
+        and not unread in socket buffers.  Where the transport reads and stamps requests while
+        the loop is busy (``inline_under_load``), their wait is queue time anyway, and short
+        calls run inline under load too: two thread hand-offs and a GIL transfer per execution
+        cost more than the overlap buys on a loaded node (perf_analyzer, batch 1 concurrency 8
+        and batch 64 concurrency 4, alternating: inline won every pair, 2026-12-03)."""
+        if (alone or self._inline_under_load) and self._may_inline \
+                and self._call_ns < INLINE_BELOW_NS:  # fmt: skip
             return self._timed(fn, inst)
         loop = self._running_loop()
         return await loop.run_in_executor(self._executors[id(inst)], self._timed, fn, inst)
