@@ -33,8 +33,6 @@ def _sleeping_model(seconds: float) -> str:
     ``started`` beside its file (so a test can queue a call behind one known to be running)."""
     return f"""
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
