@@ -503,8 +503,8 @@ class Server {
 PYBIND11_MODULE(_grpc_native, m) {
   m.doc() = "grpc++ byte transport for sonic's data plane (see native/grpc_transport)";
   // Debian builds abseil without NDEBUG, which leaves absl::Mutex's deadlock detection on:
-  // every lock grpc core takes also updates a lock-order graph (GraphCycles), about a tenth
-  // of the completion-queue thread's CPU under load (perf, batch 1, concurrency 8).  A
+  // every lock grpc core takes also updates a lock-order graph (GraphCycles), some 4% of
+  // the completion-queue thread's CPU under load (perf, batch 1, concurrency 8).  A
   // release build of abseil has it off; so does this process (grpcio carries its own copy).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   m.attr("GRPC_VERSION") = grpc::Version();
