@@ -21,12 +21,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 
 from sonic.launcher import LocalServer
 from tests.conftest import write_python_model
 from tests.fixtures.kustomize import by_kind, render
+from tests.fixtures.statistics import queue_ms
 
 #: 4 ms of work per request, one instance, no batching: a server whose queue grows with load.
 WORK = textwrap.dedent("""
@@ -55,12 +55,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
         yield srv
 
 
-def _queue_ms_per_execution(server: LocalServer) -> tuple[float, int]:
-    s = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics(
-        "work", as_json=True)["model_stats"][0]  # fmt: skip
-    return int(s["inference_stats"]["queue"].get("ns", 0)) / 1e6, int(s.get("execution_count", 0))
-
-
 def measure(server: LocalServer, in_flight: int, seconds: float = 1.0) -> float:
     """Queue ms per execution (the trigger's query, on one server) with ``in_flight`` clients."""
 
@@ -79,9 +73,9 @@ def measure(server: LocalServer, in_flight: int, seconds: float = 1.0) -> float:
         finally:
             await client.close()
 
-    (q0, n0) = _queue_ms_per_execution(server)
+    (q0, n0) = queue_ms(server, "work")
     asyncio.run(load())
-    (q1, n1) = _queue_ms_per_execution(server)
+    (q1, n1) = queue_ms(server, "work")
     return (q1 - q0) / max(n1 - n0, 1)
 
 
@@ -122,6 +116,7 @@ def simulate(curve: dict[int, float], scaled_object: dict, metric_type: str, cli
     replicas, history = 1, []
     recommendations: list[tuple[float, int]] = []
     events: list[tuple[float, int]] = []
+    window = {d: behavior[d]["stabilizationWindowSeconds"] for d in ("scaleUp", "scaleDown")}
     for step in range(minutes * 60 // sync_s):
         now = step * sync_s
         queue = _raw(curve, clients / replicas)
@@ -135,7 +130,6 @@ def simulate(curve: dict[int, float], scaled_object: dict, metric_type: str, cli
             desired = replicas
         # Stabilization: up to the lowest recommendation of the up window, down to the highest
         # of the down window.
-        window = {d: behavior[d]["stabilizationWindowSeconds"] for d in ("scaleUp", "scaleDown")}
         up = min([desired] + [r for t, r in recommendations if t > now - window["scaleUp"]])
         down = max([desired] + [r for t, r in recommendations if t > now - window["scaleDown"]])
         recommendations.append((now, desired))

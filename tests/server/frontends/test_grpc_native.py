@@ -23,6 +23,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from sonic.launcher import LocalServer
 from sonic.zoo.examples import mlp_model, write_model
 from tests.fixtures.metrics import metric
+from tests.fixtures.statistics import queue_ms
 from tests.fixtures.waiting import wait_until
 
 MISSING = "import sys; sys.modules['sonic.server.frontends._grpc_native'] = None; "
@@ -222,11 +223,6 @@ def test_a_call_cancelled_while_queued_is_withdrawn(repo: Path, transport: str) 
         assert "Traceback" not in server.log()
 
 
-def _queue_ms(client: grpcclient.InferenceServerClient, model: str) -> tuple[float, int]:
-    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    return int(stats["inference_stats"]["queue"]["ns"]) / 1e6, int(stats["execution_count"])
-
-
 def _loop_answers(server: LocalServer) -> bool:
     """Whether the server's event loop answers HTTP at once (it serves HTTP too)."""
     try:
@@ -253,7 +249,7 @@ def test_a_wait_for_the_event_loop_is_queue_time(repo: Path) -> None:
         for _ in range(3):
             for _ in range(40):  # wide's calls are short on average again: they run inline
                 client.infer("wide", [row])
-            q0, n0 = _queue_ms(client, "mlp")
+            q0, n0 = queue_ms(server, "mlp")
             held = threading.Thread(target=client.infer, args=("wide", [big]))
             held.start()
             # The long call holds the loop once the loop stops answering HTTP.
@@ -262,7 +258,7 @@ def test_a_wait_for_the_event_loop_is_queue_time(repo: Path) -> None:
             client.infer("mlp", [small])
             waited_ms = (time.perf_counter() - t0) * 1000
             held.join()
-            q1, n1 = _queue_ms(client, "mlp")
+            q1, n1 = queue_ms(server, "mlp")
             if waited_ms > 20:
                 break
         else:
