@@ -138,3 +138,21 @@ def test_a_response_from_its_plan_head_parses_as_the_whole() -> None:
     whole.outputs.add(name="output", datatype="FP32", shape=[3, 2])
     whole.outputs.add(name="n", datatype="INT64", shape=[3])
     assert pb.ModelInferResponse.FromString(response_from(head, "r-9", raws)) == whole
+
+
+def test_decode_cost_counts_elements_not_raw_bytes() -> None:
+    """What decides whether a request is decoded off the event loop: 8 per element for BYTES
+    and typed contents, from the shape (reading a raw tensor's length copies it out of the
+    message), nothing for raw fixed-size tensors, and no error for a shape that decoding will
+    refuse."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    from sonic.protocol.grpc_codec import decode_cost
+
+    req = pb.ModelInferRequest(model_name="m")
+    req.inputs.add(name="s", datatype="BYTES", shape=[2, 1000])
+    req.inputs.add(name="f", datatype="FP32", shape=[4096])
+    req.inputs.add(name="t", datatype="INT32", shape=[3]).contents.int_contents.extend([1, 2, 3])
+    req.inputs.add(name="bad", datatype="BYTES", shape=[-1, 5])
+    req.raw_input_contents.extend([b"\0" * 4, np.zeros(4096, np.float32).tobytes(), b""])
+    assert decode_cost(req) == 8 * 2000 + 8 * 3

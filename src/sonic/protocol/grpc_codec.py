@@ -9,6 +9,7 @@ an error.  Responses always carry raw output bytes, as Triton's do.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -96,16 +97,20 @@ def _from_contents(inp: Any, shape: tuple[int, ...], model: str) -> np.ndarray:
 
 def decode_cost(msg: pb.ModelInferRequest) -> int:
     """About how many bytes decoding walks element by element in Python: BYTES tensors and
-    typed contents (raw fixed-size tensors are wrapped without a copy and cost nothing)."""
+    typed contents (raw fixed-size tensors are wrapped without a copy and cost nothing).
+
+    A raw BYTES tensor counts 8 bytes for each element its shape claims.  Its length would
+    need ``raw_input_contents[i]``, which copies the whole tensor out of the message with the
+    GIL held: twice over 60 MiB, that held the event loop for 150 ms on 2 cores."""
     cost, raw_index = 0, 0
-    raw = msg.raw_input_contents
+    raws = len(msg.raw_input_contents)
     for inp in msg.inputs:
         if inp.HasField("contents"):
             field = _CONTENTS_FIELD.get(inp.datatype)
             cost += 8 * len(getattr(inp.contents, field)) if field else 0
-        elif raw_index < len(raw):
+        elif raw_index < raws:
             if inp.datatype == "BYTES":
-                cost += len(raw[raw_index])
+                cost += 8 * math.prod(max(d, 0) for d in inp.shape)
             raw_index += 1
     return cost
 
