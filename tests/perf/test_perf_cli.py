@@ -6,7 +6,7 @@ import csv
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,17 @@ def sonic_perf(*args: object) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
+def once_more_if_unstable(tool: Callable[..., subprocess.CompletedProcess[str]],
+                          *args: object) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``tool(*args)``, run a second time where it found no stable window: the tests that
+    compare files need a finished run, and 300 ms windows on a loaded 2-core machine sometimes
+    stay unstable for all ten trials."""
+    done = tool(*args)
+    if done.returncode != 0 and "Failed to obtain stable measurement" in done.stdout + done.stderr:
+        done = tool(*args)
+    return done
+
+
 def rows(path: Path) -> list[dict[str, str]]:
     with path.open() as f:
         return list(csv.DictReader(f))
@@ -55,9 +66,9 @@ def header(path: Path) -> bytes:
 def test_csv_header_equals_perf_analyzer(server: LocalServer, tmp_path: Path,
                                          extra: list[str]) -> None:  # fmt: skip
     common = ["-m", "mlp", "-u", server.grpc_url, "-i", "grpc", *FAST, *extra]
-    pa = run_perf_analyzer(*common, "-f", tmp_path / "pa.csv")
+    pa = once_more_if_unstable(run_perf_analyzer, *common, "-f", tmp_path / "pa.csv")
     assert pa.returncode == 0, pa.stdout + pa.stderr
-    ours = sonic_perf(*common, "-f", tmp_path / "sonic.csv")
+    ours = once_more_if_unstable(sonic_perf, *common, "-f", tmp_path / "sonic.csv")
     assert ours.returncode == 0, ours.stdout + ours.stderr
     assert header(tmp_path / "sonic.csv") == header(tmp_path / "pa.csv")
     assert len(rows(tmp_path / "sonic.csv")) == len(rows(tmp_path / "pa.csv"))
