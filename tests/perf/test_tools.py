@@ -23,7 +23,10 @@ from sonic.perf.target import Target
 from tests.conftest import write_mlp
 from tests.fixtures.perf_analyzer import PERF_ANALYZER
 
-QUICK = Settings(interval_ms=300, stability_pct=100, max_trials=6)
+#: Short windows, loose stability, and enough trials that a loaded 2-core machine finds three
+#: windows in a row within 2x of each other: with 6, one of the sweep's eight points was left
+#: unstable (a row without numbers, as sweep keeps it) in a CI-like run.
+QUICK = Settings(interval_ms=300, stability_pct=100, max_trials=20)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,8 @@ def test_sweep_batch_concurrency_and_instance_counts(explicit_server: LocalServe
     assert len(rows) == space.size() == len(seen) == 8
     assert {(r["instance_count"], r["batch_size"], r["concurrency"]) for r in rows} == {
         (i, b, c) for i in (1, 2) for b in (1, 4) for c in (1, 2)}
+    unmeasured = [r for r in rows if r["throughput"] is None]
+    assert not unmeasured, unmeasured
     assert all(r["throughput"] > 0 and r["server_compute_infer_us"] >= 0 for r in rows)
     assert _instances(explicit_server.grpc_url) == before  # the original config is back
     written = tidy.write(rows, tmp_path / "t.csv", tmp_path / "t.parquet")
