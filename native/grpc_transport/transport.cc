@@ -5,11 +5,12 @@
 // async service accepts every method without parsing a message, one thread
 // drives the completion queue, and calls are handed to Python in bulk through a
 // queue whose eventfd the asyncio loop watches.  Python decodes, checks
-// credentials, runs the data plane and encodes; its answers come back in bulk
-// too and are written by the completion-queue thread, woken by an alarm that is
-// due at once: grpc's write and finish are CPU the Python thread, the one that
-// limits the server under load, no longer spends (benchmarks/server_vs_triton.py,
-// batch 64, concurrency 4: 1.01x Triton's throughput before, 1.17x after).
+// credentials, runs the data plane and encodes; each answer comes back as soon as
+// it is encoded (Send takes a list) and is written by the completion-queue thread,
+// woken by an alarm that is due at once: grpc's write and finish are CPU the
+// Python thread, the one that limits the server under load, no longer spends
+// (benchmarks/server_vs_triton.py, batch 64, concurrency 4: 1.01x Triton's
+// throughput before, 1.17x after).
 //
 // The events and answers are the frames of the --grpc-frontends relay
 // (sonic.server.relay.frontend): CALL (a unary request), OPEN / MSG / END (a
