@@ -39,22 +39,31 @@ def test_it_fires_once_after_the_delay_and_not_when_cancelled() -> None:
 
 
 def test_a_batch_waits_its_delay_not_the_next_millisecond() -> None:
-    """A 1.6 ms wait ends well before the 2 ms that uvloop's own timer rounds it to (the
-    median of 20 waits; ``loop.call_later`` gave 2.14 ms)."""
+    """A 1.6 ms wait ends before the 2 ms that uvloop's own timer rounds it to.
 
-    async def body() -> float:
+    Measured side by side with ``loop.call_later``, alternating, because a loaded machine
+    adds the same wake-up delay to both: an absolute bound (the median under 2 ms) failed
+    CI at 2.03 ms. Here: precise 1.77-2.4 ms (median 1.85), call_later 1.5-7.4 ms (median
+    2.2; it can also fire early, from the loop's cached clock)."""
+
+    async def body() -> tuple[list[float], list[float]]:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         timer = PreciseTimer(loop, done.set)
-        waits = []
+        arms = (timer.arm, lambda delay: loop.call_later(delay, done.set))
+        precise: list[float] = []
+        coarse: list[float] = []
         for _ in range(20):
-            done.clear()
-            t0 = time.perf_counter()
-            timer.arm(0.0016)
-            await done.wait()
-            waits.append(time.perf_counter() - t0)
+            for arm, waits in zip(arms, (precise, coarse), strict=True):
+                done.clear()
+                t0 = time.perf_counter()
+                arm(0.0016)
+                await done.wait()
+                waits.append(time.perf_counter() - t0)
         timer.close()
-        return sorted(waits)[len(waits) // 2]
+        return sorted(precise), sorted(coarse)
 
-    median = _run(body)
-    assert 0.0016 <= median < 0.0020, median  # call_later: 2.14 ms
+    precise, coarse = _run(body)
+    assert precise[0] >= 0.0016, precise  # never early
+    assert precise[0] < 0.0020, precise  # under the millisecond grid
+    assert precise[10] < coarse[10], (precise, coarse)  # and sooner than call_later's median
