@@ -27,6 +27,7 @@ from sonic.launcher import LocalServer
 from tests.conftest import write_python_model
 from tests.fixtures.kustomize import by_kind, render
 from tests.fixtures.statistics import queue_ms
+from tests.fixtures.waiting import wall_clock
 
 #: 4 ms of work per request, one instance, no batching: a server whose queue grows with load.
 WORK = textwrap.dedent("""
@@ -146,6 +147,7 @@ def simulate(curve: dict[int, float], scaled_object: dict, metric_type: str, cli
     return history
 
 
+@wall_clock
 def test_the_rendered_rule_converges_on_a_load_step(server: LocalServer) -> None:
     curve = {c: measure(server, c) for c in (1, 2, 4, 8)}
     # The server queues: each request in flight beyond the first waits about one execution.

@@ -27,6 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from sonic.launcher import LocalServer
 from sonic.zoo.examples import identity_model, mlp_model, write_model
+from tests.fixtures.waiting import wall_clock
 from tests.security.attacks import assert_unharmed, under_attack
 
 MLP = ('platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
@@ -127,6 +128,7 @@ def test_truncated_region_is_an_error_not_a_crash(server: LocalServer, mod: Any)
 # -- 2. a long model name -----------------------------------------------------------
 
 
+@wall_clock
 def test_long_model_name_costs_nothing(server: LocalServer) -> None:
     """Was: 16 MiB name -> every client stalled 2 s, +730 MB (difflib on the loop)."""
     name = "m" * (16 << 20)
@@ -151,6 +153,7 @@ def test_long_model_name_costs_nothing(server: LocalServer) -> None:
 # -- 3. a gzip body that inflates to millions of lists ----------------------------
 
 
+@wall_clock
 def test_gzip_json_bomb_is_refused_cheaply(server: LocalServer) -> None:
     """Was: 64 KiB of gzip -> 64 MiB of '[],' -> 21 million lists, 10 s and 2 GB; three at
     once stalled the server for 25 s."""
@@ -199,6 +202,7 @@ def _bytes_payload(total: int) -> np.ndarray:
     return np.array([b"x" * 8] * (total // 12), dtype=object)
 
 
+@wall_clock
 def test_tensors_to_no_model_are_not_decoded(server: LocalServer) -> None:
     """Was: 64 MiB of BYTES to a model that does not exist stalled every client for 11 s."""
     data = _bytes_payload(60 << 20)
@@ -220,6 +224,7 @@ def test_tensors_to_no_model_are_not_decoded(server: LocalServer) -> None:
         assert "unknown model: 'no_such_model'" in err.message()
 
 
+@wall_clock
 def test_big_bytes_tensors_are_decoded_off_the_loop(server: LocalServer) -> None:
     """A 60 MiB BYTES tensor (5 million elements) is decoded in full before the model refuses
     its input name; meanwhile other clients are served."""
@@ -333,6 +338,7 @@ def test_deeply_nested_json_is_400(server: LocalServer) -> None:
 # -- 10. the queue is bounded in bytes -------------------------------------------------
 
 
+@wall_clock
 def test_queue_is_bounded_in_bytes(server: LocalServer) -> None:
     """Was: 40 queued 16 MiB requests peaked at 1.9 GB.  Each request here holds 8 MiB for
     0.5 s; the server takes what fits in --max-queue-bytes and refuses the rest by name."""

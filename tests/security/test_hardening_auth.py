@@ -34,6 +34,7 @@ from sonic.launcher import LocalServer
 from sonic.server.frontends.auth import REFUSALS_PER_S
 from sonic.server.frontends.grpc_servicers import MAX_WATCHES
 from tests.fixtures.auth import AUDIENCE, TOKENS, auth_args, hs256, keys, repo
+from tests.fixtures.waiting import wall_clock
 from tests.security.attacks import assert_unharmed, under_attack
 
 __all__ = ["keys", "repo"]  # pytest fixtures, from tests.fixtures.auth
@@ -64,6 +65,7 @@ def relayed(repo: Path, keys: dict[str, Any], secured: LocalServer) -> Iterator[
 
 
 @pytest.mark.parametrize("which", ["in-process", "relay"])
+@wall_clock
 def test_big_message_without_credentials_is_not_buffered(
     secured: LocalServer, relayed: LocalServer, which: str
 ) -> None:

@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 
 from sonic.launcher import LocalServer
 from sonic.zoo.examples import mlp_model, write_model
+from tests.fixtures.waiting import wall_clock
 from tests.security.attacks import assert_unharmed, under_attack
 
 CONNECTIONS = 1050
@@ -48,6 +49,7 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+@wall_clock
 def test_huge_header_is_431(server: LocalServer) -> None:
     """Was: a 160 MB header was buffered (+220 MB) and stalled the loop for 8.5 s."""
 
@@ -90,6 +92,7 @@ def test_headers_that_never_finish_get_408(server: LocalServer) -> None:
     assert _read_all(silent).startswith(b"HTTP/1.1 408 ")
 
 
+@wall_clock
 def test_a_connection_flood_shuts_nothing_out(server: LocalServer) -> None:
     """Was: with 1,024 descriptors, 1,050 connections that never finish their headers shut out
     HTTP and gRPC.  Now the oldest waiting connection makes room for each new one, and the

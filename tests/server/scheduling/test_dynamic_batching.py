@@ -19,6 +19,7 @@ from sonic.server.scheduling.delay import FUTILE_TO_SKIP, PROBE_EVERY
 from sonic.zoo.examples import IR_VERSION, OPSET, mlp_model, write_model
 from tests.conftest import slow_model
 from tests.fixtures.metrics import metric
+from tests.fixtures.waiting import wall_clock
 
 MLP_IO = """
 input [ { name: "input", data_type: TYPE_FP32, dims: [ 64 ] } ]
@@ -134,6 +135,7 @@ def run(server: LocalServer, scenario: Any) -> Any:
     return asyncio.run(main())
 
 
+@wall_clock
 def test_preferred_batch_size_is_formed(batching_server: LocalServer) -> None:
     async def scenario(c: Any) -> None:
         x = np.ones((1, 64), dtype=np.float32)
@@ -146,6 +148,7 @@ def test_preferred_batch_size_is_formed(batching_server: LocalServer) -> None:
     run(batching_server, scenario)
 
 
+@wall_clock
 def test_queue_delay_is_honoured(batching_server: LocalServer) -> None:
     async def scenario(c: Any) -> None:
         x = np.ones((1, 64), dtype=np.float32)

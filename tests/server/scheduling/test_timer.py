@@ -9,12 +9,14 @@ import time
 import uvloop
 
 from sonic.server.scheduling.timer import PRECISE_FROM_S, PreciseTimer
+from tests.fixtures.waiting import wall_clock
 
 
 def _run(body):  # type: ignore[no-untyped-def]
     return uvloop.run(body())
 
 
+@wall_clock
 def test_it_fires_once_after_the_delay_and_not_when_cancelled() -> None:
     async def body() -> tuple[list[float], int]:
         loop = asyncio.get_running_loop()
@@ -38,6 +40,7 @@ def test_it_fires_once_after_the_delay_and_not_when_cancelled() -> None:
     assert closed == 1  # close() gives the timerfd back
 
 
+@wall_clock
 def test_a_batch_waits_its_delay_not_the_next_millisecond() -> None:
     """A 1.6 ms wait ends before the 2 ms that uvloop's own timer rounds it to.
 
