@@ -309,7 +309,7 @@ class DataPlane:
             return handles
         group = AcceptedGroup(self, model, plan, item, start_ns, [ids[i] for i in taken],
                               [answers[i] for i in taken])  # fmt: skip
-        item.future.add_done_callback(group.ran)
+        item.then(group.ran)
         self._watch(group)
         for i, member in zip(taken, group.members(), strict=True):
             handles[i] = member
@@ -323,7 +323,10 @@ class DataPlane:
                   answer: Answer) -> Accepted:  # fmt: skip
         """A queued request, answered once its execution is over (or at its timeout)."""
         accepted = Accepted(self, model, pending, size, answer)
-        pending.future.add_done_callback(accepted.ran)
+        if pending.item is not None:
+            pending.item.then(accepted.ran)
+        else:  # an ensemble's steps
+            pending.future.add_done_callback(accepted.ran)
         self._watch(accepted)
         return accepted
 

@@ -8,12 +8,14 @@ the exact nanosecond where it changes its answer, whatever the machine's load.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvloop
 
 from sonic.backends.base import BackendInstance, IOSpec
 from sonic.errors import Unavailable
@@ -174,3 +176,54 @@ def test_closing_during_an_execution_lets_its_requests_finish() -> None:
 
     assert asyncio.run(scenario()).tolist() == [[2.0]]
     assert b._loop_task is not None and b._loop_task.done()
+
+
+class _Arrivals(BackendInstance):
+    """A fast instance during whose call a request "arrives": its pipe becomes readable."""
+
+    inline_ok = True
+    write_fd = -1
+
+    def signature(self) -> tuple[list[IOSpec], list[IOSpec]]:
+        return [], []
+
+    def execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        if self.write_fd >= 0:
+            os.write(self.write_fd, b"x")
+        return {"y": inputs["x"] * 2}
+
+
+def test_an_answer_does_not_wait_behind_the_requests_read_meanwhile() -> None:
+    """Under uvloop a future's done callbacks run on the loop's next pass, after it polls for
+    I/O: an answer waited behind the decoding of every request read during its execution.
+    ``WorkItem.then`` callbacks run as the execution is delivered; a failing one is reported
+    to the loop and the batcher goes on."""
+    config = parse_config('name: "m"\nmax_batch_size: 8\ndynamic_batching { }', "m")
+    inst = _Arrivals("m", config, Path("."), None)  # type: ignore[arg-type]
+    b = DynamicBatcher(InstancePool([inst], "m"), ModelStatistics("m", "1"), BatchShape(), config)
+    order: list[str] = []
+    reported: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        for _ in range(30):  # until its calls run inline, as short calls do under load
+            await b.submit({"x": np.ones((1, 1), np.float32)}, ["y"], 1).future
+        read_fd, inst.write_fd = os.pipe()
+        loop.add_reader(read_fd, lambda: order.append(f"read {os.read(read_fd, 1)!r}"))
+        item = b.submit({"x": np.ones((1, 1), np.float32)}, ["y"], 1)
+        item.then(lambda f: order.append(f"then {f.result().outputs['y'].tolist()}"))
+        item.future.add_done_callback(lambda _: order.append("done callback"))
+        failing = b.submit({"x": np.ones((1, 1), np.float32)}, ["y"], 1)
+        failing.then(lambda _: 1 / 0)
+        await asyncio.sleep(0.05)
+        later = b.submit({"x": np.full((1, 1), 3, np.float32)}, ["y"], 1)
+        assert (await later.future).outputs["y"].tolist() == [[6.0]]
+        loop.remove_reader(read_fd)
+        os.close(read_fd)
+        os.close(inst.write_fd)
+        b.close()
+
+    uvloop.run(scenario())
+    assert order[:3] == ["then [[2.0]]", "read b'x'", "done callback"], order
+    assert [type(c["exception"]) for c in reported] == [ZeroDivisionError], reported

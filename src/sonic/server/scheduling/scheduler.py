@@ -63,6 +63,19 @@ class WorkItem:
     #: Requests the item carries: 1, or a group of requests of one layout that arrived
     #: together, their rows in order (:meth:`DynamicBatcher.groupable`).
     requests: int = 1
+    #: A done callback of ``future`` (:meth:`then`) that runs as soon as the execution is
+    #: delivered, rather than on the loop's next pass.
+    eager: Callable[[asyncio.Future[Execution]], None] | None = None
+
+    def then(self, callback: Callable[[asyncio.Future[Execution]], None]) -> None:
+        """``future.add_done_callback(callback)``, run at once when the item's execution is
+        delivered (:func:`_deliver`).  A future's callbacks run on the loop's next pass, and
+        uvloop polls for I/O before it: every answer waited behind the decoding of the
+        requests read meanwhile (perf_analyzer, alternating, nine pairs: 1.16x the throughput
+        at batch 1 concurrency 8 run at once, no change at batch 64 concurrency 4).  Any other
+        outcome (a timeout, a cancellation, an unload) still runs it as a done callback."""
+        self.future.add_done_callback(callback)
+        self.eager = callback
 
 
 @dataclass(slots=True)
@@ -500,13 +513,25 @@ class DynamicBatcher(_Scheduler):
 
 
 def _deliver(results: list[tuple[WorkItem, Execution | BaseException]]) -> None:
+    """Resolve each item's future and run its eager callback (:meth:`WorkItem.then`) now."""
     for item, outcome in results:
-        if item.future.done():
+        future = item.future
+        if future.done():
             continue
+        eager = item.eager
+        if eager is not None and not future.remove_done_callback(eager):
+            eager = None
         if isinstance(outcome, BaseException):
-            item.future.set_exception(outcome)
+            future.set_exception(outcome)
         else:
-            item.future.set_result(outcome)
+            future.set_result(outcome)
+        if eager is not None:
+            try:
+                eager(future)
+            except Exception as err:  # as the loop treats a failing done callback
+                future.get_loop().call_exception_handler(
+                    {"message": "exception in an answer callback", "exception": err,
+                     "future": future})  # fmt: skip
 
 
 Scheduler = DirectScheduler | DynamicBatcher
