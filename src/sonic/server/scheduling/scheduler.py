@@ -72,8 +72,8 @@ class WorkItem:
         delivered (:func:`_deliver`).  A future's callbacks run on the loop's next pass, and
         uvloop polls for I/O before it: every answer waited behind the decoding of the
         requests read meanwhile (run at once: 1.09x the throughput at batch 1 concurrency 8,
-        benchmarks/commits_ab.py; docs/tuning.md).  Any other
-        outcome (a timeout, a cancellation, an unload) still runs it as a done callback."""
+        benchmarks/commits_ab.py; docs/tuning.md).  Any other outcome (a timeout, a
+        cancellation, an unload) still runs it as a done callback."""
         self.future.add_done_callback(callback)
         self.eager = callback
 
